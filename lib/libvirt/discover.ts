@@ -1,0 +1,237 @@
+/**
+ * Discovery of every domain with its state and disks in a CONSTANT number of SSH round trips:
+ * one batched virsh script for states and domain XML, one batched qemu-img script for sizes and
+ * backing chains (split only when the argument list would exceed what one SSH request carries).
+ * Domains are addressed by UUID, so no VM name ever reaches a command line.
+ */
+import { LibvirtBackupError } from '../errors';
+import type { SshConnection } from '../ssh';
+import { scriptArgv } from '../shell';
+import { parseDomainXml, type DomainDefinition, type DomainDisk } from './domainXml';
+import { newMarker, runVirsh, splitSections } from './virsh';
+
+export type DomainState = 'running' | 'paused' | 'shutoff' | 'other';
+
+export interface ImageLayer {
+	path: string;
+	format?: string;
+	virtualBytes: number;
+	allocatedBytes: number;
+}
+
+export interface DiscoveredDisk extends DomainDisk {
+	virtualBytes: number | null;
+	/** Bytes the top image occupies on the host (`actual-size`). */
+	allocatedBytes: number | null;
+	/** Backing files under the top image, nearest first (from `qemu-img info --backing-chain`). */
+	backingChain: ImageLayer[];
+	backupable: boolean;
+	reason?: string;
+}
+
+export interface DiscoveredVm {
+	name: string;
+	uuid: string;
+	state: DomainState;
+	persistent: boolean;
+	autostart: boolean;
+	hypervisor: string;
+	disks: DiscoveredDisk[];
+	totalVirtualBytes: number;
+	/** Bytes on the host for all disks including their backing files. */
+	totalAllocatedBytes: number;
+	backupable: boolean;
+	reasons: string[];
+}
+
+export interface DiscoveryFilter {
+	names?: string[];
+	nameRegex?: RegExp;
+	state?: DomainState | 'any';
+	persistence?: 'any' | 'persistent' | 'transient';
+	excludeDevices?: string[];
+}
+
+export interface DiscoveryResult {
+	vms: DiscoveredVm[];
+	/** SSH commands this discovery ran (tests and benchmarks prove the constant). */
+	sshExecs: number;
+}
+
+const STATE_SCRIPT = `export LC_ALL=C
+uri=$1 m=$2
+command -v virsh >/dev/null 2>&1 || { echo "virsh: command not found" >&2; exit 127; }
+all=$(virsh -q -c "$uri" list --all --uuid) || exit $?
+lists="echo $m state running; list --all --uuid --state-running; echo $m state paused; list --all --uuid --state-paused; echo $m state shutoff; list --all --uuid --state-shutoff; echo $m set persistent; list --all --uuid --persistent; echo $m set autostart; list --all --uuid --autostart"
+virsh -c "$uri" "$lists" || exit $?
+cmds=
+for u in $all; do
+  case $u in *[!0-9a-fA-F-]*) echo "unexpected UUID from virsh: $u" >&2; exit 65;; esac
+  cmds="$cmds echo $m xml $u; dumpxml $u;"
+done
+[ -z "$cmds" ] || virsh -c "$uri" "$cmds"
+`;
+
+const IMAGE_SCRIPT = `export LC_ALL=C
+m=$1; shift
+command -v qemu-img >/dev/null 2>&1 || { echo "$m noqemuimg"; exit 0; }
+i=0
+for p in "$@"; do
+  if out=$(qemu-img info --output=json -U --backing-chain -- "$p" 2>&1); then echo "$m ok $i"; else echo "$m err $i"; fi
+  printf '%s\\n' "$out"
+  i=$((i+1))
+done
+`;
+
+/** Stay well under OpenSSH's 256 KiB packet limit for one exec request. */
+const MAX_ARGS_BYTES = 96 * 1024;
+
+export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
+	const execsBefore = ssh.execCount;
+	const marker = newMarker();
+	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]), uri, 'virsh (discovery)', signal);
+
+	const sets = new Map<string, Set<string>>();
+	const definitions: DomainDefinition[] = [];
+	for (const section of splitSections(stdout, marker)) {
+		if (section.kind === 'xml') {
+			// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
+			if (section.body.includes('<domain')) definitions.push(parseDomainXml(section.body));
+		} else {
+			sets.set(section.arg, new Set(section.body.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean)));
+		}
+	}
+	const inSet = (set: string, uuid: string) => sets.get(set)?.has(uuid.toLowerCase()) ?? false;
+	const stateOf = (uuid: string): DomainState =>
+		(['running', 'paused', 'shutoff'] as const).find((state) => inSet(state, uuid)) ?? 'other';
+
+	const selected = definitions.filter((domain) => {
+		if (filter.names?.length && !filter.names.includes(domain.name)) return false;
+		if (filter.nameRegex && !filter.nameRegex.test(domain.name)) return false;
+		if (filter.state && filter.state !== 'any' && stateOf(domain.uuid) !== filter.state) return false;
+		const persistent = inSet('persistent', domain.uuid);
+		if (filter.persistence === 'persistent' && !persistent) return false;
+		if (filter.persistence === 'transient' && persistent) return false;
+		return true;
+	});
+
+	const excluded = new Set(filter.excludeDevices ?? []);
+	const disksOf = (domain: DomainDefinition) => domain.disks.filter((disk) => !excluded.has(disk.device));
+	const paths = [...new Set(selected.flatMap((domain) => disksOf(domain).map(localPath).filter((path): path is string => !!path)))];
+	const images = await inspectImages(ssh, paths, signal);
+
+	const vms = selected
+		.map((domain): DiscoveredVm => {
+			const disks = disksOf(domain).map((disk) => describeDisk(disk, images));
+			const reasons = disks.filter((disk) => !disk.backupable).map((disk) => `${disk.target}: ${disk.reason}`);
+			if (disks.length === 0) reasons.push('no disks');
+			return {
+				name: domain.name,
+				uuid: domain.uuid,
+				state: stateOf(domain.uuid),
+				persistent: inSet('persistent', domain.uuid),
+				autostart: inSet('autostart', domain.uuid),
+				hypervisor: domain.hypervisor,
+				disks,
+				totalVirtualBytes: sum(disks.map((disk) => disk.virtualBytes ?? 0)),
+				totalAllocatedBytes: sum(disks.map((disk) => (disk.allocatedBytes ?? 0) + sum(disk.backingChain.map((layer) => layer.allocatedBytes)))),
+				backupable: reasons.length === 0,
+				reasons,
+			};
+		})
+		.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+	return { vms, sshExecs: ssh.execCount - execsBefore };
+}
+
+type ImageInfo = { layers: ImageLayer[] } | { error: string };
+
+function localPath(disk: DomainDisk): string | undefined {
+	return disk.type === 'file' || disk.type === 'block' ? disk.source.path : undefined;
+}
+
+async function inspectImages(ssh: SshConnection, paths: string[], signal?: AbortSignal): Promise<Map<string, ImageInfo>> {
+	const images = new Map<string, ImageInfo>();
+	for (const batch of batchesByBytes(paths, MAX_ARGS_BYTES)) {
+		const marker = newMarker();
+		const { stdout } = await ssh.run(scriptArgv(IMAGE_SCRIPT, 'lvb-image-info', [marker, ...batch]), { label: 'qemu-img info', signal });
+		for (const section of splitSections(stdout, marker)) {
+			if (section.kind === 'noqemuimg') {
+				for (const path of batch) images.set(path, { error: 'qemu-img not found on host (install qemu-utils / qemu-img)' });
+				break;
+			}
+			const path = batch[Number(section.arg)];
+			if (path === undefined) throw new LibvirtBackupError('PARSE_ERROR', `qemu-img info output names an unknown disk index ${section.arg}`);
+			images.set(path, section.kind === 'ok' ? { layers: parseImageInfo(section.body, path) } : { error: section.body.trim().split('\n').pop() ?? 'qemu-img info failed' });
+		}
+	}
+	return images;
+}
+
+function parseImageInfo(json: string, path: string): ImageLayer[] {
+	let parsed: unknown;
+	try {
+		parsed = JSON.parse(json);
+	} catch {
+		throw new LibvirtBackupError('PARSE_ERROR', `qemu-img info for ${path} returned output that is not JSON`);
+	}
+	const layers = Array.isArray(parsed) ? parsed : [parsed];
+	return layers.map((layer: Record<string, unknown>) => ({
+		path: String(layer.filename ?? ''),
+		format: typeof layer.format === 'string' ? layer.format : undefined,
+		virtualBytes: Number(layer['virtual-size'] ?? 0),
+		allocatedBytes: Number(layer['actual-size'] ?? 0),
+	}));
+}
+
+function describeDisk(disk: DomainDisk, images: Map<string, ImageInfo>): DiscoveredDisk {
+	const unknown = { virtualBytes: null, allocatedBytes: null, backingChain: [] as ImageLayer[] };
+	const reason = notBackupableReason(disk);
+	const path = localPath(disk);
+	const image = path ? images.get(path) : undefined;
+	if (!image || 'error' in image) {
+		const imageError = image && 'error' in image ? `cannot read the image: ${image.error}` : undefined;
+		return { ...disk, ...unknown, backupable: false, reason: reason ?? imageError ?? 'no local source to read' };
+	}
+	const [top, ...backing] = image.layers;
+	return {
+		...disk,
+		format: disk.format ?? top?.format,
+		virtualBytes: top?.virtualBytes ?? null,
+		allocatedBytes: top?.allocatedBytes ?? null,
+		backingChain: backing,
+		backupable: reason === undefined,
+		...(reason ? { reason } : {}),
+	};
+}
+
+function notBackupableReason(disk: DomainDisk): string | undefined {
+	if (disk.device === 'cdrom' || disk.device === 'floppy') return `${disk.device}: removable media is not backed up`;
+	if (disk.type === 'network') return `network disk (${disk.source.protocol ?? 'unknown protocol'}${disk.source.name ? ` ${disk.source.name}` : ''}): only local files and block devices can be backed up`;
+	if (disk.type === 'volume') return `storage pool volume (${disk.source.pool ?? '?'}/${disk.source.volume ?? '?'}): not supported yet, define the disk by path`;
+	if (disk.type !== 'file' && disk.type !== 'block') return `${disk.type} disk: only local files and block devices can be backed up`;
+	if (!disk.source.path) return 'no source (empty drive)';
+	if (disk.shareable) return 'shareable disk: another host may write it, no consistent copy is possible';
+	return undefined;
+}
+
+function batchesByBytes(items: string[], maxBytes: number): string[][] {
+	const batches: string[][] = [];
+	let current: string[] = [];
+	let bytes = 0;
+	for (const item of items) {
+		const size = Buffer.byteLength(item) + 8;
+		if (current.length > 0 && bytes + size > maxBytes) {
+			batches.push(current);
+			current = [];
+			bytes = 0;
+		}
+		current.push(item);
+		bytes += size;
+	}
+	if (current.length > 0) batches.push(current);
+	return batches;
+}
+
+function sum(values: number[]): number {
+	return values.reduce((total, value) => total + value, 0);
+}

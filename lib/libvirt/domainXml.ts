@@ -1,0 +1,133 @@
+/**
+ * Domain XML (`virsh dumpxml`) parsed with a real XML parser into typed values. Never scrape the
+ * human-readable, localized virsh tables.
+ */
+import { XMLParser } from 'fast-xml-parser';
+import { LibvirtBackupError } from '../errors';
+
+export type DiskDevice = 'disk' | 'cdrom' | 'floppy' | 'lun';
+export type DiskType = 'file' | 'block' | 'network' | 'volume' | 'dir' | 'nvme' | 'vhostuser';
+
+export interface DiskSource {
+	/** Local file or block device path (type file/block), when there is one. */
+	path?: string;
+	/** Network disks: protocol (nbd, rbd, iscsi, gluster, ...), export name and hosts. */
+	protocol?: string;
+	name?: string;
+	hosts?: string[];
+	/** Volume disks: storage pool and volume. */
+	pool?: string;
+	volume?: string;
+}
+
+export interface DomainDisk {
+	target: string;
+	bus?: string;
+	device: DiskDevice;
+	type: DiskType;
+	/** Driver format (qcow2, raw, ...) from `<driver type=...>`. */
+	format?: string;
+	source: DiskSource;
+	readonly: boolean;
+	shareable: boolean;
+	/** Backing chain as libvirt reports it in the live XML (paths, outermost first). */
+	backingStore: string[];
+}
+
+export interface DomainDefinition {
+	name: string;
+	uuid: string;
+	/** Domain type: kvm, qemu, test, ... */
+	hypervisor: string;
+	disks: DomainDisk[];
+}
+
+const parser = new XMLParser({
+	ignoreAttributes: false,
+	attributeNamePrefix: '',
+	parseAttributeValue: false,
+	parseTagValue: false,
+	// Names may start or end with spaces; keep text exactly as libvirt wrote it.
+	trimValues: false,
+	htmlEntities: true,
+	isArray: (name) => ['disk', 'host'].includes(name),
+});
+
+type XmlNode = Record<string, unknown>;
+
+function node(value: unknown): XmlNode | undefined {
+	return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as XmlNode) : undefined;
+}
+
+function text(value: unknown): string | undefined {
+	if (typeof value === 'string') return value;
+	const element = node(value);
+	return typeof element?.['#text'] === 'string' ? element['#text'] : undefined;
+}
+
+function attribute(element: XmlNode | undefined, name: string): string | undefined {
+	const value = element?.[name];
+	return typeof value === 'string' ? value : undefined;
+}
+
+function backingChain(disk: XmlNode): string[] {
+	const chain: string[] = [];
+	let store = node(disk.backingStore);
+	while (store) {
+		const source = node(store.source);
+		const path = attribute(source, 'file') ?? attribute(source, 'dev');
+		if (path) chain.push(path);
+		store = node(store.backingStore);
+	}
+	return chain;
+}
+
+function parseDisk(disk: XmlNode): DomainDisk {
+	const source = node(disk.source);
+	const type = (attribute(disk, 'type') ?? 'file') as DiskType;
+	const parsedSource: DiskSource = {};
+	if (type === 'file') parsedSource.path = attribute(source, 'file');
+	if (type === 'block') parsedSource.path = attribute(source, 'dev');
+	if (type === 'dir') parsedSource.path = attribute(source, 'dir');
+	if (type === 'network') {
+		parsedSource.protocol = attribute(source, 'protocol');
+		parsedSource.name = attribute(source, 'name');
+		const hosts = Array.isArray(source?.host) ? (source.host as XmlNode[]) : [];
+		parsedSource.hosts = hosts.map((host) => [attribute(host, 'name') ?? attribute(host, 'socket') ?? '', attribute(host, 'port')].filter(Boolean).join(':'));
+	}
+	if (type === 'volume') {
+		parsedSource.pool = attribute(source, 'pool');
+		parsedSource.volume = attribute(source, 'volume');
+	}
+	for (const key of Object.keys(parsedSource) as (keyof DiskSource)[]) {
+		if (parsedSource[key] === undefined) delete parsedSource[key];
+	}
+	return {
+		target: attribute(node(disk.target), 'dev') ?? '',
+		bus: attribute(node(disk.target), 'bus'),
+		device: (attribute(disk, 'device') ?? 'disk') as DiskDevice,
+		type,
+		format: attribute(node(disk.driver), 'type'),
+		source: parsedSource,
+		readonly: disk.readonly !== undefined,
+		shareable: disk.shareable !== undefined,
+		backingStore: backingChain(disk),
+	};
+}
+
+export function parseDomainXml(xml: string): DomainDefinition {
+	let root: XmlNode | undefined;
+	try {
+		root = node(node(parser.parse(xml))?.domain);
+	} catch (error) {
+		throw new LibvirtBackupError('PARSE_ERROR', `virsh returned domain XML that does not parse: ${(error as Error).message}`);
+	}
+	const name = text(root?.name);
+	const uuid = text(root?.uuid)?.trim();
+	if (!root || name === undefined || !uuid) {
+		throw new LibvirtBackupError('PARSE_ERROR', 'virsh returned domain XML without a <domain> name and uuid');
+	}
+	const devices = node(root.devices);
+	const disks = Array.isArray(devices?.disk) ? (devices.disk as unknown[]).map((disk) => parseDisk(node(disk) ?? {})) : [];
+	return { name, uuid, hypervisor: attribute(root, 'type') ?? '', disks };
+}

@@ -1,0 +1,292 @@
+/**
+ * One SSH connection to one host, opened once per node run and reused for every item. The host key
+ * is checked against the pinned keys during key exchange, before any authentication data is sent.
+ */
+import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import { LibvirtBackupError, tail } from '../errors';
+import { commandLine, type SudoMode } from '../shell';
+import { fingerprintOf, preferredHostKeyAlgorithms, type HostKeyPin } from './hostKeys';
+
+export type SshAuth =
+	| { method: 'privateKey'; privateKey: string; passphrase?: string }
+	| { method: 'password'; password: string };
+
+export interface SshTarget {
+	host: string;
+	port: number;
+	username: string;
+	auth: SshAuth;
+	/** Pinned keys, or the explicit insecure opt-out. An empty pin list refuses every host. */
+	hostKeys: { pins: HostKeyPin[] } | { skipVerification: true };
+	sudo: { mode: SudoMode; password?: string };
+	readyTimeoutMs?: number;
+}
+
+export interface RunOptions {
+	/** Short name of what runs, for error messages (defaults to the program name). */
+	label?: string;
+	timeoutMs?: number;
+	signal?: AbortSignal;
+	onStdout?: (chunk: Buffer) => void;
+	onStderr?: (chunk: Buffer) => void;
+	/** Exit codes that are results, not failures (default: only 0). */
+	okExitCodes?: readonly number[];
+}
+
+export interface RunResult {
+	exitCode: number;
+	stdout: string;
+	stderr: string;
+}
+
+const KEEPALIVE_INTERVAL_MS = 10_000;
+const KEEPALIVE_COUNT_MAX = 3;
+const STDERR_KEEP_BYTES = 64 * 1024;
+
+export class SshConnection {
+	private execs = 0;
+	private lost: LibvirtBackupError | undefined;
+	private readonly pending = new Set<(error: LibvirtBackupError) => void>();
+	private sftpSession: Promise<SFTPWrapper> | undefined;
+
+	private constructor(
+		private readonly client: Client,
+		readonly target: SshTarget,
+		/** The host key the server presented, as a SHA256 fingerprint. */
+		readonly hostKeyFingerprint: string,
+	) {
+		const onGone = (reason: string) => {
+			this.lost ??= new LibvirtBackupError('SSH_CONNECTION_LOST', `SSH connection to ${describe(target)} was lost: ${reason}`);
+			for (const reject of this.pending) reject(this.lost);
+			this.pending.clear();
+		};
+		client.on('error', (error) => onGone(error.message));
+		client.on('close', () => onGone('closed'));
+	}
+
+	/** Number of remote commands started on this connection (tests use it to prove batching). */
+	get execCount(): number {
+		return this.execs;
+	}
+
+	static async connect(target: SshTarget, signal?: AbortSignal): Promise<SshConnection> {
+		const client = new Client();
+		let presented: string | undefined;
+		let rejectedKey = false;
+		const pins = 'pins' in target.hostKeys ? target.hostKeys.pins : undefined;
+		const config: ConnectConfig = {
+			host: target.host,
+			port: target.port,
+			username: target.username,
+			readyTimeout: target.readyTimeoutMs ?? 20_000,
+			keepaliveInterval: KEEPALIVE_INTERVAL_MS,
+			keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+			tryKeyboard: target.auth.method === 'password',
+			hostVerifier: (key: Buffer) => {
+				presented = fingerprintOf(key);
+				rejectedKey = pins !== undefined && !pins.some((pin) => pin.fingerprint === presented);
+				return !rejectedKey;
+			},
+		};
+		const algorithms = pins ? preferredHostKeyAlgorithms(pins) : undefined;
+		if (algorithms) config.algorithms = { serverHostKey: algorithms as never };
+		if (target.auth.method === 'privateKey') {
+			config.privateKey = target.auth.privateKey;
+			if (target.auth.passphrase) config.passphrase = target.auth.passphrase;
+		} else {
+			const password = target.auth.password;
+			config.password = password;
+			client.on('keyboard-interactive', (_name, _instructions, _lang, prompts, finish) =>
+				finish(prompts.map(() => password)),
+			);
+		}
+
+		await new Promise<void>((resolve, reject) => {
+			const fail = (error: LibvirtBackupError) => {
+				signal?.removeEventListener('abort', onAbort);
+				client.removeAllListeners('ready');
+				client.end();
+				reject(error);
+			};
+			const onAbort = () => fail(new LibvirtBackupError('ABORTED', 'Cancelled while connecting over SSH'));
+			if (signal?.aborted) return onAbort();
+			signal?.addEventListener('abort', onAbort, { once: true });
+			client.once('ready', () => {
+				signal?.removeEventListener('abort', onAbort);
+				client.removeAllListeners('error');
+				resolve();
+			});
+			client.on('error', (error) => fail(connectError(target, error, presented, rejectedKey, pins)));
+			try {
+				client.connect(config);
+			} catch (error) {
+				fail(
+					new LibvirtBackupError(
+						'INVALID_INPUT',
+						`The SSH private key could not be used: ${(error as Error).message}. Paste the whole key including its BEGIN/END lines, and its passphrase if it has one.`,
+					),
+				);
+			}
+		});
+		return new SshConnection(client, target, presented ?? '');
+	}
+
+	/** Runs argv on the host (quoted by lib/shell, wrapped so it dies with its channel). */
+	async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+		if (this.lost) throw this.lost;
+		const label = options.label ?? argv[0];
+		const line = commandLine(argv, { sudo: this.target.sudo.mode });
+		this.execs += 1;
+		const channel = await new Promise<ClientChannel>((resolve, reject) => {
+			this.client.exec(line, (error, stream) =>
+				error ? reject(new LibvirtBackupError('SSH_CONNECTION_LOST', `Cannot start ${label} over SSH: ${error.message}`)) : resolve(stream),
+			);
+		});
+		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
+
+		return await new Promise<RunResult>((resolve, reject) => {
+			const stdout: Buffer[] = [];
+			let stderr = Buffer.alloc(0);
+			let exitCode: number | undefined;
+			let exitSignal: string | undefined;
+			let timer: NodeJS.Timeout | undefined;
+			let settled = false;
+
+			const finish = (error?: LibvirtBackupError, result?: RunResult) => {
+				if (settled) return;
+				settled = true;
+				if (timer) clearTimeout(timer);
+				options.signal?.removeEventListener('abort', onAbort);
+				this.pending.delete(onLost);
+				if (error) {
+					channel.close(); // closes the command's stdin: the remote watchdog kills it
+					reject(error);
+				} else {
+					resolve(result as RunResult);
+				}
+			};
+			const onAbort = () => finish(new LibvirtBackupError('ABORTED', `Cancelled: ${label} was stopped on the host`));
+			const onLost = (error: LibvirtBackupError) => finish(error);
+			this.pending.add(onLost);
+			if (options.signal?.aborted) return onAbort();
+			options.signal?.addEventListener('abort', onAbort, { once: true });
+			if (options.timeoutMs) {
+				timer = setTimeout(
+					() => finish(new LibvirtBackupError('COMMAND_TIMEOUT', `${label} did not finish within ${Math.round(options.timeoutMs! / 1000)} s and was stopped on the host`)),
+					options.timeoutMs,
+				);
+			}
+
+			channel.on('data', (chunk: Buffer) => {
+				if (options.onStdout) options.onStdout(chunk);
+				else stdout.push(chunk);
+			});
+			channel.stderr.on('data', (chunk: Buffer) => {
+				options.onStderr?.(chunk);
+				stderr = Buffer.concat([stderr, chunk]);
+				if (stderr.length > STDERR_KEEP_BYTES) stderr = stderr.subarray(stderr.length - STDERR_KEEP_BYTES);
+			});
+			channel.on('exit', (code: number | null, signalName?: string) => {
+				exitCode = code ?? undefined;
+				exitSignal = signalName;
+			});
+			channel.on('close', () => {
+				const result = { exitCode: exitCode ?? -1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: stderr.toString('utf8') };
+				if (exitCode === undefined) {
+					return finish(
+						new LibvirtBackupError('COMMAND_FAILED', `${label} ended without an exit code${exitSignal ? ` (signal ${exitSignal})` : ''}: ${tail(result.stderr)}`),
+					);
+				}
+				if (exitCode === 0 || options.okExitCodes?.includes(exitCode)) return finish(undefined, result);
+				finish(commandError(label, this.target, result));
+			});
+		});
+	}
+
+	/** One SFTP session per connection, opened on first use. */
+	sftp(): Promise<SFTPWrapper> {
+		this.sftpSession ??= new Promise((resolve, reject) =>
+			this.client.sftp((error, sftp) =>
+				error ? reject(new LibvirtBackupError('SSH_CONNECTION_LOST', `Cannot open SFTP on ${describe(this.target)}: ${error.message}`)) : resolve(sftp),
+			),
+		);
+		return this.sftpSession;
+	}
+
+	close(): void {
+		this.client.end();
+	}
+}
+
+/** Opens a connection, hands it to `work`, and closes it whatever happens. */
+export async function withSsh<T>(target: SshTarget, work: (ssh: SshConnection) => Promise<T>, signal?: AbortSignal): Promise<T> {
+	const ssh = await SshConnection.connect(target, signal);
+	try {
+		return await work(ssh);
+	} finally {
+		ssh.close();
+	}
+}
+
+export function describe(target: Pick<SshTarget, 'host' | 'port' | 'username'>): string {
+	return `${target.username}@${target.host}:${target.port}`;
+}
+
+function commandError(label: string, target: SshTarget, result: RunResult): LibvirtBackupError {
+	const stderr = tail(result.stderr);
+	if (target.sudo.mode !== 'none' && /^sudo: |^Sorry, try again/m.test(result.stderr)) {
+		return new LibvirtBackupError(
+			'SUDO_FAILED',
+			`sudo refused to run ${label} as root on ${describe(target)}: ${stderr}. Check the credential's sudo mode and the sudo rule for ${target.username}.`,
+			{ exitCode: result.exitCode, stderr },
+		);
+	}
+	return new LibvirtBackupError('COMMAND_FAILED', `${label} failed on ${target.host} (exit code ${result.exitCode}): ${stderr || 'no error output'}`, {
+		exitCode: result.exitCode,
+		stderr,
+	});
+}
+
+function connectError(
+	target: SshTarget,
+	error: Error & { level?: string; code?: string },
+	presented: string | undefined,
+	rejectedKey: boolean,
+	pins: HostKeyPin[] | undefined,
+): LibvirtBackupError {
+	const where = `${target.host}:${target.port}`;
+	const keyscan = `ssh-keyscan -p ${target.port} ${target.host} | ssh-keygen -lf -`;
+	if (rejectedKey && pins && pins.length === 0) {
+		return new LibvirtBackupError(
+			'SSH_NO_HOST_KEY',
+			`No host key is pinned in the credential, so ${where} cannot be trusted. The server presented ${presented}; check it on the host (${keyscan}) and paste it into "Pinned Host Keys".`,
+			{ presentedFingerprint: presented },
+		);
+	}
+	if (rejectedKey) {
+		return new LibvirtBackupError(
+			'SSH_HOST_KEY_MISMATCH',
+			`Host key mismatch for ${where}: the server presented ${presented}, which is not a pinned key. If the host was reinstalled, verify the new key (${keyscan}) and update the credential; otherwise someone may be intercepting the connection.`,
+			{ presentedFingerprint: presented },
+		);
+	}
+	if (error.level === 'client-authentication') {
+		const method = target.auth.method === 'privateKey' ? 'private key' : 'password';
+		return new LibvirtBackupError(
+			'SSH_AUTH_FAILED',
+			`Authentication failed for ${describe(target)} with ${method}: the server rejected the credentials. Check the username and the ${method}${method === 'private key' ? ' (is its public key in ~/.ssh/authorized_keys?)' : ''}.`,
+		);
+	}
+	if (error.level === 'client-timeout' || error.code === 'ETIMEDOUT') {
+		return new LibvirtBackupError('SSH_TIMEOUT', `Timed out connecting to ${where}: no SSH handshake within ${Math.round((target.readyTimeoutMs ?? 20_000) / 1000)} s. Check the host, port and firewall.`);
+	}
+	const reasons: Record<string, string> = {
+		ECONNREFUSED: 'connection refused (is sshd running on that port?)',
+		ENOTFOUND: 'host name not found',
+		EAI_AGAIN: 'host name could not be resolved',
+		EHOSTUNREACH: 'host unreachable',
+		ENETUNREACH: 'network unreachable',
+		ECONNRESET: 'connection reset by the server',
+	};
+	return new LibvirtBackupError('SSH_UNREACHABLE', `Cannot reach ${where}: ${reasons[error.code ?? ''] ?? error.message}`);
+}

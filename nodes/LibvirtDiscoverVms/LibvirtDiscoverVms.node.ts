@@ -1,0 +1,117 @@
+import {
+	NodeConnectionTypes,
+	NodeOperationError,
+	type IDataObject,
+	type IExecuteFunctions,
+	type INodeExecutionData,
+	type INodeType,
+	type INodeTypeDescription,
+} from 'n8n-workflow';
+import { discoverVms, type DiscoveryFilter } from '../../lib/libvirt';
+import { libvirtSshConnectionTest } from '../shared/connectionTest';
+import { executePerItem } from '../shared/execute';
+
+export class LibvirtDiscoverVms implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Discover VMs',
+		name: 'libvirtDiscoverVms',
+		icon: { light: 'file:../icons/libvirt.svg', dark: 'file:../icons/libvirt.dark.svg' },
+		group: ['input'],
+		version: 1,
+		subtitle: '={{$parameter["state"] === "any" ? "all VMs" : $parameter["state"] + " VMs"}}',
+		description: 'List the virtual machines of a libvirt host with their state and disks',
+		defaults: { name: 'Discover VMs' },
+		usableAsTool: true,
+		inputs: [NodeConnectionTypes.Main],
+		outputs: [NodeConnectionTypes.Main],
+		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
+		properties: [
+			{
+				displayName: 'VM Names',
+				name: 'names',
+				type: 'string',
+				default: '',
+				placeholder: 'web01, db01',
+				description: 'Only these VMs (comma or newline separated, exact names). Empty means all.',
+			},
+			{
+				displayName: 'Name Regex',
+				name: 'nameRegex',
+				type: 'string',
+				default: '',
+				placeholder: '^prod-',
+				description: 'Only VMs whose name matches this JavaScript regular expression',
+			},
+			{
+				displayName: 'State',
+				name: 'state',
+				type: 'options',
+				options: [
+					{ name: 'Any', value: 'any' },
+					{ name: 'Running', value: 'running' },
+					{ name: 'Shut Off', value: 'shutoff' },
+					{ name: 'Paused', value: 'paused' },
+				],
+				default: 'any',
+			},
+			{
+				displayName: 'Persistence',
+				name: 'persistence',
+				type: 'options',
+				options: [
+					{ name: 'Any', value: 'any' },
+					{ name: 'Persistent (Defined)', value: 'persistent' },
+					{ name: 'Transient', value: 'transient' },
+				],
+				default: 'any',
+			},
+			{
+				displayName: 'Exclude Device Types',
+				name: 'excludeDeviceTypes',
+				type: 'multiOptions',
+				options: [
+					{ name: 'CD-ROM', value: 'cdrom' },
+					{ name: 'Floppy', value: 'floppy' },
+					{ name: 'LUN', value: 'lun' },
+				],
+				default: ['cdrom', 'floppy'],
+				description: 'Disks of these device types are left out of the output',
+			},
+		],
+	};
+
+	methods = { credentialTest: { libvirtSshConnectionTest } };
+
+	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+		return await executePerItem(this, async (ssh, { target, uri }, itemIndex, signal) => {
+			const { vms } = await discoverVms(ssh, uri, readFilter(this, itemIndex), signal);
+			if (vms.length === 0) {
+				this.addExecutionHints({ message: `No VMs found on ${target.host} (${uri}) for these filters`, location: 'outputPane' });
+			}
+			return vms.map((vm) => ({ host: target.host, ...vm }) as unknown as IDataObject);
+		});
+	}
+}
+
+function readFilter(context: IExecuteFunctions, itemIndex: number): DiscoveryFilter {
+	const names = String(context.getNodeParameter('names', itemIndex, ''))
+		.split(/[,\n]/)
+		.map((name) => name.trim())
+		.filter(Boolean);
+	const regexText = String(context.getNodeParameter('nameRegex', itemIndex, ''));
+	let nameRegex: RegExp | undefined;
+	if (regexText) {
+		try {
+			nameRegex = new RegExp(regexText);
+		} catch (error) {
+			throw new NodeOperationError(context.getNode(), `Invalid name regex "${regexText}": ${(error as Error).message}`, { itemIndex });
+		}
+	}
+	return {
+		names,
+		nameRegex,
+		state: context.getNodeParameter('state', itemIndex, 'any') as DiscoveryFilter['state'],
+		persistence: context.getNodeParameter('persistence', itemIndex, 'any') as DiscoveryFilter['persistence'],
+		excludeDevices: context.getNodeParameter('excludeDeviceTypes', itemIndex, ['cdrom', 'floppy']) as string[],
+	};
+}
