@@ -72,14 +72,27 @@ done
 [ -z "$cmds" ] || virsh -c "$uri" "$cmds"
 `;
 
+/** qemu-img info costs ~10 ms of process start per image: run one per CPU at a time, print in order. */
 const IMAGE_SCRIPT = `export LC_ALL=C
 m=$1; shift
 command -v qemu-img >/dev/null 2>&1 || { echo "$m noqemuimg"; exit 0; }
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"; exit 143' TERM
+jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
+[ "$jobs" -gt 8 ] && jobs=8
 i=0
 for p in "$@"; do
-  if out=$(qemu-img info --output=json -U --backing-chain -- "$p" 2>&1); then echo "$m ok $i"; else echo "$m err $i"; fi
-  printf '%s\\n' "$out"
+  ( if qemu-img info --output=json -U --backing-chain -- "$p" >"$tmp/$i" 2>&1; then echo ok >"$tmp/$i.rc"; else echo err >"$tmp/$i.rc"; fi ) &
   i=$((i+1))
+  [ $((i % jobs)) -eq 0 ] && wait
+done
+wait
+j=0
+while [ "$j" -lt "$i" ]; do
+  echo "$m $(cat "$tmp/$j.rc") $j"
+  cat "$tmp/$j"
+  j=$((j+1))
 done
 `;
 
