@@ -18,7 +18,10 @@ export type ErrorCode =
 	| 'LIBVIRT_UNREACHABLE'
 	| 'SUDO_FAILED'
 	| 'VM_NOT_FOUND'
-	| 'PARSE_ERROR';
+	| 'PARSE_ERROR'
+	| 'LOCKED'
+	| 'NO_SPACE'
+	| 'BACKUP_FAILED';
 
 export class LibvirtBackupError extends Error {
 	constructor(

@@ -33,6 +33,11 @@ export interface RunOptions {
 	okExitCodes?: readonly number[];
 }
 
+export interface RemoteProcess {
+	done: Promise<RunResult>;
+	stop(): void;
+}
+
 export interface RunResult {
 	exitCode: number;
 	stdout: string;
@@ -133,6 +138,14 @@ export class SshConnection {
 
 	/** Runs argv on the host (quoted by lib/shell, wrapped so it dies with its channel). */
 	async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+		return await (await this.spawn(argv, options)).done;
+	}
+
+	/**
+	 * Starts argv on the host and returns once its channel is open. `stop()` closes the channel,
+	 * which makes the remote watchdog kill the command; `done` then rejects with ABORTED.
+	 */
+	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
 		if (this.lost) throw this.lost;
 		const label = options.label ?? argv[0];
 		const line = commandLine(argv, { sudo: this.target.sudo.mode });
@@ -144,7 +157,8 @@ export class SshConnection {
 		});
 		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
 
-		return await new Promise<RunResult>((resolve, reject) => {
+		let stop: () => void = () => undefined;
+		const done = new Promise<RunResult>((resolve, reject) => {
 			const stdout: Buffer[] = [];
 			let stderr = Buffer.alloc(0);
 			let exitCode: number | undefined;
@@ -167,6 +181,7 @@ export class SshConnection {
 			};
 			const onAbort = () => finish(new LibvirtBackupError('ABORTED', `Cancelled: ${label} was stopped on the host`));
 			const onLost = (error: LibvirtBackupError) => finish(error);
+			stop = onAbort;
 			this.pending.add(onLost);
 			if (options.signal?.aborted) return onAbort();
 			options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -201,6 +216,7 @@ export class SshConnection {
 				finish(commandError(label, this.target, result));
 			});
 		});
+		return { done, stop: () => stop() };
 	}
 
 	/** One SFTP session per connection, opened on first use. */
