@@ -118,7 +118,9 @@ function parseDisk(disk: XmlNode): DomainDisk {
 export function parseDomainXml(xml: string): DomainDefinition {
 	let root: XmlNode | undefined;
 	try {
-		root = node(node(parser.parse(xml))?.domain);
+		// libvirt writes a CR inside a name or path raw, which any XML parser must read as LF;
+		// libvirt's own lines end in LF only, so a raw CR here is always data: keep it exact.
+		root = node(node(parser.parse(xml.replace(/\r/g, '&#13;')))?.domain);
 	} catch (error) {
 		throw new LibvirtBackupError('PARSE_ERROR', `virsh returned domain XML that does not parse: ${(error as Error).message}`);
 	}

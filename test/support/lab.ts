@@ -21,6 +21,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { quoteArg } from '../../lib/shell';
 
 /** State strings exactly as `virsh domstate` prints them. */
 export type LabVmState = 'running' | 'paused' | 'shut off';
@@ -169,10 +170,8 @@ export function labVm(name: string): LabVm {
 	return vm;
 }
 
-/** POSIX single-quote a string for a remote shell command line. */
-export function shq(s: string): string {
-	return `'${s.replace(/'/g, `'\\''`)}'`;
-}
+/** Quote one word of a remote command line: the project's one quoting function (lib/shell). */
+export const shq = quoteArg;
 
 export interface SshExecResult {
 	code: number | null;

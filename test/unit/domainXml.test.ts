@@ -72,6 +72,10 @@ describe('domain XML parsing', () => {
 		expect(domain.disks[0].backingStore).toEqual(['/var/lib/libvirt/images/mid.qcow2', '/var/lib/libvirt/images/base.qcow2']);
 	});
 
+	test('keeps a raw carriage return in a name exactly (libvirt writes it unescaped)', () => {
+		expect(parseDomainXml("<domain><name>lvb-cr\rreturn</name><uuid>u</uuid></domain>").name).toBe('lvb-cr\rreturn');
+	});
+
 	test('refuses XML that is not a domain', () => {
 		expect(() => parseDomainXml('<network><name>x</name></network>')).toThrow(/without a <domain> name and uuid/);
 	});
