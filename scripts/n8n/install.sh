@@ -11,6 +11,9 @@ node_dir="$CACHE/node-$NODE_VERSION"
 n8n_dir="$CACHE/n8n-$N8N_VERSION"
 mkdir -p "$CACHE"
 log() { echo "[n8n-install] $*" >&2; }
+# Parallel callers (several jest workers, CI steps) must not install into the same dir at once.
+exec 9>"$CACHE/.install.lock"
+flock 9
 
 if [ ! -x "$node_dir/bin/node" ]; then
   log "fetching node $NODE_VERSION from the npm registry"
