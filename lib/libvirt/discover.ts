@@ -50,6 +50,8 @@ export interface DiscoveryFilter {
 	state?: DomainState | 'any';
 	persistence?: 'any' | 'persistent' | 'transient';
 	excludeDevices?: string[];
+	/** Look up exactly these domains (names or UUIDs) instead of listing all; a missing one is an error. */
+	domains?: string[];
 }
 
 export interface DiscoveryResult {
@@ -58,10 +60,20 @@ export interface DiscoveryResult {
 	sshExecs: number;
 }
 
+/** Args: uri, marker, then optionally names/UUIDs to look up instead of listing every domain. */
 const STATE_SCRIPT = `export LC_ALL=C
-uri=$1 m=$2
+uri=$1 m=$2; shift 2
 command -v virsh >/dev/null 2>&1 || { echo "virsh: command not found" >&2; exit 127; }
-all=$(virsh -q -c "$uri" list --all --uuid) || exit $?
+if [ $# -eq 0 ]; then
+  all=$(virsh -q -c "$uri" list --all --uuid) || exit $?
+else
+  all= i=0
+  virsh -q -c "$uri" uri >/dev/null || exit $?
+  for d in "$@"; do
+    if u=$(virsh -q -c "$uri" domuuid --domain "$d" 2>/dev/null); then all="$all $u"; else echo "$m missing $i"; fi
+    i=$((i+1))
+  done
+fi
 lists="echo $m state running; list --all --uuid --state-running; echo $m state paused; list --all --uuid --state-paused; echo $m state shutoff; list --all --uuid --state-shutoff; echo $m set persistent; list --all --uuid --persistent; echo $m set autostart; list --all --uuid --autostart"
 virsh -c "$uri" "$lists" || exit $?
 cmds=
@@ -102,11 +114,15 @@ const MAX_ARGS_BYTES = 96 * 1024;
 export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
 	const execsBefore = ssh.execCount;
 	const marker = newMarker();
-	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]), uri, 'virsh (discovery)', signal);
+	const domains = filter.domains ?? [];
+	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker, ...domains]), uri, 'virsh (discovery)', signal);
 
 	const sets = new Map<string, Set<string>>();
 	const definitions: DomainDefinition[] = [];
 	for (const section of splitSections(stdout, marker)) {
+		if (section.kind === 'missing') {
+			throw new LibvirtBackupError('VM_NOT_FOUND', `VM not found: ${domains[Number(section.arg)]} (on ${uri})`);
+		}
 		if (section.kind === 'xml') {
 			// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
 			if (section.body.includes('<domain')) definitions.push(parseDomainXml(section.body));

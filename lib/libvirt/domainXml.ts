@@ -133,3 +133,16 @@ export function parseDomainXml(xml: string): DomainDefinition {
 	const disks = Array.isArray(devices?.disk) ? (devices.disk as unknown[]).map((disk) => parseDisk(node(disk) ?? {})) : [];
 	return { name, uuid, hypervisor: attribute(root, 'type') ?? '', disks };
 }
+
+/** Bytes changed per disk since a checkpoint (`virsh checkpoint-dumpxml --size`). */
+export function parseCheckpointSizes(xml: string): Map<string, number> {
+	const root = node(node(parser.parse(xml))?.domaincheckpoint);
+	const disks = node(root?.disks)?.disk;
+	const sizes = new Map<string, number>();
+	for (const disk of Array.isArray(disks) ? disks : []) {
+		const name = attribute(node(disk), 'name');
+		const size = attribute(node(disk), 'size');
+		if (name && size !== undefined) sizes.set(name, Number(size));
+	}
+	return sizes;
+}

@@ -1,0 +1,255 @@
+/**
+ * The catalog of a destination: every backup folder with its manifest, verification record,
+ * protected marker and size, read in ONE SSH command whatever the number of backups. Folders that
+ * look like ours but hold no valid manifest are reported as incomplete, never as backups; names
+ * that cannot be ours are neither read nor reported.
+ */
+import { LibvirtBackupError } from '../errors';
+import { backupId, checkDestination, vmDirName } from '../backup/layout';
+import { MANIFEST_FILE, PROTECTED_MARKER, VERIFICATION_FILE, INCOMPLETE_MARKER, isBackupId, parseManifest, type BackupKind, type Manifest } from '../backup/manifest';
+import { newMarker, splitSections } from '../libvirt/virsh';
+import { scriptArgv } from '../shell';
+import type { SshConnection } from '../ssh';
+import { backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from './paths';
+import { parseVerification, type VerificationRecord } from './verification';
+
+/**
+ * `sh -c LIST_SCRIPT lvb-list MARKER DEST [VMDIR...]`. Only `<vm dir>/<id-like name>` folders are
+ * considered (names restricted to the characters vmDirName and backup ids use, so they can be
+ * printed and word-split safely); symbolic links are reported and never followed. All folders'
+ * files are stat'ed by one `stat` and all manifests and verification records printed by one
+ * `awk`, so the cost is a handful of processes, not a few per backup.
+ */
+export const LIST_SCRIPT = `export LC_ALL=C
+m=$1 dest=$2; shift 2
+cd -- "$dest" 2>/dev/null || { echo "$m nodest"; exit 0; }
+[ $# -gt 0 ] || set -- *
+dirs=
+for v in "$@"; do
+  case $v in .*|*[!A-Za-z0-9_+.%-]*) continue;; esac
+  if [ -L "$v" ]; then echo "$m link $v"; continue; fi
+  [ -d "$v" ] || continue
+  for d in "$v"/[0-9]*; do
+    id=\${d#*/}
+    case $id in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z*) ;; *) continue;; esac
+    case $id in *[!0-9A-Za-z.-]*) continue;; esac
+    if [ -L "$d" ]; then echo "$m link $d"; continue; fi
+    [ -d "$d" ] && dirs="$dirs $d"
+  done
+done
+echo "$m dirs"
+set -f
+for d in $dirs; do echo "$d"; done
+globs= texts=
+for d in $dirs; do
+  globs="$globs $d/* $d/.[!.]* $d/..?*"
+  for f in ${MANIFEST_FILE} ${VERIFICATION_FILE}; do
+    [ -f "$d/$f" ] && [ ! -L "$d/$f" ] && texts="$texts $d/$f"
+  done
+done
+echo "$m files"
+set +f
+[ -z "$dirs" ] || printf '%s\\0' $globs | xargs -0 stat -c '%f %s %b %B %n' -- 2>/dev/null
+set -f
+[ -z "$texts" ] || printf '%s\\0' $texts | xargs -0 awk -v m="$m" 'FNR == 1 { print m " text " FILENAME } { print }'
+echo "$m end"
+`;
+
+export interface FolderEntry {
+	name: string;
+	type: 'file' | 'dir' | 'symlink' | 'other';
+	bytes: number;
+	/** Bytes allocated on disk (sparse images use less than their size). */
+	diskBytes: number;
+}
+
+export interface CatalogBackup extends BackupLocation {
+	manifest: Manifest;
+	verification?: VerificationRecord;
+	protected: boolean;
+	/** Bytes the folder's files occupy on disk: what removing it frees. */
+	diskBytes: number;
+}
+
+export interface IncompleteFolder extends BackupLocation {
+	reason: string;
+	/** The folder carries our `.lvb-incomplete` marker and holds nothing but what our writer leaves. */
+	writerLeftovers: boolean;
+	diskBytes: number;
+}
+
+export interface QuarantinedFolder extends BackupLocation {
+	diskBytes: number;
+}
+
+export interface Catalog {
+	dest: string;
+	/** Sorted by VM folder, then newest first. */
+	backups: CatalogBackup[];
+	incomplete: IncompleteFolder[];
+	quarantined: QuarantinedFolder[];
+}
+
+export interface CatalogFilter {
+	vmNames?: string[];
+	kinds?: BackupKind[];
+	/** Only backups that started at or after this time. */
+	newerThan?: Date;
+	/** Only backups that started before this time. */
+	olderThan?: Date;
+}
+
+export interface CatalogResult extends Catalog {
+	/** SSH commands the listing ran (always 1). */
+	sshExecs: number;
+}
+
+export async function listCatalog(ssh: SshConnection, dest: string, filter: CatalogFilter = {}, signal?: AbortSignal): Promise<CatalogResult> {
+	const execsBefore = ssh.execCount;
+	const catalog = await readCatalog(ssh, dest, filter.vmNames?.length ? vmDirsFor(filter.vmNames) : [], signal);
+	return { ...filterCatalog(catalog, filter), sshExecs: ssh.execCount - execsBefore };
+}
+
+/** The whole catalog of `dest`, or of these VM folders only, in one SSH command. */
+export async function readCatalog(ssh: SshConnection, dest: string, vmDirs: readonly string[], signal?: AbortSignal): Promise<Catalog> {
+	const root = checkDestination(dest);
+	const marker = newMarker();
+	const { stdout } = await ssh.run(scriptArgv(LIST_SCRIPT, 'lvb-list', [marker, root, ...vmDirs]), { label: 'backup listing', signal });
+	return parseCatalogOutput(stdout, marker, root);
+}
+
+interface RawFolder {
+	vmDir: string;
+	name: string;
+	entries: Map<string, FolderEntry>;
+	texts: Map<string, string>;
+	link: boolean;
+}
+
+/** Turns LIST_SCRIPT output into a catalog. Pure: the same output always gives the same catalog. */
+export function parseCatalogOutput(stdout: string, marker: string, dest: string): Catalog {
+	const folders = new Map<string, RawFolder>();
+	const folder = (relative: string): RawFolder | undefined => {
+		let found = folders.get(relative);
+		if (found) return found;
+		const [vmDir, name, ...rest] = relative.split('/');
+		if (rest.length > 0 || !name || !isVmDirName(vmDir)) return undefined;
+		found = { vmDir, name, entries: new Map(), texts: new Map(), link: false };
+		folders.set(relative, found);
+		return found;
+	};
+	let ended = false;
+	for (const section of splitSections(stdout, marker)) {
+		switch (section.kind) {
+			case 'nodest':
+				throw new LibvirtBackupError('INVALID_INPUT', `Destination ${dest} does not exist on the host or is not a readable directory`);
+			case 'link': {
+				const link = section.arg.includes('/') ? folder(section.arg) : undefined;
+				if (link) link.link = true;
+				break;
+			}
+			case 'dirs':
+				for (const line of section.body.split('\n')) if (line) folder(line);
+				break;
+			case 'files':
+				parseStatLines(section.body, (relative, entry) => folder(relative)?.entries.set(entry.name, entry));
+				break;
+			case 'text': {
+				const slash = section.arg.lastIndexOf('/');
+				folder(section.arg.slice(0, slash))?.texts.set(section.arg.slice(slash + 1), section.body);
+				break;
+			}
+			case 'end':
+				ended = true;
+				break;
+		}
+	}
+	if (!ended) throw new LibvirtBackupError('PARSE_ERROR', `The backup listing of ${dest} ended early (no end marker): the output is incomplete`);
+
+	const catalog: Catalog = { dest, backups: [], incomplete: [], quarantined: [] };
+	for (const raw of folders.values()) classify(raw, dest, catalog);
+	const order = (a: BackupLocation, b: BackupLocation) => (a.vmDir !== b.vmDir ? (a.vmDir < b.vmDir ? -1 : 1) : a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+	catalog.backups.sort(order);
+	catalog.incomplete.sort(order);
+	catalog.quarantined.sort(order);
+	return catalog;
+}
+
+const STAT_LINE = /^([0-9a-f]+) (\d+) (\d+) (\d+) ([^/]+)\/([^/]+)\/(.+)$/;
+
+/** `stat -c '%f %s %b %B %n'` lines; a name with a line break spoils only its own line. */
+function parseStatLines(body: string, add: (relative: string, entry: FolderEntry) => void): void {
+	for (const line of body.split('\n')) {
+		const m = STAT_LINE.exec(line);
+		if (!m) continue;
+		const mode = parseInt(m[1], 16) & 0xf000;
+		const type = mode === 0x8000 ? 'file' : mode === 0x4000 ? 'dir' : mode === 0xa000 ? 'symlink' : 'other';
+		add(`${m[5]}/${m[6]}`, { name: m[7], type, bytes: Number(m[2]), diskBytes: Number(m[3]) * Number(m[4]) });
+	}
+}
+
+function classify(raw: RawFolder, dest: string, catalog: Catalog): void {
+	const diskBytes = [...raw.entries.values()].reduce((total, entry) => total + entry.diskBytes, 0);
+	if (isQuarantinedName(raw.name)) {
+		catalog.quarantined.push({ ...backupLocation(dest, raw.vmDir, raw.name), diskBytes });
+		return;
+	}
+	if (!isBackupId(raw.name)) return;
+	const location = backupLocation(dest, raw.vmDir, raw.name);
+	const incomplete = (reason: string) => catalog.incomplete.push({ ...location, reason, writerLeftovers: isWriterLeftovers(raw), diskBytes });
+	if (raw.link) return void incomplete('symbolic link: never followed');
+
+	const manifestEntry = raw.entries.get(MANIFEST_FILE);
+	const text = raw.texts.get(MANIFEST_FILE);
+	if (!manifestEntry) {
+		return void incomplete(raw.entries.has(INCOMPLETE_MARKER) ? 'no manifest: the backup was not finished' : 'no manifest and no incomplete marker: not written by this package');
+	}
+	if (manifestEntry.type !== 'file') return void incomplete(`${MANIFEST_FILE} is not a regular file (${manifestEntry.type})`);
+	if (!text) return void incomplete(`${MANIFEST_FILE} is empty`);
+	let manifest: Manifest;
+	try {
+		manifest = parseManifest(text, `${location.path}/${MANIFEST_FILE}`);
+	} catch (error) {
+		return void incomplete((error as Error).message);
+	}
+	if (manifest.id !== raw.name) return void incomplete(`the manifest is for backup ${manifest.id}, not ${raw.name}`);
+	if (vmDirName(manifest.vm.name) !== raw.vmDir) return void incomplete(`the manifest is for VM ${JSON.stringify(manifest.vm.name)}, whose folder is ${vmDirName(manifest.vm.name)}`);
+	const verificationText = raw.texts.get(VERIFICATION_FILE);
+	catalog.backups.push({
+		...location,
+		vm: manifest.vm.name,
+		manifest,
+		verification: verificationText === undefined ? undefined : parseVerification(verificationText, manifest.id),
+		protected: raw.entries.has(PROTECTED_MARKER),
+		diskBytes,
+	});
+}
+
+function isWriterLeftovers(raw: RawFolder): boolean {
+	if (raw.link || !raw.entries.has(INCOMPLETE_MARKER) || raw.entries.has(MANIFEST_FILE)) return false;
+	return [...raw.entries.values()].every((entry) => entry.type === 'file' && isStaleFolderEntry(entry.name));
+}
+
+/** Applies the kind and age filters (the VM filter is applied on the host already). */
+export function filterCatalog(catalog: Catalog, filter: CatalogFilter): Catalog {
+	const vmDirs = filter.vmNames?.length ? new Set(vmDirsFor(filter.vmNames)) : undefined;
+	const newer = filter.newerThan ? idPrefix(filter.newerThan) : undefined;
+	const older = filter.olderThan ? idPrefix(filter.olderThan) : undefined;
+	const inRange = (location: BackupLocation) => {
+		const id = location.id.slice(0, 16);
+		return (!vmDirs || vmDirs.has(location.vmDir)) && (newer === undefined || id >= newer) && (older === undefined || id < older);
+	};
+	const kinds = filter.kinds?.length ? new Set(filter.kinds) : undefined;
+	return {
+		dest: catalog.dest,
+		backups: catalog.backups.filter((backup) => inRange(backup) && (!kinds || kinds.has(backup.manifest.kind))),
+		incomplete: catalog.incomplete.filter(inRange),
+		quarantined: catalog.quarantined.filter(inRange),
+	};
+}
+
+/** The id (`YYYYMMDDTHHMMSSZ`, 16 characters) for a time; ids sort like their times. */
+function idPrefix(time: Date): string {
+	if (Number.isNaN(time.getTime())) throw new LibvirtBackupError('INVALID_INPUT', 'An age filter is not a valid time');
+	return backupId(time);
+}

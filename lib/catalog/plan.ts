@@ -1,0 +1,118 @@
+/**
+ * From a catalog to a prune plan, without I/O: the backups' manifests go through the retention
+ * planner (lib/retention, PBS semantics and never-remove safeguards), and incomplete folders are
+ * removed only when they are our own stale leftovers.
+ */
+import { LibvirtBackupError } from '../errors';
+import { backupTime } from '../backup/layout';
+import type { BackupKind } from '../backup/manifest';
+import { RetentionInputError, RetentionPolicyError, planRetention, type BackupRef, type RetentionPolicy } from '../retention';
+import type { Catalog } from './list';
+
+export interface PrunePlanEntry {
+	vm: string;
+	vmDir: string;
+	id: string;
+	path: string;
+	kind: BackupKind | 'incomplete';
+	/** Start of the backup (its id), ISO 8601. */
+	timestamp: string;
+	action: 'keep' | 'prune';
+	/** Which rules keep it, or why it goes. */
+	reasons: string[];
+	/** On-disk bytes of the folder: what pruning it frees. */
+	bytes: number;
+	/** How the host removes it: a backup with our manifest, or our stale unfinished folder. */
+	removal?: 'remove' | 'stale';
+}
+
+export interface PrunePlanOptions {
+	now: Date;
+	/** IANA zone for hourly/daily/... buckets (default UTC). */
+	timeZone?: string;
+	/** Our unfinished folders older than this (by their id) are removed; default 24 h. */
+	staleAfterMs?: number;
+}
+
+export const DEFAULT_STALE_AFTER_MS = 24 * 3_600_000;
+
+/** Validates a policy before anything is read or locked: an empty or malformed one is refused. */
+export function checkPolicy(policy: RetentionPolicy, options: PrunePlanOptions): void {
+	retention(() => planRetention([], policy, options.now, options.timeZone ?? 'UTC'));
+}
+
+/** One entry per backup and per incomplete folder of the catalog. */
+export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, policy: RetentionPolicy, options: PrunePlanOptions): PrunePlanEntry[] {
+	const { backups } = catalog;
+	// Backup ids are unique per VM folder only; the planner wants them unique overall.
+	const refs = backups.map(
+		({ vmDir, id, manifest, verification, protected: isProtected }): BackupRef => ({
+			id: `${vmDir}/${id}`,
+			vm: vmDir,
+			time: new Date(manifest.finishedAt),
+			kind: manifest.kind,
+			parent: manifest.parent === undefined ? undefined : `${vmDir}/${manifest.parent}`,
+			protected: isProtected,
+			valid: verification === undefined ? undefined : verification.ok,
+		}),
+	);
+	const { decisions } = retention(() => planRetention(refs, policy, options.now, options.timeZone ?? 'UTC'));
+	const entries = decisions.map((decision, index): PrunePlanEntry => {
+		const backup = backups[index];
+		const prefix = `parent of kept ${backup.vmDir}/`;
+		return {
+			vm: backup.vm,
+			vmDir: backup.vmDir,
+			id: backup.id,
+			path: backup.path,
+			kind: backup.manifest.kind,
+			timestamp: backup.manifest.startedAt,
+			action: decision.action,
+			reasons: decision.reasons.map((reason) => (reason.startsWith(prefix) ? `parent of kept incremental ${reason.slice(prefix.length)}` : reason)),
+			bytes: backup.diskBytes,
+			...(decision.action === 'prune' ? { removal: 'remove' as const } : {}),
+		};
+	});
+
+	const staleAfterMs = options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS;
+	const staleBefore = options.now.getTime() - staleAfterMs;
+	for (const folder of catalog.incomplete) {
+		const started = backupTime(folder.id);
+		const stale = folder.writerLeftovers && started.getTime() < staleBefore;
+		entries.push({
+			vm: folder.vm,
+			vmDir: folder.vmDir,
+			id: folder.id,
+			path: folder.path,
+			kind: 'incomplete',
+			timestamp: started.toISOString(),
+			action: stale ? 'prune' : 'keep',
+			reasons: [
+				stale
+					? `stale unfinished backup: started more than ${hours(staleAfterMs)} ago and holds only partial files`
+					: folder.writerLeftovers
+						? `unfinished backup younger than ${hours(staleAfterMs)}: it may still be being written`
+						: `not a backup (${folder.reason}): left alone`,
+			],
+			bytes: folder.diskBytes,
+			...(stale ? { removal: 'stale' as const } : {}),
+		});
+	}
+	return entries;
+}
+
+function hours(ms: number): string {
+	const value = ms / 3_600_000;
+	return `${Number.isInteger(value) ? value : value.toFixed(1)} h`;
+}
+
+function retention<T>(plan: () => T): T {
+	try {
+		return plan();
+	} catch (error) {
+		if (error instanceof RetentionPolicyError || error instanceof RetentionInputError) {
+			throw new LibvirtBackupError('INVALID_INPUT', error.message, error instanceof RetentionPolicyError && error.field ? { field: error.field } : {});
+		}
+		throw error;
+	}
+}

@@ -1,0 +1,152 @@
+/**
+ * Prune Old Backups: plan from manifests (never file times), then, per VM and under the VM's lock
+ * (so it never races a running backup), re-read that VM's folder, re-plan and let the host remove
+ * exactly the planned folders after re-checking each one. A dry run reads once and changes nothing.
+ */
+import { isLibvirtBackupError } from '../errors';
+import { acquireVmLock, type VmLock } from '../backup/lock';
+import { checkDestination } from '../backup/layout';
+import type { RetentionPolicy } from '../retention';
+import type { SshConnection } from '../ssh';
+import { changeFolders, type ChangeOutcome } from './changes';
+import { listCatalog, readCatalog, type Catalog } from './list';
+import { DEFAULT_STALE_AFTER_MS, checkPolicy, planPrune, type PrunePlanEntry } from './plan';
+
+export interface PruneRequest {
+	dest: string;
+	/** Only these VMs (names as in the manifests); empty = every VM under the destination. */
+	vmNames?: string[];
+	policy: RetentionPolicy;
+	dryRun: boolean;
+	now?: Date;
+	timeZone?: string;
+	staleAfterMs?: number;
+	/** What to do when a VM's lock is held by a running job: fail the prune, or leave that VM alone. */
+	ifLocked?: 'fail' | 'skip';
+	/** Written into the lock file so a blocked job can say who holds it. */
+	lockHolder?: string;
+}
+
+export interface PruneItem extends PrunePlanEntry {
+	dryRun: boolean;
+	/** The folder is gone from the host (false in a dry run). */
+	removed: boolean;
+	/** Bytes this item frees (pruned) or would free (dry run); 0 when kept or not removed. */
+	freedBytes: number;
+	/** Why a planned removal did not happen. */
+	error?: string;
+}
+
+export interface PruneResult {
+	dest: string;
+	dryRun: boolean;
+	items: PruneItem[];
+	kept: number;
+	pruned: number;
+	freedBytes: number;
+	/** VMs left alone because their lock was held (ifLocked: 'skip'). */
+	lockedVms: string[];
+	sshExecs: number;
+}
+
+export async function pruneBackups(ssh: SshConnection, request: PruneRequest, signal?: AbortSignal): Promise<PruneResult> {
+	const dest = checkDestination(request.dest);
+	const now = request.now ?? new Date();
+	const planOptions = { now, timeZone: request.timeZone, staleAfterMs: request.staleAfterMs ?? DEFAULT_STALE_AFTER_MS };
+	checkPolicy(request.policy, planOptions);
+	const execsBefore = ssh.execCount;
+	const catalog = await listCatalog(ssh, dest, { vmNames: request.vmNames }, signal);
+
+	const items: PruneItem[] = [];
+	const lockedVms: string[] = [];
+	const plan = planPrune(catalog, request.policy, planOptions);
+	if (request.dryRun) {
+		for (const entry of plan) items.push({ ...entry, dryRun: true, removed: false, freedBytes: entry.action === 'prune' ? entry.bytes : 0 });
+	}
+	// A VM with nothing to prune is not locked (nor is a lock file created in a foreign folder);
+	// one with something to prune is re-read and re-planned under its lock before anything goes.
+	for (const [vmDir, entries] of request.dryRun ? [] : byVmDir(plan)) {
+		if (!entries.some((entry) => entry.action === 'prune')) {
+			for (const entry of entries) items.push({ ...entry, dryRun: false, removed: false, freedBytes: 0 });
+			continue;
+		}
+		const lock = await lockVm(ssh, dest, vmDir, entries[0].vm, request);
+		if (!lock) {
+			lockedVms.push(entries[0].vm);
+			for (const entry of entries) {
+				items.push({ ...entry, action: 'keep', reasons: ['VM is locked by a running job: left alone this time'], dryRun: false, removed: false, freedBytes: 0 });
+			}
+			continue;
+		}
+		try {
+			const fresh = await readCatalog(ssh, dest, [vmDir], signal);
+			items.push(...(await pruneVm(ssh, fresh, vmDir, request.policy, planOptions, signal)));
+		} finally {
+			await lock.release();
+		}
+	}
+	const pruned = items.filter((item) => item.action === 'prune');
+	return {
+		dest,
+		dryRun: request.dryRun,
+		items,
+		kept: items.length - pruned.length,
+		pruned: pruned.length,
+		freedBytes: items.reduce((total, item) => total + item.freedBytes, 0),
+		lockedVms,
+		sshExecs: ssh.execCount - execsBefore,
+	};
+}
+
+async function pruneVm(
+	ssh: SshConnection,
+	catalog: Catalog,
+	vmDir: string,
+	policy: RetentionPolicy,
+	options: { now: Date; timeZone?: string; staleAfterMs: number },
+	signal?: AbortSignal,
+): Promise<PruneItem[]> {
+	const plan = planPrune(vmOnly(catalog, vmDir), policy, options);
+	const doomed = plan.filter((entry) => entry.action === 'prune' && entry.removal);
+	const outcomes = new Map<string, ChangeOutcome>();
+	if (doomed.length > 0) {
+		const changes = doomed.map((entry) => ({ op: entry.removal as 'remove' | 'stale', id: entry.id }));
+		const staleBefore = new Date(options.now.getTime() - options.staleAfterMs);
+		for (const outcome of await changeFolders(ssh, catalog.dest, vmDir, changes, { staleBefore, signal })) outcomes.set(outcome.id, outcome);
+	}
+	return plan.map((entry): PruneItem => {
+		const outcome = outcomes.get(entry.id);
+		const removed = outcome?.status === 'removed';
+		const item: PruneItem = { ...entry, dryRun: false, removed, freedBytes: removed ? entry.bytes : 0 };
+		if (entry.action === 'prune' && !removed) item.error = outcome ? `${outcome.status}: ${outcome.detail}` : 'not removed';
+		return item;
+	});
+}
+
+async function lockVm(ssh: SshConnection, dest: string, vmDir: string, vmName: string, request: PruneRequest): Promise<VmLock | undefined> {
+	try {
+		return await acquireVmLock(ssh, `${dest}/${vmDir}`, request.lockHolder ?? `n8n Prune Old Backups, ${new Date().toISOString()}`, vmName);
+	} catch (error) {
+		if (request.ifLocked === 'skip' && isLibvirtBackupError(error, 'LOCKED')) return undefined;
+		throw error;
+	}
+}
+
+function byVmDir(plan: readonly PrunePlanEntry[]): Map<string, PrunePlanEntry[]> {
+	const groups = new Map<string, PrunePlanEntry[]>();
+	for (const entry of plan) {
+		const group = groups.get(entry.vmDir);
+		if (group) group.push(entry);
+		else groups.set(entry.vmDir, [entry]);
+	}
+	return groups;
+}
+
+function vmOnly(catalog: Catalog, vmDir: string): Catalog {
+	return {
+		dest: catalog.dest,
+		backups: catalog.backups.filter((backup) => backup.vmDir === vmDir),
+		incomplete: catalog.incomplete.filter((folder) => folder.vmDir === vmDir),
+		quarantined: [],
+	};
+}
