@@ -154,22 +154,21 @@ async function backupLocked(
 		const hashes = await hashFiles(ssh, dir, plans.map((plan) => `${plan.file}.partial`), hooks.signal);
 		const domainXml = await readDomainXml(ssh, request.uri, vm);
 		const finished = now();
-		const manifestDisks: DiskResult[] = plans.map((plan, index) => {
-			const seconds = written.seconds.get(plan.disk.target) ?? 0;
-			return {
-				target: plan.disk.target,
-				source: plan.disk.source.path as string,
-				sourceFormat: plan.disk.format,
-				file: plan.file,
-				format: 'qcow2',
-				virtualBytes: plan.disk.virtualBytes ?? 0,
-				bytes: hashes[index].bytes,
-				sha256: hashes[index].sha256,
-				...(plan.backingFile ? { backingFile: plan.backingFile } : {}),
-				compressed: context.compress,
-				seconds,
-				mbPerSecond: seconds > 0 ? Math.round((hashes[index].bytes / 1e6 / seconds) * 10) / 10 : 0,
-			};
+		const manifestDisks: ManifestDisk[] = plans.map((plan, index) => ({
+			target: plan.disk.target,
+			source: plan.disk.source.path as string,
+			sourceFormat: plan.disk.format,
+			file: plan.file,
+			format: 'qcow2',
+			virtualBytes: plan.disk.virtualBytes ?? 0,
+			bytes: hashes[index].bytes,
+			sha256: hashes[index].sha256,
+			...(plan.backingFile ? { backingFile: plan.backingFile } : {}),
+			compressed: context.compress,
+		}));
+		const diskResults: DiskResult[] = manifestDisks.map((disk) => {
+			const seconds = written.seconds.get(disk.target) ?? 0;
+			return { ...disk, seconds, mbPerSecond: seconds > 0 ? Math.round((disk.bytes / 1e6 / seconds) * 10) / 10 : 0 };
 		});
 		const manifest: Manifest = {
 			format: MANIFEST_FORMAT,
@@ -184,7 +183,7 @@ async function backupLocked(
 			method: live ? 'push' : 'offline-convert',
 			consistency: written.consistency,
 			...(checkpoint ? { checkpoint } : {}),
-			disks: manifestDisks.map(({ seconds: _s, mbPerSecond: _m, ...disk }) => disk),
+			disks: manifestDisks,
 			warnings,
 		};
 		context.onProgress({ phase: 'finalize', percent: 100, message: 'writing manifest' });
@@ -202,7 +201,7 @@ async function backupLocked(
 			method: manifest.method,
 			consistency: manifest.consistency,
 			checkpoint,
-			disks: manifestDisks,
+			disks: diskResults,
 			totalBytes: manifestDisks.reduce((sum, disk) => sum + disk.bytes, 0),
 			startedAt: manifest.startedAt,
 			finishedAt: manifest.finishedAt,
