@@ -3,7 +3,15 @@
 // `npm run test:e2e` builds dist first; this file only packs it.
 import * as path from 'node:path';
 import { loadLab, type Lab, type LabVmState } from '../support/lab';
-import { createUserFolder, formatTimings, packPackage, REPO_ROOT, type ExecuteResult, type N8nInstance } from '../support/n8n';
+import {
+	createUserFolder,
+	formatTimings,
+	nodeOutput,
+	packPackage,
+	REPO_ROOT,
+	type ExecuteResult,
+	type N8nInstance,
+} from '../support/n8n';
 import { promises as fs } from 'node:fs';
 
 // Each n8n CLI call takes ~4-7 s; the first createUserFolder runs `npm install` of ssh2 & co.
@@ -53,11 +61,18 @@ function credential(name: string, knownHostsLine: string) {
 	};
 }
 
-/** The items the Discover VMs node emitted in a run. */
-function discoverItems(run: any): any[] {
-	const runs = run?.data?.resultData?.runData?.['Discover VMs'];
-	return (runs?.[0]?.data?.main?.[0] ?? []).map((i: { json: unknown }) => i.json);
+/** One output item of Discover VMs (the fields asserted here). */
+interface VmItem {
+	host: string;
+	name: string;
+	uuid: string;
+	state: string;
+	disks: unknown[];
+	backupable: boolean;
+	reasons: unknown[];
 }
+
+const discoverItems = (run: ExecuteResult['run']) => nodeOutput(run, 'Discover VMs') as unknown as VmItem[];
 
 beforeAll(async () => {
 	lab = loadLab();
@@ -84,7 +99,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
 	if (n8n) {
-		// eslint-disable-next-line no-console
 		console.info(
 			`n8n CLI calls:\n${formatTimings(n8n.timings)}\nphases:\n${phases.join('\n')}\n` +
 				`total e2e (discover): ${Date.now() - started} ms`,
@@ -108,6 +122,7 @@ test('the shipped workflow discovers every lab VM with its state and disks', asy
 	for (const vm of lab.vms) {
 		const item = byName.get(vm.name);
 		expect({ vm: vm.name, found: !!item }).toEqual({ vm: vm.name, found: true });
+		if (!item) continue;
 		const expectedDisks = vm.disks.filter((d) => !EXCLUDED_BY_DEFAULT.has(d.device)).length;
 		expect({ vm: vm.name, uuid: item.uuid, state: item.state, disks: item.disks.length, host: item.host }).toEqual({
 			vm: vm.name,
@@ -127,7 +142,7 @@ test('a credential pinning the wrong host key fails the run, naming the presente
 	expect(badRun.signal).toBeUndefined();
 	const error = badRun.run?.data?.resultData?.error;
 	phases.push(`        wrong-key error: ${error?.message}`);
-	expect(error?.node?.name ?? error?.node).toBe('Discover VMs');
+	expect(error?.node?.name).toBe('Discover VMs');
 	expect(error?.message).toMatch(/host key/i);
 	expect(error?.message).toContain(lab.hostKeyFingerprint);
 	expect(discoverItems(badRun.run)).toEqual([]);

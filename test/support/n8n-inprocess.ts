@@ -8,8 +8,8 @@
 // continueOnFail), n8n-workflow's Workflow, our compiled node and credential classes.
 // What is a stand-in: the credential store (decrypted data given by the test; type defaults applied as
 // n8n's CredentialsHelper.applyDefaultsAndOverwrites does, but no expression resolution in credential
-// values), and `n8n-nodes-base.manualTrigger` (n8n-nodes-base is not a dependency; see ManualTrigger
-// below). Works on Node 20 (n8n-core 2.41.1 declares no engines field; measured).
+// values), and `n8n-nodes-base.manualTrigger` / `.stickyNote` (n8n-nodes-base is not a dependency; see
+// the classes below). Works on Node 20 (n8n-core 2.41.1 declares no engines field; measured).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -32,6 +32,7 @@ import type {
 	IWorkflowSettings,
 	INodeExecutionData,
 	IDataObject,
+	IHttpRequestOptions,
 } from 'n8n-workflow';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -97,6 +98,28 @@ class ManualTrigger implements INodeType {
 	}
 }
 
+/** Stand-in for n8n-nodes-base.stickyNote (exported workflows carry notes; they never execute). */
+// eslint-disable-next-line @n8n/community-nodes/node-usable-as-tool -- stand-in for a core node, not ours
+class StickyNote implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Sticky Note',
+		name: 'stickyNote',
+		icon: 'fa:sticky-note',
+		group: ['input'],
+		version: 1,
+		description: 'Make your workflow easier to understand',
+		defaults: { name: 'Sticky Note', color: '#FFD233' },
+		inputs: [],
+		outputs: [],
+		properties: [
+			{ displayName: 'Content', name: 'content', type: 'string', default: '' },
+			{ displayName: 'Height', name: 'height', type: 'number', required: true, default: 160 },
+			{ displayName: 'Width', name: 'width', type: 'number', required: true, default: 240 },
+			{ displayName: 'Color', name: 'color', type: 'number', required: true, default: 1 },
+		],
+	};
+}
+
 type Loader = InstanceType<typeof import('n8n-core').PackageDirectoryLoader>;
 
 class NodeTypes implements INodeTypes {
@@ -157,7 +180,7 @@ function makeCredentialsHelper(loaders: Loader[], store: () => CredentialStore) 
 			}
 		}
 
-		async authenticate(_c: ICredentialDataDecryptedObject, _t: string, requestOptions: any) {
+		async authenticate(_c: ICredentialDataDecryptedObject, _t: string, requestOptions: IHttpRequestOptions) {
 			return requestOptions;
 		}
 
@@ -248,7 +271,10 @@ export class InProcessN8n {
 			await loader.loadAll();
 			loaders.push(loader);
 		}
-		const nodeTypes = new NodeTypes(loaders, { 'n8n-nodes-base.manualTrigger': new ManualTrigger() });
+		const nodeTypes = new NodeTypes(loaders, {
+			'n8n-nodes-base.manualTrigger': new ManualTrigger(),
+			'n8n-nodes-base.stickyNote': new StickyNote(),
+		});
 		return new InProcessN8n(nodeTypes, loaders, owned);
 	}
 
@@ -358,7 +384,7 @@ export class InProcessN8n {
 			// Not exported from n8n-core's index. Its 60 s cleanup interval is unref()'d in 2.41.1, but it
 			// also holds a process 'exit' listener and any pooled SSH tunnel clients: release them.
 			/* eslint-disable @typescript-eslint/no-require-imports */
-			const { Container } = require('@n8n/di') as { Container: { get(t: unknown): any } };
+			const { Container } = require('@n8n/di') as { Container: { get(t: unknown): { onShutdown(): void } } };
 			const { SSHClientsManager } = require('n8n-core/dist/execution-engine/ssh-clients-manager');
 			/* eslint-enable @typescript-eslint/no-require-imports */
 			Container.get(SSHClientsManager).onShutdown();

@@ -35,9 +35,43 @@ export interface CommandResult {
 	ms: number;
 }
 
+export interface RunError {
+	message?: string;
+	description?: string | null;
+	name?: string;
+	node?: { name?: string; type?: string };
+}
+
+/** The run JSON `n8n execute` prints (a serialized IRun); only the parts tests read are typed. */
+export interface RunJson {
+	status?: string;
+	finished?: boolean;
+	mode?: string;
+	data?: {
+		resultData?: {
+			runData?: Record<
+				string,
+				Array<{
+					executionStatus?: string;
+					error?: RunError;
+					data?: { main?: Array<Array<{ json: Record<string, unknown> }> | null> };
+				}>
+			>;
+			error?: RunError;
+			lastNodeExecuted?: string;
+		};
+	};
+}
+
 export interface ExecuteResult extends CommandResult {
-	/** The run JSON n8n prints (IRun: { data: { resultData: { runData, error? } }, status, ... }), or undefined. */
-	run: any;
+	/** The parsed run JSON, or undefined when n8n printed none (e.g. it crashed before running). */
+	run: RunJson | undefined;
+}
+
+/** json of every item on output `outputIndex` of the node's first run (empty when it did not run). */
+export function nodeOutput(run: RunJson | undefined, nodeName: string, outputIndex = 0): Array<Record<string, unknown>> {
+	const items = run?.data?.resultData?.runData?.[nodeName]?.[0]?.data?.main?.[outputIndex] ?? [];
+	return items.map((i) => i.json);
 }
 
 export interface CredentialInput {
@@ -145,7 +179,7 @@ export function n8nId(length = 16): string {
  * (`--rawOutput`) and on failure ("Execution was NOT successful ... ====") alike. Parse from the first
  * line that is exactly "{" to the next line that is exactly "}"; fall back to first '{' .. last '}'.
  */
-export function parseRunJson(stdout: string): any {
+export function parseRunJson(stdout: string): RunJson | undefined {
 	const lines = stdout.split('\n');
 	const start = lines.findIndex((l) => l === '{');
 	if (start >= 0) {
@@ -304,7 +338,7 @@ export class N8nInstance {
 	 * (else the file's id if it is a valid n8n id, else a fresh 16-char one). Returns the ids in order.
 	 */
 	async importWorkflows(
-		workflows: Array<{ workflow: string | Record<string, any>; replace?: Record<string, string>; id?: string; name?: string }>,
+		workflows: Array<{ workflow: string | Record<string, unknown>; replace?: Record<string, string>; id?: string; name?: string }>,
 	): Promise<string[]> {
 		const dir = path.join(this.workDir, `workflows-${n8nId(6)}`);
 		await fs.mkdir(dir, { recursive: true });
@@ -327,7 +361,7 @@ export class N8nInstance {
 		return ids;
 	}
 
-	async importWorkflow(workflow: string | Record<string, any>, replace: Record<string, string> = {}): Promise<string> {
+	async importWorkflow(workflow: string | Record<string, unknown>, replace: Record<string, string> = {}): Promise<string> {
 		return (await this.importWorkflows([{ workflow, replace }]))[0];
 	}
 
@@ -370,10 +404,8 @@ export async function createUserFolder(tgz: string): Promise<N8nInstance> {
 		await mustRun('tar -xzf', 'tar', ['-xzf', tgz, '-C', pkgDir, '--strip-components=1']);
 
 		const pkgJsonPath = path.join(pkgDir, 'package.json');
-		const { devDependencies, peerDependencies, optionalDependencies, ...pkgJson } = JSON.parse(
-			await fs.readFile(pkgJsonPath, 'utf8'),
-		);
-		void devDependencies, void peerDependencies, void optionalDependencies;
+		const pkgJson = JSON.parse(await fs.readFile(pkgJsonPath, 'utf8'));
+		for (const key of ['devDependencies', 'peerDependencies', 'optionalDependencies']) delete pkgJson[key];
 		await fs.writeFile(pkgJsonPath, JSON.stringify(pkgJson, null, 2));
 
 		const npmEnv = cleanEnv({}, paths.nodeBinDir);
