@@ -10,7 +10,7 @@ import { MANIFEST_FILE, PROTECTED_MARKER, VERIFICATION_FILE, INCOMPLETE_MARKER, 
 import { newMarker, splitSections } from '../libvirt/virsh';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from './paths';
+import { QUARANTINE_SUFFIX, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from './paths';
 import { parseVerification, type VerificationRecord } from './verification';
 
 /**
@@ -191,7 +191,9 @@ function parseStatLines(body: string, add: (relative: string, entry: FolderEntry
 function classify(raw: RawFolder, dest: string, catalog: Catalog): void {
 	const diskBytes = [...raw.entries.values()].reduce((total, entry) => total + entry.diskBytes, 0);
 	if (isQuarantinedName(raw.name)) {
-		catalog.quarantined.push({ ...backupLocation(dest, raw.vmDir, raw.name), diskBytes });
+		const id = raw.name.slice(0, -QUARANTINE_SUFFIX.length);
+		const vm = manifestVmName(raw.texts.get(MANIFEST_FILE));
+		catalog.quarantined.push({ ...backupLocation(dest, raw.vmDir, id), ...(vm ? { vm } : {}), path: `${dest}/${raw.vmDir}/${raw.name}`, diskBytes });
 		return;
 	}
 	if (!isBackupId(raw.name)) return;
@@ -223,6 +225,15 @@ function classify(raw: RawFolder, dest: string, catalog: Catalog): void {
 		protected: raw.entries.has(PROTECTED_MARKER),
 		diskBytes,
 	});
+}
+
+function manifestVmName(text: string | undefined): string | undefined {
+	try {
+		const name = text === undefined ? undefined : (JSON.parse(text) as Partial<Manifest>).vm?.name;
+		return typeof name === 'string' && name !== '' ? name : undefined;
+	} catch {
+		return undefined;
+	}
 }
 
 function isWriterLeftovers(raw: RawFolder): boolean {

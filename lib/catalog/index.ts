@@ -1,0 +1,16 @@
+export { listCatalog, readCatalog, parseCatalogOutput, filterCatalog, LIST_SCRIPT } from './list';
+export type { Catalog, CatalogBackup, CatalogFilter, CatalogResult, FolderEntry, IncompleteFolder, QuarantinedFolder } from './list';
+export { changeFolders, parseChangeOutput, CHANGE_SCRIPT } from './changes';
+export type { ChangeOutcome, ChangeStatus, FolderChange } from './changes';
+export { checkImages, parseCheckOutput, CHECK_SCRIPT } from './imageCheck';
+export type { ImageRequest, ImageResult } from './imageCheck';
+export { BackupVerifier } from './verify';
+export type { BackupVerification, InvalidAction, VerifyOptions } from './verify';
+export { pruneBackups } from './prune';
+export type { PruneItem, PruneRequest, PruneResult } from './prune';
+export { planPrune, checkPolicy, DEFAULT_STALE_AFTER_MS } from './plan';
+export type { PrunePlanEntry, PrunePlanOptions } from './plan';
+export { QUARANTINE_SUFFIX, STALE_FOLDER_ENTRIES, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, parseBackupPath, vmDirsFor } from './paths';
+export type { BackupLocation } from './paths';
+export { VERIFICATION_FORMAT, VERIFICATION_VERSION, parseVerification, serializeVerification } from './verification';
+export type { DiskVerification, ParentVerification, QemuImgCheck, VerificationRecord } from './verification';
