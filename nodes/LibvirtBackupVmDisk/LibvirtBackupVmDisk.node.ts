@@ -1,0 +1,124 @@
+import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType, INodeTypeDescription } from 'n8n-workflow';
+import { NodeConnectionTypes } from 'n8n-workflow';
+import { backupVm, type BackupMode, type BackupRequest } from '../../lib/backup';
+import type { Quiesce } from '../../lib/libvirt';
+import { libvirtSshConnectionTest } from '../shared/connectionTest';
+import { executePerItem } from '../shared/execute';
+
+export class LibvirtBackupVmDisk implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Backup VM Disk',
+		name: 'libvirtBackupVmDisk',
+		icon: { light: 'file:../icons/libvirt.svg', dark: 'file:../icons/libvirt.dark.svg' },
+		group: ['transform'],
+		version: 1,
+		subtitle: '={{$parameter["mode"] + " backup to " + $parameter["destination"]}}',
+		description: 'Back up the disks of a libvirt VM consistently (live or shut off), with checksums and a manifest',
+		defaults: { name: 'Backup VM Disk' },
+		usableAsTool: true,
+		inputs: [NodeConnectionTypes.Main],
+		outputs: [NodeConnectionTypes.Main],
+		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
+		properties: [
+			{
+				displayName: 'VM',
+				name: 'vm',
+				type: 'string',
+				default: '={{ $json.uuid || $json.name }}',
+				required: true,
+				description: 'Name or UUID of the VM. The default takes it from a Discover VMs item.',
+			},
+			{
+				displayName: 'Destination Folder',
+				name: 'destination',
+				type: 'string',
+				default: '/mnt/storage/backups/vm_backups',
+				required: true,
+				description: 'Absolute folder on the host. Each backup goes to <folder>/<VM>/<UTC time>/ with its manifest.',
+			},
+			{
+				displayName: 'Mode',
+				name: 'mode',
+				type: 'options',
+				options: [
+					{ name: 'Auto', value: 'auto', description: 'Incremental when a valid chain exists, else full' },
+					{ name: 'Full', value: 'full', description: 'A complete backup that starts a new incremental chain' },
+					{ name: 'Incremental', value: 'incremental', description: 'Only blocks changed since the last backup (falls back to full with a warning)' },
+					{ name: 'Copy', value: 'copy', description: 'A standalone full backup that leaves the incremental chain alone' },
+				],
+				default: 'auto',
+			},
+			{
+				displayName: 'Disks',
+				name: 'disks',
+				type: 'string',
+				default: '',
+				placeholder: 'vda, vdb',
+				description: 'Disk targets to back up, comma separated. Empty means every disk that can be backed up.',
+			},
+			{
+				displayName: 'Compression',
+				name: 'compression',
+				type: 'options',
+				options: [
+					{ name: 'None', value: 'none' },
+					{ name: 'Qcow2 Compressed', value: 'qcow2-compressed', description: 'Smaller files, more CPU on the host; not for incrementals' },
+				],
+				default: 'none',
+			},
+			{
+				displayName: 'Quiesce',
+				name: 'quiesce',
+				type: 'options',
+				options: [
+					{ name: 'Auto', value: 'auto', description: 'Freeze guest filesystems when the guest agent answers, else crash-consistent' },
+					{ name: 'Require', value: 'require', description: 'Fail unless the guest agent freezes the filesystems' },
+					{ name: 'Off', value: 'off', description: 'Never freeze: crash-consistent' },
+				],
+				default: 'auto',
+			},
+			{
+				displayName: 'Timeout (Minutes)',
+				name: 'timeoutMinutes',
+				type: 'number',
+				typeOptions: { minValue: 1 },
+				default: 240,
+				description: 'Longest a single copy step may take before it is stopped on the host and the backup is discarded',
+			},
+		],
+	};
+
+	methods = { credentialTest: { libvirtSshConnectionTest } };
+
+	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+		const holder = `n8n execution ${this.getExecutionId() ?? '?'} (workflow "${this.getWorkflow().name ?? this.getWorkflow().id}")`;
+		return await executePerItem(this, async (ssh, { target, uri }, itemIndex, signal) => {
+			const request: BackupRequest = {
+				uri,
+				vm: String(this.getNodeParameter('vm', itemIndex)).trim(),
+				dest: String(this.getNodeParameter('destination', itemIndex)),
+				mode: this.getNodeParameter('mode', itemIndex) as BackupMode,
+				disks: String(this.getNodeParameter('disks', itemIndex, ''))
+					.split(',')
+					.map((disk) => disk.trim())
+					.filter(Boolean),
+				compression: this.getNodeParameter('compression', itemIndex) as BackupRequest['compression'],
+				quiesce: this.getNodeParameter('quiesce', itemIndex) as Quiesce,
+				timeoutMs: Number(this.getNodeParameter('timeoutMinutes', itemIndex, 240)) * 60_000,
+				holder,
+				host: target.host,
+			};
+			let lastLogged = -10;
+			const result = await backupVm(ssh, request, {
+				signal,
+				onProgress: (progress) => {
+					if (progress.percent >= lastLogged + 10 || progress.phase !== 'copy') {
+						lastLogged = progress.phase === 'copy' ? progress.percent : lastLogged;
+						this.logger.info(`Backup VM Disk: ${request.vm}: ${progress.message}`);
+					}
+				},
+			});
+			return [result as unknown as IDataObject];
+		});
+	}
+}
