@@ -7,6 +7,10 @@ set -euo pipefail
 N8N_VERSION=${N8N_VERSION:-2.41.1}
 NODE_VERSION=${NODE_VERSION:-24.22.3}
 CACHE=${N8N_CACHE_DIR:-/var/cache/n8n-libvirt-backup}
+# Non-root runs (CI, dev laptops) cannot write /var/cache: fall back to the user's cache dir.
+if [ -z "${N8N_CACHE_DIR:-}" ] && ! mkdir -p "$CACHE" 2>/dev/null; then
+  CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/n8n-libvirt-backup
+fi
 node_dir="$CACHE/node-$NODE_VERSION"
 n8n_dir="$CACHE/n8n-$N8N_VERSION"
 mkdir -p "$CACHE"

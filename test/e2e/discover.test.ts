@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { loadLab, type Lab, type LabVmState } from '../support/lab';
 import {
 	createUserFolder,
+	ensureN8n,
 	formatTimings,
 	nodeOutput,
 	packPackage,
@@ -74,8 +75,11 @@ interface VmItem {
 
 const discoverItems = (run: ExecuteResult['run']) => nodeOutput(run, 'Discover VMs') as unknown as VmItem[];
 
+// The first run on a fresh machine installs Node 24 + n8n (scripts/n8n/install.sh, ~7 min, cached
+// afterwards), hence the long beforeAll timeout.
 beforeAll(async () => {
 	lab = loadLab();
+	await phase('ensureN8n (scripts/n8n/install.sh)', ensureN8n);
 	const tgz = await phase('npm pack', packPackage);
 	tgzDir = path.dirname(tgz);
 	const instance = (n8n = await phase('createUserFolder (unpack + npm install deps)', () => createUserFolder(tgz)));
@@ -95,7 +99,7 @@ beforeAll(async () => {
 			},
 		]),
 	);
-});
+}, 20 * 60_000);
 
 afterAll(async () => {
 	if (n8n) {
