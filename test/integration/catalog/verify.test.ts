@@ -1,0 +1,155 @@
+/**
+ * Verify Checksum against the lab host: real images re-hashed and checked with qemu-img, results
+ * recorded next to the manifest, failed backups quarantined or deleted on request.
+ */
+import { VERIFICATION_FILE } from '../../../lib/backup/manifest';
+import { BackupVerifier, listCatalog, parseVerification, type BackupVerification, type VerifyOptions } from '../../../lib/catalog';
+import { isLibvirtBackupError } from '../../../lib/errors';
+import { withSsh } from '../../../lib/ssh';
+import { exists, flipByte, makeBackups, makeDest, makeUnfinished, readHostFile, removeDest, truncateFile, type MadeBackup } from '../../support/backupFixtures';
+import { labTarget } from '../../support/targets';
+
+jest.setTimeout(120_000);
+
+const FULL = '20261120T010000Z';
+const INC1 = '20261121T010000Z';
+const INC2 = '20261122T010000Z';
+
+function verify(path: string, options: VerifyOptions = {}): Promise<BackupVerification> {
+	return withSsh(labTarget(), (ssh) => new BackupVerifier(ssh).verify(path, options));
+}
+
+/** A full backup with two disks and two incrementals on it. */
+function chain(dest: string, vm = 'web01'): MadeBackup[] {
+	return makeBackups(dest, [
+		{ vm, id: FULL, disks: [{ target: 'vda', pattern: 0x11 }, { target: 'vdb', pattern: 0x12 }] },
+		{ vm, id: INC1, kind: 'incremental', parent: FULL, disks: [{ target: 'vda', pattern: 0x21 }, { target: 'vdb', pattern: 0x22 }] },
+		{ vm, id: INC2, kind: 'incremental', parent: INC1, disks: [{ target: 'vda', pattern: 0x31 }, { target: 'vdb', pattern: 0x32 }] },
+	]);
+}
+
+describe('Verify Checksum', () => {
+	let dest: string;
+	beforeEach(() => {
+		dest = makeDest(`dest with 'quotes'`);
+	});
+	afterEach(() => removeDest(dest));
+
+	test('an intact incremental chain is valid: every image re-hashed and checked, parents verified, result recorded', async () => {
+		const [full, inc1, inc2] = chain(dest);
+
+		const result = await verify(inc2.path);
+
+		expect(result).toMatchObject({ valid: true, action: 'kept', path: inc2.path, vm: 'web01', id: INC2, problems: [] });
+		expect(result.disks).toEqual(
+			inc2.manifest.disks.map((disk) => ({
+				target: disk.target,
+				file: disk.file,
+				expectedSha256: disk.sha256,
+				actualSha256: disk.sha256,
+				ok: true,
+				qemuImgCheck: 'ok',
+				detail: '',
+			})),
+		);
+		expect(result.parents.map((parent) => [parent.id, parent.exists, parent.ok])).toEqual([
+			[INC1, true, true],
+			[FULL, true, true],
+		]);
+		for (const made of [full, inc1, inc2]) {
+			const record = parseVerification(readHostFile(`${made.path}/${VERIFICATION_FILE}`), made.manifest.id);
+			expect(record).toMatchObject({ ok: true, verifiedAt: result.checkedAt });
+		}
+		const listed = await withSsh(labTarget(), (ssh) => listCatalog(ssh, dest));
+		expect(listed.backups.map((backup) => backup.verification?.ok)).toEqual([true, true, true]);
+	});
+
+	test('one flipped byte makes a backup invalid, with the expected and the actual hash', async () => {
+		const [full] = chain(dest);
+		flipByte(`${full.path}/vdb.qcow2`, 200_000);
+
+		const result = await verify(full.path);
+
+		expect(result.valid).toBe(false);
+		const vdb = result.disks.find((disk) => disk.target === 'vdb')!;
+		expect(vdb).toMatchObject({ ok: false, expectedSha256: full.manifest.disks[1].sha256 });
+		expect(vdb.actualSha256).toMatch(/^[0-9a-f]{64}$/);
+		expect(vdb.actualSha256).not.toBe(vdb.expectedSha256);
+		expect(vdb.detail).toBe(`sha256 mismatch: expected ${vdb.expectedSha256}, got ${vdb.actualSha256}`);
+		expect(result.disks.find((disk) => disk.target === 'vda')!.ok).toBe(true);
+		expect(result.problems).toEqual([`vdb (vdb.qcow2): ${vdb.detail}`]);
+		expect(parseVerification(readHostFile(`${full.path}/${VERIFICATION_FILE}`), FULL)).toMatchObject({ ok: false });
+	});
+
+	test('a truncated qcow2 fails qemu-img check', async () => {
+		const [full] = chain(dest);
+		truncateFile(`${full.path}/vda.qcow2`, 200_000);
+
+		const result = await verify(full.path);
+
+		const vda = result.disks.find((disk) => disk.target === 'vda')!;
+		expect(vda).toMatchObject({ ok: false, qemuImgCheck: 'errors' });
+		expect(vda.detail).toMatch(/sha256 mismatch.*; qemu-img check failed \(exit code \d+\)/);
+		expect(result.valid).toBe(false);
+	});
+
+	test('an incremental whose parent is corrupt or missing is invalid, and says which parent', async () => {
+		const [full, , inc2] = chain(dest);
+		flipByte(`${full.path}/vda.qcow2`, 200_000);
+
+		const corrupt = await verify(inc2.path);
+		expect(corrupt.valid).toBe(false);
+		expect(corrupt.disks.every((disk) => disk.ok)).toBe(true);
+		expect(corrupt.parents.map((parent) => [parent.id, parent.ok])).toEqual([
+			[INC1, false],
+			[FULL, false],
+		]);
+		expect(corrupt.problems).toEqual([`parent backup ${INC1} failed verification`]);
+
+		await withSsh(labTarget(), (ssh) => new BackupVerifier(ssh).verify(full.path, { onInvalid: 'delete' }));
+		const orphan = await verify(inc2.path);
+		expect(orphan.valid).toBe(false);
+		expect(orphan.parents.at(-1)).toMatchObject({ id: FULL, exists: false, ok: false, detail: `parent backup ${FULL} does not exist` });
+		// qemu-img follows the backing chain, so the incremental's own images no longer open either.
+		expect(orphan.disks[0]).toMatchObject({ ok: false, qemuImgCheck: 'errors', detail: expect.stringMatching(/Could not open backing file/) });
+	});
+
+	test('quarantine renames a failed backup: List no longer lists it and reports it apart', async () => {
+		const [full, inc1] = chain(dest);
+		flipByte(`${inc1.path}/vda.qcow2`, 200_000);
+
+		const result = await verify(inc1.path, { onInvalid: 'quarantine' });
+
+		expect(result).toMatchObject({ valid: false, action: 'quarantined', path: `${inc1.path}.quarantined` });
+		expect(exists(inc1.path)).toBe(false);
+		expect(exists(`${inc1.path}.quarantined/${VERIFICATION_FILE}`)).toBe(true);
+		const listed = await withSsh(labTarget(), (ssh) => listCatalog(ssh, dest));
+		expect(listed.backups.map((backup) => backup.id)).toEqual([INC2, FULL]);
+		expect(listed.quarantined.map((folder) => folder.id)).toEqual([INC1]);
+		const after = await verify(`${dest}/web01/${INC2}`);
+		expect(after.parents[0]).toMatchObject({ id: INC1, exists: false, detail: `parent backup ${INC1} is quarantined` });
+		expect(exists(full.path)).toBe(true);
+	});
+
+	test('a valid backup is never quarantined or deleted, whatever the option', async () => {
+		const [full] = chain(dest);
+		expect(await verify(full.path, { onInvalid: 'delete' })).toMatchObject({ valid: true, action: 'kept' });
+		expect(exists(`${full.path}/vda.qcow2`)).toBe(true);
+	});
+
+	test('a path that is not a backup is refused with the reason', async () => {
+		chain(dest);
+		const unfinished = makeUnfinished(dest, 'web01', '20261123T010000Z');
+		const cases: Array<[string, RegExp]> = [
+			[unfinished, /is not a backup: no manifest: the backup was not finished/],
+			[`${dest}/web01/20261124T010000Z`, /No backup at .*: the folder does not exist/],
+			[`${dest}/web01/../web01/${FULL}`, /must not contain "\.\."/],
+			[`${dest}/web01`, /not a backup id/],
+			['relative/web01/20261120T010000Z', /absolute path/],
+		];
+		for (const [path, message] of cases) {
+			const error = await verify(path).catch((caught: unknown) => caught);
+			expect(isLibvirtBackupError(error, 'INVALID_INPUT') && error.message).toMatch(message);
+		}
+	});
+});
