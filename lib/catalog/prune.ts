@@ -71,10 +71,10 @@ export async function pruneBackups(ssh: SshConnection, request: PruneRequest, si
 			continue;
 		}
 		const lock = await lockVm(ssh, dest, vmDir, entries[0].vm, request);
-		if (!lock) {
+		if ('lockedBy' in lock) {
 			lockedVms.push(entries[0].vm);
 			for (const entry of entries) {
-				items.push({ ...entry, action: 'keep', reasons: ['VM is locked by a running job: left alone this time'], dryRun: false, removed: false, freedBytes: 0 });
+				items.push({ ...entry, action: 'keep', reasons: [`VM is locked by ${lock.lockedBy}: left alone this time`], dryRun: false, removed: false, freedBytes: 0 });
 			}
 			continue;
 		}
@@ -106,7 +106,7 @@ async function pruneVm(
 	options: { now: Date; timeZone?: string; staleAfterMs: number },
 	signal?: AbortSignal,
 ): Promise<PruneItem[]> {
-	const plan = planPrune(vmOnly(catalog, vmDir), policy, options);
+	const plan = planPrune(catalog, policy, options);
 	const doomed = plan.filter((entry) => entry.action === 'prune' && entry.removal);
 	const outcomes = new Map<string, ChangeOutcome>();
 	if (doomed.length > 0) {
@@ -123,11 +123,11 @@ async function pruneVm(
 	});
 }
 
-async function lockVm(ssh: SshConnection, dest: string, vmDir: string, vmName: string, request: PruneRequest): Promise<VmLock | undefined> {
+async function lockVm(ssh: SshConnection, dest: string, vmDir: string, vmName: string, request: PruneRequest): Promise<VmLock | { lockedBy: string }> {
 	try {
 		return await acquireVmLock(ssh, `${dest}/${vmDir}`, request.lockHolder ?? `n8n Prune Old Backups, ${new Date().toISOString()}`, vmName);
 	} catch (error) {
-		if (request.ifLocked === 'skip' && isLibvirtBackupError(error, 'LOCKED')) return undefined;
+		if (request.ifLocked === 'skip' && isLibvirtBackupError(error, 'LOCKED')) return { lockedBy: String(error.details.holder || 'another job') };
 		throw error;
 	}
 }
@@ -140,13 +140,4 @@ function byVmDir(plan: readonly PrunePlanEntry[]): Map<string, PrunePlanEntry[]>
 		else groups.set(entry.vmDir, [entry]);
 	}
 	return groups;
-}
-
-function vmOnly(catalog: Catalog, vmDir: string): Catalog {
-	return {
-		dest: catalog.dest,
-		backups: catalog.backups.filter((backup) => backup.vmDir === vmDir),
-		incomplete: catalog.incomplete.filter((folder) => folder.vmDir === vmDir),
-		quarantined: [],
-	};
 }
