@@ -1,0 +1,189 @@
+import {
+	NodeConnectionTypes,
+	type IDataObject,
+	type IExecuteFunctions,
+	type INodeExecutionData,
+	type INodeProperties,
+	type INodeType,
+	type INodeTypeDescription,
+} from 'n8n-workflow';
+import { DEFAULT_STALE_AFTER_MS, pruneBackups, type PruneItem, type PruneResult } from '../../lib/catalog';
+import type { RetentionPolicy } from '../../lib/retention';
+import { destinationProperty, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
+import { libvirtSshConnectionTest } from '../shared/connectionTest';
+import { executePerItem } from '../shared/execute';
+
+const COUNT_RULES: Array<[keyof RetentionPolicy, string, string]> = [
+	['keepLast', 'Keep Last', 'Keep the newest N backups of each VM'],
+	['keepHourly', 'Keep Hourly', 'Keep the newest backup of each of the last N hours that have backups'],
+	['keepDaily', 'Keep Daily', 'Keep the newest backup of each of the last N days that have backups'],
+	['keepWeekly', 'Keep Weekly', 'Keep the newest backup of each of the last N ISO weeks that have backups'],
+	['keepMonthly', 'Keep Monthly', 'Keep the newest backup of each of the last N months that have backups'],
+	['keepYearly', 'Keep Yearly', 'Keep the newest backup of each of the last N years that have backups'],
+];
+
+const ruleProperties: INodeProperties[] = COUNT_RULES.map(([name, displayName, description]) => ({
+	displayName,
+	name,
+	type: 'number',
+	typeOptions: { minValue: 0 },
+	default: 0,
+	description: `${description}. 0 turns the rule off.`,
+}));
+
+export class LibvirtPruneBackups implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Prune Old Backups',
+		name: 'libvirtPruneBackups',
+		icon: { light: 'file:../icons/libvirt.svg', dark: 'file:../icons/libvirt.dark.svg' },
+		group: ['transform'],
+		version: 1,
+		subtitle: '={{$parameter["dryRun"] ? "dry run" : "prune"}}',
+		description:
+			'Remove old backups by a retention policy read from manifests (Proxmox Backup Server rules). Protected backups, the newest valid backup of each VM and full backups a kept incremental needs are never removed; files that are not our backups are never touched. Outputs one item per backup with keep/prune, the reasons and the bytes freed (freedBytes), or one summary item.',
+		defaults: { name: 'Prune Old Backups' },
+		usableAsTool: true,
+		inputs: [NodeConnectionTypes.Main],
+		outputs: [NodeConnectionTypes.Main],
+		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
+		properties: [
+			destinationProperty,
+			vmNamesProperty,
+			{
+				displayName: 'Dry Run',
+				name: 'dryRun',
+				type: 'boolean',
+				default: true,
+				description: 'Whether to only report what would be pruned. Turn off to remove backups.',
+			},
+			...ruleProperties,
+			{
+				displayName: 'Keep Within',
+				name: 'keepWithin',
+				type: 'string',
+				default: '',
+				placeholder: '7d',
+				description: 'Keep every backup newer than this: a duration such as 36h, 7d, 2w, 6m, 1y or 1d12h. Empty turns the rule off.',
+			},
+			{
+				displayName: 'Retention Days',
+				name: 'retentionDays',
+				type: 'number',
+				typeOptions: { minValue: 0 },
+				default: 0,
+				description: 'Shortcut for Keep Within N days (the old "delete backups older than N days"). 0 turns it off.',
+			},
+			{
+				displayName: 'Options',
+				name: 'options',
+				type: 'collection',
+				placeholder: 'Add Option',
+				default: {},
+				options: [
+					{
+						displayName: 'If a VM Is Locked',
+						name: 'ifLocked',
+						type: 'options',
+						options: [
+							{ name: 'Fail', value: 'fail', description: 'Stop with an error when a backup job holds a VM’s lock' },
+							{ name: 'Skip That VM', value: 'skip', description: 'Leave the locked VM’s backups alone this time and prune the others' },
+						],
+						default: 'fail',
+					},
+					{
+						displayName: 'Output',
+						name: 'output',
+						type: 'options',
+						options: [
+							{ name: 'One Item per Backup', value: 'backups', description: 'Vm, ID, path, action (keep/prune), reasons, bytes, freedBytes, removed' },
+							{ name: 'One Summary Item', value: 'summary', description: 'Counts, total freedBytes and the pruned paths' },
+						],
+						default: 'backups',
+					},
+					{
+						displayName: 'Stale Unfinished Backups After (Hours)',
+						name: 'staleAfterHours',
+						type: 'number',
+						typeOptions: { minValue: 1 },
+						default: DEFAULT_STALE_AFTER_MS / 3_600_000,
+						description: 'Folders our backups left unfinished (only partial files, no manifest) are removed once they started this long ago',
+					},
+					{
+						displayName: 'Time Zone',
+						name: 'timeZone',
+						type: 'string',
+						default: '',
+						placeholder: 'Europe/Berlin',
+						description: 'IANA time zone in which hours, days, weeks, months and years are counted. Empty means the workflow’s time zone.',
+					},
+				],
+			},
+		],
+	};
+
+	methods = { credentialTest: { libvirtSshConnectionTest } };
+
+	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+		return await executePerItem(this, async (ssh, _host, itemIndex, signal) => {
+			const options = this.getNodeParameter('options', itemIndex, {}) as {
+				ifLocked?: 'fail' | 'skip';
+				output?: 'backups' | 'summary';
+				staleAfterHours?: number;
+				timeZone?: string;
+			};
+			const policy: RetentionPolicy = {};
+			for (const [name] of COUNT_RULES) {
+				const count = this.getNodeParameter(name, itemIndex, 0) as number;
+				if (count) Object.assign(policy, { [name]: count });
+			}
+			const keepWithin = String(this.getNodeParameter('keepWithin', itemIndex, '')).trim();
+			if (keepWithin) policy.keepWithin = keepWithin;
+			const retentionDays = this.getNodeParameter('retentionDays', itemIndex, 0) as number;
+			if (retentionDays) policy.retentionDays = retentionDays;
+
+			const result = await pruneBackups(
+				ssh,
+				{
+					dest: String(this.getNodeParameter('destination', itemIndex)),
+					vmNames: readVmNames(this, itemIndex),
+					policy,
+					dryRun: this.getNodeParameter('dryRun', itemIndex, true) as boolean,
+					timeZone: options.timeZone?.trim() || this.getTimezone(),
+					staleAfterMs: (options.staleAfterHours ?? DEFAULT_STALE_AFTER_MS / 3_600_000) * 3_600_000,
+					ifLocked: options.ifLocked ?? 'fail',
+					lockHolder: `n8n Prune Old Backups (workflow ${this.getWorkflow().id ?? '?'}, execution ${this.getExecutionId()})`,
+				},
+				signal,
+			);
+			if (result.dryRun && result.pruned > 0) {
+				this.addExecutionHints({ message: `Dry run: ${result.pruned} backup(s) would be pruned, nothing was removed. Turn off Dry Run to prune.`, location: 'outputPane' });
+			}
+			const failed = result.items.filter((item) => item.error);
+			if (failed.length > 0) {
+				this.addExecutionHints({ message: `${failed.length} planned removal(s) did not happen: see the error field of those items`, location: 'outputPane' });
+			}
+			return options.output === 'summary' ? [summaryItem(result)] : result.items.map(backupItem);
+		});
+	}
+}
+
+function backupItem(item: PruneItem): IDataObject {
+	const { vm, id, path, kind, timestamp, action, reasons, bytes, freedBytes, dryRun, removed, error } = item;
+	return { vm, id, path, kind, timestamp, action, reasons, bytes, freedBytes, dryRun, removed, ...(error ? { error } : {}) };
+}
+
+function summaryItem(result: PruneResult): IDataObject {
+	const pruned = result.items.filter((item) => item.action === 'prune');
+	return {
+		destination: result.dest,
+		dryRun: result.dryRun,
+		backups: result.items.length,
+		kept: result.kept,
+		pruned: result.pruned,
+		removed: pruned.filter((item) => item.removed).length,
+		freedBytes: result.freedBytes,
+		lockedVms: result.lockedVms,
+		prunedPaths: pruned.map((item) => item.path),
+		errors: pruned.filter((item) => item.error).map((item) => ({ path: item.path, error: item.error ?? '' })),
+	};
+}

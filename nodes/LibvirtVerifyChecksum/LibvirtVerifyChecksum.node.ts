@@ -1,0 +1,93 @@
+import {
+	NodeConnectionTypes,
+	NodeOperationError,
+	type IDataObject,
+	type IExecuteFunctions,
+	type INodeExecutionData,
+	type INodeType,
+	type INodeTypeDescription,
+} from 'n8n-workflow';
+import { BackupVerifier, type InvalidAction } from '../../lib/catalog';
+import { libvirtSshConnectionTest } from '../shared/connectionTest';
+import { executeRouted } from '../shared/executeRouted';
+
+const VALID = 0;
+const INVALID = 1;
+
+export class LibvirtVerifyChecksum implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Verify Checksum',
+		name: 'libvirtVerifyChecksum',
+		icon: { light: 'file:../icons/libvirt.svg', dark: 'file:../icons/libvirt.dark.svg' },
+		group: ['transform'],
+		version: 1,
+		subtitle: '={{"if invalid: " + $parameter["onInvalid"]}}',
+		description:
+			'Re-hash every image of a backup on the host, compare with its manifest and run qemu-img check; an incremental is valid only if the backups it builds on are. Valid backups go to the first output, invalid ones (and, with Continue On Fail, backups that could not be checked) to the second.',
+		defaults: { name: 'Verify Checksum' },
+		usableAsTool: true,
+		inputs: [NodeConnectionTypes.Main],
+		outputs: [NodeConnectionTypes.Main, NodeConnectionTypes.Main],
+		outputNames: ['Valid', 'Invalid'],
+		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
+		properties: [
+			{
+				displayName: 'Backup Path',
+				name: 'backupPath',
+				type: 'string',
+				required: true,
+				default: '={{ $json.path }}',
+				placeholder: '/var/backups/libvirt/web01/20261128T144300Z',
+				description: 'Folder of the backup on the host: the path field of a Backup VM Disk or List Backups item, or a path typed here',
+			},
+			{
+				displayName: 'If Invalid',
+				name: 'onInvalid',
+				type: 'options',
+				options: [
+					{ name: 'Keep', value: 'keep', description: 'Leave the backup where it is (its failed result is recorded next to its manifest)' },
+					{
+						name: 'Quarantine',
+						value: 'quarantine',
+						description: 'Rename the folder to <ID>.quarantined: kept for inspection, never listed or used as a good backup',
+					},
+					{ name: 'Delete', value: 'delete', description: 'Remove the backup folder from the host' },
+				],
+				default: 'keep',
+				description: 'What to do with a backup that fails verification',
+			},
+		],
+	};
+
+	methods = { credentialTest: { libvirtSshConnectionTest } };
+
+	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+		const items = this.getInputData();
+		let verifier: BackupVerifier | undefined;
+		return await executeRouted(this, 2, INVALID, async (ssh, _host, itemIndex, signal) => {
+			verifier ??= new BackupVerifier(ssh);
+			const backupPath = String(this.getNodeParameter('backupPath', itemIndex, ''));
+			if (!backupPath.trim()) {
+				throw new NodeOperationError(this.getNode(), 'No backup path: connect a Backup VM Disk or List Backups node, or enter the backup folder', { itemIndex });
+			}
+			const result = await verifier.verify(backupPath, {
+				onInvalid: this.getNodeParameter('onInvalid', itemIndex, 'keep') as InvalidAction,
+				lockHolder: `n8n Verify Checksum (workflow ${this.getWorkflow().id ?? '?'}, execution ${this.getExecutionId()})`,
+				signal,
+			});
+			const json: IDataObject = {
+				...items[itemIndex].json,
+				vm: result.vm,
+				id: result.id,
+				path: result.path,
+				valid: result.valid,
+				checkedAt: result.checkedAt,
+				disks: result.disks as unknown as IDataObject[],
+				parents: result.parents as unknown as IDataObject[],
+				problems: result.problems,
+				action: result.action,
+			};
+			return [{ output: result.valid ? VALID : INVALID, json }];
+		});
+	}
+}
