@@ -177,14 +177,22 @@ export function parseCatalogOutput(stdout: string, marker: string, dest: string)
 
 const STAT_LINE = /^([0-9a-f]+) (\d+) (\d+) (\d+) ([^/]+)\/([^/]+)\/(.+)$/;
 
-/** `stat -c '%f %s %b %B %n'` lines; a name with a line break spoils only its own line. */
+/**
+ * `stat -c '%f %s %b %B %n'` lines. A file name with a line break continues on lines that cannot
+ * match (a name holds no '/'); its entry is marked 'other' so the folder never passes for ours.
+ */
 function parseStatLines(body: string, add: (relative: string, entry: FolderEntry) => void): void {
+	let last: { relative: string; entry: FolderEntry } | undefined;
 	for (const line of body.split('\n')) {
 		const m = STAT_LINE.exec(line);
-		if (!m) continue;
+		if (!m) {
+			if (line && last) last.entry.type = 'other';
+			continue;
+		}
 		const mode = parseInt(m[1], 16) & 0xf000;
 		const type = mode === 0x8000 ? 'file' : mode === 0x4000 ? 'dir' : mode === 0xa000 ? 'symlink' : 'other';
-		add(`${m[5]}/${m[6]}`, { name: m[7], type, bytes: Number(m[2]), diskBytes: Number(m[3]) * Number(m[4]) });
+		last = { relative: `${m[5]}/${m[6]}`, entry: { name: m[7], type, bytes: Number(m[2]), diskBytes: Number(m[3]) * Number(m[4]) } };
+		add(last.relative, last.entry);
 	}
 }
 
