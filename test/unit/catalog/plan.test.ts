@@ -1,6 +1,6 @@
 /** planPrune: from a catalog to keep/prune decisions, with the reasons a person reads. */
 import type { Manifest } from '../../../lib/backup/manifest';
-import { planPrune, type Catalog, type CatalogBackup, type IncompleteFolder, type PrunePlanEntry } from '../../../lib/catalog';
+import { planPrune, type Catalog, type CatalogBackup, type IncompleteFolder, type PrunePlanEntry, type VerificationRecord } from '../../../lib/catalog';
 import { isLibvirtBackupError } from '../../../lib/errors';
 import { manifest } from './local';
 
@@ -55,7 +55,7 @@ describe('planPrune', () => {
 	});
 
 	test('protected backups stay; when the newest failed verification the newest valid one stays too', () => {
-		const failed = { format: 'n8n-nodes-libvirt-backup/verification', version: 1, backupId: '20261127T010000Z', verifiedAt: '2026-11-27T02:00:00Z', ok: false, disks: [], parents: [], problems: [] } as const;
+		const failed: VerificationRecord = { format: 'n8n-nodes-libvirt-backup/verification', version: 1, backupId: '20261127T010000Z', verifiedAt: '2026-11-27T02:00:00Z', ok: false, disks: [], parents: [], problems: [] };
 		const plan = planPrune(
 			catalog([
 				backup('web01', '20261127T010000Z', {}, { verification: failed }),
