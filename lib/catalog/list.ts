@@ -167,7 +167,10 @@ export function parseCatalogOutput(stdout: string, marker: string, dest: string)
 	if (!ended) throw new LibvirtBackupError('PARSE_ERROR', `The backup listing of ${dest} ended early (no end marker): the output is incomplete`);
 
 	const catalog: Catalog = { dest, backups: [], incomplete: [], quarantined: [] };
-	for (const raw of folders.values()) classify(raw, dest, catalog);
+	// A VM's folders all carry the same name: encode each name once, not once per backup.
+	const dirNames = new Map<string, string>();
+	const dirNameOf = (vm: string) => dirNames.get(vm) ?? dirNames.set(vm, vmDirName(vm)).get(vm)!;
+	for (const raw of folders.values()) classify(raw, dest, catalog, dirNameOf);
 	const order = (a: BackupLocation, b: BackupLocation) => (a.vmDir !== b.vmDir ? (a.vmDir < b.vmDir ? -1 : 1) : a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 	catalog.backups.sort(order);
 	catalog.incomplete.sort(order);
@@ -196,7 +199,7 @@ function parseStatLines(body: string, add: (relative: string, entry: FolderEntry
 	}
 }
 
-function classify(raw: RawFolder, dest: string, catalog: Catalog): void {
+function classify(raw: RawFolder, dest: string, catalog: Catalog, dirNameOf: (vm: string) => string): void {
 	const diskBytes = [...raw.entries.values()].reduce((total, entry) => total + entry.diskBytes, 0);
 	if (isQuarantinedName(raw.name)) {
 		const id = raw.name.slice(0, -QUARANTINE_SUFFIX.length);
@@ -223,7 +226,7 @@ function classify(raw: RawFolder, dest: string, catalog: Catalog): void {
 		return void incomplete((error as Error).message);
 	}
 	if (manifest.id !== raw.name) return void incomplete(`the manifest is for backup ${manifest.id}, not ${raw.name}`);
-	if (vmDirName(manifest.vm.name) !== raw.vmDir) return void incomplete(`the manifest is for VM ${JSON.stringify(manifest.vm.name)}, whose folder is ${vmDirName(manifest.vm.name)}`);
+	if (dirNameOf(manifest.vm.name) !== raw.vmDir) return void incomplete(`the manifest is for VM ${JSON.stringify(manifest.vm.name)}, whose folder is ${dirNameOf(manifest.vm.name)}`);
 	const verificationText = raw.texts.get(VERIFICATION_FILE);
 	catalog.backups.push({
 		...location,

@@ -59,8 +59,7 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 	const { decisions } = retention(() => planRetention(refs, policy, options.now, options.timeZone ?? 'UTC'));
 	const entries = decisions.map((decision, index): PrunePlanEntry => {
 		const backup = backups[index];
-		const prefix = `parent of kept ${backup.vmDir}/`;
-		return {
+		const entry: PrunePlanEntry = {
 			vm: backup.vm,
 			vmDir: backup.vmDir,
 			id: backup.id,
@@ -68,10 +67,11 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 			kind: backup.manifest.kind,
 			timestamp: backup.manifest.startedAt,
 			action: decision.action,
-			reasons: decision.reasons.map((reason) => (reason.startsWith(prefix) ? `parent of kept incremental ${reason.slice(prefix.length)}` : reason)),
+			reasons: decision.reasons.map((reason) => (reason.startsWith(PARENT_REASON) ? parentReason(reason, backup.vmDir) : reason)),
 			bytes: backup.diskBytes,
-			...(decision.action === 'prune' ? { removal: 'remove' as const } : {}),
 		};
+		if (decision.action === 'prune') entry.removal = 'remove';
+		return entry;
 	});
 
 	const staleAfterMs = options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS;
@@ -99,6 +99,14 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 		});
 	}
 	return entries;
+}
+
+const PARENT_REASON = 'parent of kept ';
+
+/** 'parent of kept <vm dir>/<id>' (the planner's overall id) -> 'parent of kept incremental <id>'. */
+function parentReason(reason: string, vmDir: string): string {
+	const child = reason.slice(PARENT_REASON.length);
+	return `parent of kept incremental ${child.startsWith(`${vmDir}/`) ? child.slice(vmDir.length + 1) : child}`;
 }
 
 function hours(ms: number): string {
