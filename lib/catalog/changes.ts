@@ -11,7 +11,7 @@ import { INCOMPLETE_MARKER, MANIFEST_FILE, MANIFEST_FORMAT, VERIFICATION_FILE, i
 import { newMarker, splitSections } from '../libvirt/virsh';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { QUARANTINE_SUFFIX, isVmDirName } from './paths';
+import { QUARANTINE_SUFFIX, STALE_FOLDER_FILES, isVmDirName } from './paths';
 
 const DIGITS = (n: number) => '[0-9]'.repeat(n);
 const ID_GLOB = `${DIGITS(8)}T${DIGITS(6)}Z`;
@@ -45,7 +45,7 @@ leftovers_only() {
   for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
     [ -e "$f" ] || [ -L "$f" ] || continue
     [ -f "$f" ] && [ ! -L "$f" ] || return 1
-    case \${f##*/} in *?.partial|domain.xml|${INCOMPLETE_MARKER}) ;; *) return 1;; esac
+    case \${f##*/} in *?.partial|${STALE_FOLDER_FILES.join('|')}) ;; *) return 1;; esac
   done
   return 0
 }

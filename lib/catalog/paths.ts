@@ -6,13 +6,16 @@
  */
 import { LibvirtBackupError } from '../errors';
 import { checkDestination, vmDirName, vmNameFromDir } from '../backup/layout';
-import { INCOMPLETE_MARKER, isBackupId } from '../backup/manifest';
+import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId } from '../backup/manifest';
 
 /** A backup that failed verification is renamed to `<id>.quarantined`: kept for a person, never listed as good. */
 export const QUARANTINE_SUFFIX = '.quarantined';
 
-/** The only entries a stale incomplete folder may hold for Prune to remove it. */
-export const STALE_FOLDER_ENTRIES = ['*.partial', 'domain.xml', INCOMPLETE_MARKER] as const;
+/**
+ * The only entries a stale incomplete folder may hold for Prune to remove it: what our writer
+ * (lib/backup) leaves when it is interrupted. Besides these exact names, any `<name>.partial`.
+ */
+export const STALE_FOLDER_FILES = [INCOMPLETE_MARKER, 'domain.xml', `${MANIFEST_FILE}.tmp`, '.lvb-backup.xml', '.lvb-checkpoint.xml'] as const;
 
 const VM_DIR = /^[A-Za-z0-9_+%-][A-Za-z0-9_+.%-]*$/;
 
@@ -25,9 +28,9 @@ export function isQuarantinedName(name: string): boolean {
 	return name.endsWith(QUARANTINE_SUFFIX) && isBackupId(name.slice(0, -QUARANTINE_SUFFIX.length));
 }
 
-/** Whether a file in an incomplete folder is one our writer leaves behind (see STALE_FOLDER_ENTRIES). */
+/** Whether a file in an incomplete folder is one our writer leaves behind (see STALE_FOLDER_FILES). */
 export function isStaleFolderEntry(name: string): boolean {
-	return name === 'domain.xml' || name === INCOMPLETE_MARKER || (name.endsWith('.partial') && name.length > '.partial'.length);
+	return (STALE_FOLDER_FILES as readonly string[]).includes(name) || (name.endsWith('.partial') && name.length > '.partial'.length);
 }
 
 export interface BackupLocation {

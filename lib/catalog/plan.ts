@@ -89,7 +89,7 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 			action: stale ? 'prune' : 'keep',
 			reasons: [
 				stale
-					? `stale unfinished backup: started more than ${hours(staleAfterMs)} ago and holds only partial files`
+					? `stale unfinished backup: started more than ${hours(staleAfterMs)} ago and holds only what an interrupted backup leaves`
 					: folder.writerLeftovers
 						? `unfinished backup younger than ${hours(staleAfterMs)}: it may still be being written`
 						: `not a backup (${folder.reason}): left alone`,

@@ -3,8 +3,8 @@
  * the manifests, run `qemu-img check` on qcow2 images, record the result next to each manifest,
  * and optionally quarantine or delete a backup that failed (under the VM's lock).
  */
-import { LibvirtBackupError } from '../errors';
-import { acquireVmLock } from '../backup/lock';
+import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
+import { acquireVmLock, type VmLock } from '../backup/lock';
 import type { Manifest } from '../backup/manifest';
 import type { SshConnection } from '../ssh';
 import { changeFolders, type FolderChange } from './changes';
@@ -123,8 +123,16 @@ export class BackupVerifier {
 		});
 	}
 
+	/** Quarantines or deletes under the VM's lock; a VM busy with a backup keeps the failed one, and says so. */
 	private async dispose(result: BackupVerification, action: 'quarantine' | 'delete', options: VerifyOptions): Promise<void> {
-		const lock = await acquireVmLock(this.ssh, `${result.dest}/${result.vmDir}`, options.lockHolder ?? `n8n Verify Checksum, ${new Date().toISOString()}`, result.vm);
+		let lock: VmLock;
+		try {
+			lock = await acquireVmLock(this.ssh, `${result.dest}/${result.vmDir}`, options.lockHolder ?? `n8n Verify Checksum, ${new Date().toISOString()}`, result.vm);
+		} catch (error) {
+			if (!isLibvirtBackupError(error, 'LOCKED')) throw error;
+			result.problems.push(`could not ${action} the backup: ${error.message}`);
+			return;
+		}
 		try {
 			const [outcome] = await changeFolders(this.ssh, result.dest, result.vmDir, [{ op: action === 'delete' ? 'remove' : 'quarantine', id: result.id }], {
 				signal: options.signal,

@@ -2,6 +2,7 @@
  * Verify Checksum against the lab host: real images re-hashed and checked with qemu-img, results
  * recorded next to the manifest, failed backups quarantined or deleted on request.
  */
+import { acquireVmLock } from '../../../lib/backup/lock';
 import { VERIFICATION_FILE } from '../../../lib/backup/manifest';
 import { BackupVerifier, listCatalog, parseVerification, type BackupVerification, type VerifyOptions } from '../../../lib/catalog';
 import { isLibvirtBackupError } from '../../../lib/errors';
@@ -129,6 +130,24 @@ describe('Verify Checksum', () => {
 		const after = await verify(`${dest}/web01/${INC2}`);
 		expect(after.parents[0]).toMatchObject({ id: INC1, exists: false, detail: `parent backup ${INC1} is quarantined` });
 		expect(exists(full.path)).toBe(true);
+	});
+
+	test('a failed backup of a VM locked by a running job is kept, and the result says why', async () => {
+		const [full] = chain(dest);
+		flipByte(`${full.path}/vda.qcow2`, 200_000);
+
+		const result = await withSsh(labTarget(), async (holderSsh) => {
+			const lock = await acquireVmLock(holderSsh, `${dest}/web01`, 'backup job 7', 'web01');
+			try {
+				return await verify(full.path, { onInvalid: 'delete' });
+			} finally {
+				await lock.release();
+			}
+		});
+
+		expect(result).toMatchObject({ valid: false, action: 'kept' });
+		expect(result.problems.at(-1)).toMatch(/^could not delete the backup: VM "web01" is locked by backup job 7/);
+		expect(exists(`${full.path}/vda.qcow2`)).toBe(true);
 	});
 
 	test('a valid backup is never quarantined or deleted, whatever the option', async () => {

@@ -82,6 +82,8 @@ describe('CHANGE_SCRIPT', () => {
 			[`web01/${id}/.lvb-incomplete`]: '',
 			[`web01/${id}/vda.qcow2.partial`]: 'x',
 			[`web01/${id}/domain.xml`]: '<domain/>',
+			[`web01/${id}/.lvb-backup.xml`]: '<domainbackup/>',
+			[`web01/${id}/manifest.json.tmp`]: '{',
 			...Object.fromEntries(Object.entries(extra).map(([name, content]) => [`web01/${id}/${name}`, content])),
 		});
 		writeTree(dest, {

@@ -46,7 +46,8 @@ describe('names', () => {
 	});
 
 	test('only our writer leftovers count as stale folder entries', () => {
-		expect(['vda.qcow2.partial', 'domain.xml', '.lvb-incomplete'].map(isStaleFolderEntry)).toEqual([true, true, true]);
+		const ours = ['vda.qcow2.partial', 'domain.xml', '.lvb-incomplete', 'manifest.json.tmp', '.lvb-backup.xml', '.lvb-checkpoint.xml'];
+		expect(ours.map(isStaleFolderEntry)).toEqual(ours.map(() => true));
 		expect(['.partial', 'manifest.json', 'notes.txt', 'vda.qcow2', 'domain.xml.bak'].map(isStaleFolderEntry)).toEqual([false, false, false, false, false]);
 	});
 });

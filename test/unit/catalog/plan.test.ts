@@ -98,7 +98,7 @@ describe('planPrune', () => {
 
 		expect(plan.slice(1).map((e) => [e.id, e.kind, e.action, e.removal, e.reasons[0]])).toEqual([
 			['20261128T080000Z', 'incomplete', 'keep', undefined, 'unfinished backup younger than 6 h: it may still be being written'],
-			['20261120T010000Z', 'incomplete', 'prune', 'stale', 'stale unfinished backup: started more than 6 h ago and holds only partial files'],
+			['20261120T010000Z', 'incomplete', 'prune', 'stale', 'stale unfinished backup: started more than 6 h ago and holds only what an interrupted backup leaves'],
 			['20261119T010000Z', 'incomplete', 'keep', undefined, 'not a backup (no manifest and no incomplete marker: not written by this package): left alone'],
 		]);
 	});
