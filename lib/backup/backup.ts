@@ -3,21 +3,22 @@
  * images (strategies.ts), hash them once on the host, write the manifest last, keep the libvirt
  * checkpoint chain tidy. Any failure removes the half-written folder and the new checkpoint.
  */
-import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
+import { LibvirtBackupError } from '../errors';
 import {
 	abortJob,
-	checkpointDirtyBytes,
+	backupState,
 	deleteCheckpoints,
 	discoverVms,
 	listCheckpoints,
 	runVirsh,
+	type BackupState,
 	type DiscoveredDisk,
 	type DiscoveredVm,
 	type Quiesce,
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
-import { createBackupFolder, formatBytes, freeBytes, hashFiles, finalizeBackupFolder, latestBackup, removeIncompleteFolders } from './hostFiles';
-import { backupId, backupDir, vmBackupDir } from './layout';
+import { finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type VmFolder } from './hostFiles';
+import { backupDir, backupId, vmBackupDir } from './layout';
 import { acquireVmLock } from './lock';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from './manifest';
 import { offlineConvert, pushBackup, type DiskPlan, type Progress, type StrategyContext } from './strategies';
@@ -99,45 +100,56 @@ async function backupLocked(
 ): Promise<BackupResult> {
 	const warnings: string[] = [];
 	const live = vm.state === 'running' || vm.state === 'paused';
-	await recoverFromInterruptedRun(ssh, request.uri, vm, vmDir, live, warnings);
+	const plannedId = backupId(started);
+	// Independent questions to libvirt and to the file system: one round trip for both.
+	let [state, folder] = await Promise.all([
+		live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
+		inspectVmFolder(ssh, vmDir, plannedId),
+	]);
+	if (state?.backupJobActive || folder.incomplete.length > 0) {
+		await recoverFromInterruptedRun(ssh, request.uri, vm, vmDir, state, folder, warnings);
+		[state, folder] = await Promise.all([live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined, inspectVmFolder(ssh, vmDir, plannedId)]);
+	}
 	const disks = selectDisks(vm, request.disks);
 
-	const previous = request.mode === 'auto' || request.mode === 'incremental' ? await latestBackup(ssh, vmDir) : undefined;
-	const chain = live && previous ? await usableChain(ssh, request.uri, vm, disks, previous) : { reason: live ? 'no previous backup' : 'the VM is not running' };
+	const wantsChain = request.mode === 'auto' || request.mode === 'incremental';
+	const previous = wantsChain ? folder.latest : undefined;
+	const chain: Chain = !live ? { reason: 'the VM is not running' } : !previous ? { reason: 'no previous backup' } : usableChain(vm, disks, previous, state!);
 	if (request.mode === 'incremental' && 'reason' in chain) warnings.push(`incremental not possible (${chain.reason}): full backup instead`);
 	if (request.mode === 'auto' && 'reason' in chain && previous) warnings.push(`full backup: ${chain.reason}`);
-	const kind: BackupKind = request.mode === 'copy' ? 'copy' : 'parent' in chain && request.mode !== 'full' ? 'incremental' : 'full';
-	const parent = kind === 'incremental' && 'parent' in chain ? chain.parent : undefined;
-	if (request.compression !== 'none' && live && kind === 'incremental') warnings.push('incremental images are not compressed');
+	const parent = 'parent' in chain ? chain.parent : undefined;
+	const kind: BackupKind = request.mode === 'copy' ? 'copy' : parent ? 'incremental' : 'full';
+	if (request.compression !== 'none' && kind === 'incremental') warnings.push('incremental images are not compressed');
 
-	const needed = Math.ceil(
-		disks.reduce((sum, disk) => sum + (parent ? ('dirty' in chain ? (chain.dirty.get(disk.target) ?? fullEstimate(disk)) : 0) : fullEstimate(disk)), 0) * SPACE_MARGIN,
-	);
-	const free = await freeBytes(ssh, vmDir);
-	if (needed > free.bytes) {
-		throw new LibvirtBackupError('NO_SPACE', `Not enough space on ${free.mount}: need ${formatBytes(needed)}, ${formatBytes(free.bytes)} free`, { needed, free: free.bytes });
+	const needed = Math.ceil(disks.reduce((sum, disk) => sum + (parent && 'dirty' in chain ? (chain.dirty.get(disk.target) ?? fullEstimate(disk)) : fullEstimate(disk)), 0) * SPACE_MARGIN);
+	if (needed > folder.free.bytes) {
+		throw new LibvirtBackupError('NO_SPACE', `Not enough space on ${folder.free.mount}: need ${formatBytes(needed)}, ${formatBytes(folder.free.bytes)} free`, {
+			needed,
+			free: folder.free.bytes,
+		});
 	}
 
-	const id = await createBackupFolder(ssh, vmDir, backupId(started));
+	const id = freeId(plannedId, folder.taken);
 	const dir = backupDir(request.dest, vm.name, id);
 	// Bitmaps live only in qcow2 images: a VM without one can have no checkpoint.
 	const checkpoint = live && kind !== 'copy' && disks.some((disk) => disk.format === 'qcow2') ? `${CHECKPOINT_PREFIX}${id}` : undefined;
 	const plans: DiskPlan[] = disks.map((disk) => {
 		const parentDisk = parent?.disks.find((d) => d.target === disk.target);
-		const incremental = parent && parentDisk && disk.format === 'qcow2' && parent.checkpoint;
+		const incremental = parent?.checkpoint && parentDisk && disk.format === 'qcow2';
 		return {
 			disk,
 			file: `${disk.target}.qcow2`,
 			...(incremental ? { incrementalFrom: parent.checkpoint, backingFile: `../${parent.id}/${parentDisk.file}` } : {}),
 		};
 	});
+	const compress = request.compression === 'qcow2-compressed' && kind !== 'incremental';
 	const context: StrategyContext = {
 		ssh,
 		uri: request.uri,
 		vm,
 		dir,
 		disks: plans,
-		compress: request.compression === 'qcow2-compressed' && kind !== 'incremental',
+		compress,
 		quiesce: request.quiesce,
 		checkpoint,
 		signal: hooks.signal,
@@ -149,10 +161,16 @@ async function backupLocked(
 	let succeeded = false;
 	try {
 		const written = live ? await pushBackup(context) : await offlineConvert(context);
-		await finishImages(ssh, context, live);
 		context.onProgress({ phase: 'hash', percent: 0, message: 'computing sha256 on the host' });
-		const hashes = await hashFiles(ssh, dir, plans.map((plan) => `${plan.file}.partial`), hooks.signal);
-		const domainXml = await readDomainXml(ssh, request.uri, vm);
+		const [hashes, domainXml] = await Promise.all([
+			finishImages(
+				ssh,
+				dir,
+				plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && compress })),
+				hooks.signal,
+			),
+			readDomainXml(ssh, request.uri, vm),
+		]);
 		const finished = now();
 		const manifestDisks: ManifestDisk[] = plans.map((plan, index) => ({
 			target: plan.disk.target,
@@ -164,7 +182,7 @@ async function backupLocked(
 			bytes: hashes[index].bytes,
 			sha256: hashes[index].sha256,
 			...(plan.backingFile ? { backingFile: plan.backingFile } : {}),
-			compressed: context.compress,
+			compressed: compress,
 		}));
 		const diskResults: DiskResult[] = manifestDisks.map((disk) => {
 			const seconds = written.seconds.get(disk.target) ?? 0;
@@ -189,7 +207,7 @@ async function backupLocked(
 		context.onProgress({ phase: 'finalize', percent: 100, message: 'writing manifest' });
 		await finalizeBackupFolder(ssh, dir, plans.map((plan) => plan.file), manifest, domainXml);
 		succeeded = true;
-		if (checkpoint) await pruneOldCheckpoints(ssh, request.uri, vm, checkpoint, warnings);
+		if (checkpoint) await pruneOldCheckpoints(ssh, request.uri, vm, checkpoint, [...(state?.checkpoints ?? [])], warnings);
 		return {
 			vm: vm.name,
 			uuid: vm.uuid,
@@ -211,6 +229,14 @@ async function backupLocked(
 	} finally {
 		if (!succeeded) await discardFailedBackup(ssh, request.uri, vm, vmDir, id, checkpoint);
 	}
+}
+
+/** The planned id, or the first `-N` suffix not taken (two backups within one second). */
+function freeId(id: string, taken: string[]): string {
+	const names = new Set(taken);
+	let candidate = id;
+	for (let n = 1; [...names].some((name) => name === candidate || name.startsWith(`${candidate}.`)); n++) candidate = `${id}-${n}`;
+	return candidate;
 }
 
 /** Upper bound of what a full backup of a disk writes: its data (with backing files), at most its size. */
@@ -236,40 +262,17 @@ function selectDisks(vm: DiscoveredVm, targets: string[] | undefined): Discovere
 type Chain = { parent: Manifest; dirty: Map<string, number> } | { reason: string };
 
 /** An incremental needs the previous backup's checkpoint in libvirt and its images on disk. */
-async function usableChain(
-	ssh: SshConnection,
-	uri: string,
-	vm: DiscoveredVm,
-	disks: DiscoveredDisk[],
-	previous: { manifest: Manifest; missingFiles: string[] },
-): Promise<Chain> {
+function usableChain(vm: DiscoveredVm, disks: DiscoveredDisk[], previous: NonNullable<VmFolder['latest']>, state: BackupState): Chain {
 	const parent = previous.manifest;
 	if (parent.vm.uuid !== vm.uuid) return { reason: `the previous backup ${parent.id} is of another VM with the same name` };
 	if (!parent.checkpoint) return { reason: `the previous backup ${parent.id} has no checkpoint` };
 	if (previous.missingFiles.length > 0) return { reason: `the previous backup ${parent.id} is missing ${previous.missingFiles.join(', ')}` };
 	const missingDisks = disks.filter((disk) => !parent.disks.some((d) => d.target === disk.target)).map((disk) => disk.target);
 	if (missingDisks.length > 0) return { reason: `the previous backup ${parent.id} has no ${missingDisks.join(', ')}` };
-	if (!(await listCheckpoints(ssh, uri, vm.uuid)).includes(parent.checkpoint)) return { reason: `checkpoint ${parent.checkpoint} no longer exists in libvirt` };
-	try {
-		return { parent, dirty: await checkpointDirtyBytes(ssh, uri, vm.uuid, parent.checkpoint) };
-	} catch (error) {
-		if (isLibvirtBackupError(error)) return { reason: `checkpoint ${parent.checkpoint} is unusable: ${error.message}` };
-		throw error;
-	}
-}
-
-/** Incrementals name the previous backup as backing file; compressed live copies get a second pass. */
-async function finishImages(ssh: SshConnection, context: StrategyContext, live: boolean): Promise<void> {
-	for (const plan of context.disks) {
-		const image = `${context.dir}/${plan.file}.partial`;
-		if (plan.backingFile) {
-			// backup-begin writes the LIVE disk as backing file: point it at the parent backup instead.
-			await ssh.run(['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-b', plan.backingFile, '-F', 'qcow2', image], { label: 'qemu-img rebase' });
-		} else if (live && context.compress) {
-			await ssh.run(['qemu-img', 'convert', '-c', '-f', 'qcow2', '-O', 'qcow2', image, `${image}.c`], { label: 'qemu-img convert -c', signal: context.signal });
-			await ssh.run(['mv', '-f', '--', `${image}.c`, image], { label: 'mv' });
-		}
-	}
+	if (!state.checkpoints.includes(parent.checkpoint)) return { reason: `checkpoint ${parent.checkpoint} no longer exists in libvirt` };
+	const dirty = state.dirtyBytes.get(parent.checkpoint);
+	if (!dirty) return { reason: `checkpoint ${parent.checkpoint} is unusable: libvirt reports no changed-block size for it` };
+	return { parent, dirty };
 }
 
 /** The definition to restore: the persistent (inactive) one when there is one. */
@@ -283,16 +286,19 @@ async function readDomainXml(ssh: SshConnection, uri: string, vm: DiscoveredVm):
  * incomplete folder of ours: stop that job, then remove the folder. We hold the lock, so nothing
  * else of ours writes there.
  */
-async function recoverFromInterruptedRun(ssh: SshConnection, uri: string, vm: DiscoveredVm, vmDir: string, live: boolean, warnings: string[]): Promise<void> {
-	if (live) {
-		const { stdout } = await runVirsh(ssh, ['env', 'LC_ALL=C', 'virsh', '-c', uri, 'domjobinfo', '--domain', vm.uuid, '--rawstats'], uri, 'virsh domjobinfo');
-		const active = /Job type: [12]\b/.test(stdout) && /operation: 9\b/.test(stdout);
-		if (active) {
-			const { stdout: files } = await ssh.run(['sh', '-c', 'ls -1d -- "$1"/*/.lvb-incomplete 2>/dev/null || true', 'lvb-find-incomplete', vmDir], { label: 'ls' });
-			if (files.trim() === '') throw new LibvirtBackupError('BACKUP_FAILED', `VM "${vm.name}" already has a backup job running that is not ours; wait for it to finish`);
-			await abortJob(ssh, uri, vm.uuid);
-			warnings.push('stopped a backup job left running by an interrupted earlier run');
-		}
+async function recoverFromInterruptedRun(
+	ssh: SshConnection,
+	uri: string,
+	vm: DiscoveredVm,
+	vmDir: string,
+	state: BackupState | undefined,
+	folder: VmFolder,
+	warnings: string[],
+): Promise<void> {
+	if (state?.backupJobActive) {
+		if (folder.incomplete.length === 0) throw new LibvirtBackupError('BACKUP_FAILED', `VM "${vm.name}" already has a backup job running that is not ours; wait for it to finish`);
+		await abortJob(ssh, uri, vm.uuid);
+		warnings.push('stopped a backup job left running by an interrupted earlier run');
 	}
 	const removed = await removeIncompleteFolders(ssh, vmDir);
 	if (removed.length > 0) warnings.push(`removed incomplete backup folder(s) left by an interrupted run: ${removed.join(', ')}`);
@@ -307,9 +313,9 @@ async function discardFailedBackup(ssh: SshConnection, uri: string, vm: Discover
 }
 
 /** Only the newest checkpoint is needed for the next incremental; older ones of ours cost I/O. */
-async function pruneOldCheckpoints(ssh: SshConnection, uri: string, vm: DiscoveredVm, keep: string, warnings: string[]): Promise<void> {
+async function pruneOldCheckpoints(ssh: SshConnection, uri: string, vm: DiscoveredVm, keep: string, known: string[], warnings: string[]): Promise<void> {
+	const ours = known.filter((name) => name.startsWith(CHECKPOINT_PREFIX) && name !== keep);
 	try {
-		const ours = (await listCheckpoints(ssh, uri, vm.uuid)).filter((name) => name.startsWith(CHECKPOINT_PREFIX) && name !== keep);
 		await deleteCheckpoints(ssh, uri, vm.uuid, ours);
 	} catch (error) {
 		warnings.push(`old checkpoints could not be removed: ${(error as Error).message}`);

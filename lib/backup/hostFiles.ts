@@ -9,19 +9,6 @@ import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId, parseManifest, type Manifest } from './manifest';
 
-/** Free bytes on the filesystem that holds `path` (or its nearest existing parent). */
-export async function freeBytes(ssh: SshConnection, path: string): Promise<{ bytes: number; mount: string }> {
-	const script = `export LC_ALL=C
-p=$1
-while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done
-df -P -B1 -- "$p" | tail -n 1`;
-	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-df', [path]), { label: 'df' });
-	const fields = stdout.trim().split(/\s+/);
-	const bytes = Number(fields[3]);
-	if (!Number.isFinite(bytes)) throw new LibvirtBackupError('PARSE_ERROR', `Cannot read free space for ${path}: ${stdout.trim()}`);
-	return { bytes, mount: fields.slice(5).join(' ') };
-}
-
 export function formatBytes(bytes: number): string {
 	const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 	let value = bytes;
@@ -34,68 +21,17 @@ export function formatBytes(bytes: number): string {
 }
 
 /**
- * Creates `<vmDir>/<id>` (never reusing an existing folder: `-1`, `-2`... suffixes) with the
- * incomplete marker in it. Returns the folder's final id.
- */
-export async function createBackupFolder(ssh: SshConnection, vmDir: string, id: string): Promise<string> {
-	const script = `vmdir=$1 id=$2 m=$3
-mkdir -p -- "$vmdir" || exit 1
-n=0 name=$id
-while ! mkdir -- "$vmdir/$name" 2>/dev/null; do
-  [ -e "$vmdir/$name" ] || { mkdir -- "$vmdir/$name"; exit 1; }
-  n=$((n+1)); name="$id-$n"
-  [ $n -lt 100 ] || exit 1
-done
-: >"$vmdir/$name/${INCOMPLETE_MARKER}" || exit 1
-echo "$m $name"`;
-	const marker = newMarker();
-	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-mkdir', [vmDir, id, marker]), { label: 'mkdir' });
-	const created = stdout.split(`${marker} `)[1]?.trim();
-	if (!created || !isBackupId(created)) throw new LibvirtBackupError('BACKUP_FAILED', `Could not create a backup folder in ${vmDir}`);
-	return created;
-}
-
-export interface HashedFile {
-	file: string;
-	bytes: number;
-	sha256: string;
-}
-
-/** sha256 and size of files in one folder, read once each; openssl is ~4x faster than coreutils. */
-export async function hashFiles(ssh: SshConnection, dir: string, files: string[], signal?: AbortSignal): Promise<HashedFile[]> {
-	const script = `export LC_ALL=C
-dir=$1 m=$2; shift 2
-if command -v openssl >/dev/null 2>&1; then hash() { openssl dgst -sha256 -r -- "$1"; }; else hash() { sha256sum -b -- "$1"; }; fi
-for f in "$@"; do
-  h=$(hash "$dir/$f") || exit 1
-  echo "$m file $(stat -c %s -- "$dir/$f")"
-  echo "\${h%% *}"
-done`;
-	const marker = newMarker();
-	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-hash', [dir, marker, ...files]), { label: 'sha256', signal });
-	const sections = splitSections(stdout, marker);
-	if (sections.length !== files.length) throw new LibvirtBackupError('BACKUP_FAILED', `Hashing in ${dir} returned ${sections.length} results for ${files.length} files`);
-	return sections.map((section, index) => {
-		const sha256 = section.body.trim();
-		const bytes = Number(section.arg);
-		if (!/^[0-9a-f]{64}$/.test(sha256)) throw new LibvirtBackupError('BACKUP_FAILED', `Could not hash ${dir}/${files[index]}`);
-		return { file: files[index], bytes, sha256 };
-	});
-}
-
-/**
- * Makes a written folder a backup: renames `<file>.partial` to `<file>`, writes domain.xml (the
- * inactive definition), flushes, then writes the manifest via temp + rename, and only then drops the
- * incomplete marker.
+ * Makes a written folder a backup: renames `<file>.partial` to `<file>` (already flushed by
+ * finishImages), writes domain.xml, then the manifest via temp + flush + rename, and only then drops
+ * the incomplete marker.
  */
 export async function finalizeBackupFolder(ssh: SshConnection, dir: string, files: string[], manifest: Manifest, domainXml: string): Promise<void> {
 	const script = `dir=$1 manifest=$2 xml=$3; shift 3
 for f in "$@"; do mv -f -- "$dir/$f.partial" "$dir/$f" || exit 1; done
 printf '%s' "$xml" >"$dir/domain.xml" || exit 1
 rm -f -- "$dir/.lvb-backup.xml" "$dir/.lvb-checkpoint.xml"
-sync -- "$dir"/* 2>/dev/null || sync
 printf '%s' "$manifest" >"$dir/${MANIFEST_FILE}.tmp" || exit 1
-sync -- "$dir/${MANIFEST_FILE}.tmp" 2>/dev/null || sync
+sync -- "$dir/domain.xml" "$dir/${MANIFEST_FILE}.tmp" 2>/dev/null || sync
 mv -f -- "$dir/${MANIFEST_FILE}.tmp" "$dir/${MANIFEST_FILE}" || exit 1
 rm -f -- "$dir/${INCOMPLETE_MARKER}"
 sync -- "$dir" 2>/dev/null || true`;
@@ -123,13 +59,35 @@ done`;
 	return splitSections(stdout, marker).map((section) => section.arg);
 }
 
-/** The newest complete backup of a VM folder (by id), with its image files' existence checked. */
-export async function latestBackup(ssh: SshConnection, vmDir: string): Promise<{ manifest: Manifest; missingFiles: string[] } | undefined> {
-	const script = `vmdir=$1 m=$2
+export interface VmFolder {
+	free: { bytes: number; mount: string };
+	/** Our incomplete folders (marker, no manifest): left by an interrupted run. */
+	incomplete: string[];
+	/** Entries whose names start with the planned backup id (to pick a free one). */
+	taken: string[];
+	/** The newest complete backup, with the image files its manifest names that are missing. */
+	latest?: { manifest: Manifest; missingFiles: string[] };
+}
+
+/** What a backup needs to know about its VM folder, in one exec. */
+export async function inspectVmFolder(ssh: SshConnection, vmDir: string, id: string): Promise<VmFolder> {
+	const script = `export LC_ALL=C
+vmdir=$1 id=$2 m=$3
+p=$vmdir
+while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done
+echo "$m df"
+df -P -B1 -- "$p" | tail -n 1
 [ -d "$vmdir" ] || exit 0
-for d in $(ls -1 -- "$vmdir" | grep -E '^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$' | sort -r); do
-  [ -f "$vmdir/$d/${MANIFEST_FILE}" ] || continue
+ids=$(ls -1 -- "$vmdir" | grep -E '^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$' | sort -r)
+echo "$m taken"
+ls -1 -- "$vmdir" | grep -F -- "$id" || true
+for d in $ids; do
   [ -L "$vmdir/$d" ] && continue
+  [ -f "$vmdir/$d/${INCOMPLETE_MARKER}" ] && [ ! -e "$vmdir/$d/${MANIFEST_FILE}" ] && echo "$m incomplete $d"
+done
+for d in $ids; do
+  [ -L "$vmdir/$d" ] && continue
+  [ -f "$vmdir/$d/${MANIFEST_FILE}" ] || continue
   echo "$m manifest $d"
   cat -- "$vmdir/$d/${MANIFEST_FILE}"
   echo "$m files $d"
@@ -137,11 +95,72 @@ for d in $(ls -1 -- "$vmdir" | grep -E '^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$' | sort -
   exit 0
 done`;
 	const marker = newMarker();
-	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-latest', [vmDir, marker]), { label: 'read latest backup' });
+	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-inspect', [vmDir, id, marker]), { label: 'inspect backup folder' });
 	const sections = splitSections(stdout, marker);
-	const manifestSection = sections.find((section) => section.kind === 'manifest');
-	if (!manifestSection || !isBackupId(manifestSection.arg)) return undefined;
-	const manifest = parseManifest(manifestSection.body, `${vmDir}/${manifestSection.arg}/${MANIFEST_FILE}`);
-	const present = new Set((sections.find((section) => section.kind === 'files')?.body ?? '').split('\n'));
-	return { manifest, missingFiles: manifest.disks.map((disk) => disk.file).filter((file) => !present.has(file)) };
+	const body = (kind: string) => sections.find((section) => section.kind === kind);
+	const df = (body('df')?.body ?? '').trim().split(/\s+/);
+	const free = { bytes: Number(df[3]), mount: df.slice(5).join(' ') };
+	if (!Number.isFinite(free.bytes)) throw new LibvirtBackupError('PARSE_ERROR', `Cannot read free space for ${vmDir}: ${df.join(' ')}`);
+	const manifestSection = body('manifest');
+	let latest: VmFolder['latest'];
+	if (manifestSection && isBackupId(manifestSection.arg)) {
+		const manifest = parseManifest(manifestSection.body, `${vmDir}/${manifestSection.arg}/${MANIFEST_FILE}`);
+		const present = new Set((body('files')?.body ?? '').split('\n'));
+		latest = { manifest, missingFiles: manifest.disks.map((disk) => disk.file).filter((file) => !present.has(file)) };
+	}
+	return {
+		free,
+		incomplete: sections.filter((section) => section.kind === 'incomplete').map((section) => section.arg),
+		taken: (body('taken')?.body ?? '').split('\n').filter(Boolean),
+		latest,
+	};
+}
+
+export interface ImageFinish {
+	file: string;
+	/** Incrementals: the backing file (relative) the image must name instead of the live disk. */
+	backingFile?: string;
+	/** Live full backups with compression: a second pass through `qemu-img convert -c`. */
+	compress?: boolean;
+}
+
+export interface HashedFile {
+	file: string;
+	bytes: number;
+	sha256: string;
+}
+
+/**
+ * Last touches to the written `<file>.partial` images, then sha256 and size of each, read once
+ * (openssl is ~4x faster than coreutils' sha256sum); each image's flush to disk runs in the
+ * background while it is hashed from the page cache.
+ */
+export async function finishImages(ssh: SshConnection, dir: string, images: ImageFinish[], signal?: AbortSignal): Promise<HashedFile[]> {
+	const script = `export LC_ALL=C
+dir=$1 m=$2; shift 2
+if command -v openssl >/dev/null 2>&1; then hash() { openssl dgst -sha256 -r -- "$1"; }; else hash() { sha256sum -b -- "$1"; }; fi
+while [ $# -gt 0 ]; do
+  f=$1 backing=$2 compress=$3; shift 3
+  p="$dir/$f.partial"
+  if [ -n "$backing" ]; then
+    qemu-img rebase -u -f qcow2 -b "$backing" -F qcow2 -- "$p" || exit 1
+  elif [ "$compress" = 1 ]; then
+    qemu-img convert -c -f qcow2 -O qcow2 -- "$p" "$dir/$f.compressed.partial" && mv -f -- "$dir/$f.compressed.partial" "$p" || exit 1
+  fi
+  sync -- "$p" &
+  h=$(hash "$p") || exit 1
+  echo "$m file $(stat -c %s -- "$p")"
+  echo "\${h%% *}"
+done
+wait`;
+	const marker = newMarker();
+	const args = images.flatMap((image) => [image.file, image.backingFile ?? '', image.compress ? '1' : '0']);
+	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-finish-images', [dir, marker, ...args]), { label: 'sha256', signal });
+	const sections = splitSections(stdout, marker);
+	if (sections.length !== images.length) throw new LibvirtBackupError('BACKUP_FAILED', `Hashing in ${dir} returned ${sections.length} results for ${images.length} images`);
+	return sections.map((section, index) => {
+		const sha256 = section.body.trim();
+		if (!/^[0-9a-f]{64}$/.test(sha256)) throw new LibvirtBackupError('BACKUP_FAILED', `Could not hash ${dir}/${images[index].file}`);
+		return { file: images[index].file, bytes: Number(section.arg), sha256 };
+	});
 }

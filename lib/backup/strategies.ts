@@ -1,18 +1,14 @@
 /**
  * How disk data gets into a backup folder: `qemu-img convert` for a VM that is shut off, a push-mode
  * `virsh backup-begin` job (one point in time for all disks) for a running or paused VM. Each
- * strategy writes `<file>.partial` images and leaves hashing and the manifest to backup.ts.
+ * strategy creates the folder (with the incomplete marker) and writes `<file>.partial` images in
+ * ONE remote command, and leaves hashing and the manifest to backup.ts.
  */
-import {
-	abortJob,
-	startBackupJob,
-	waitForBackupJob,
-	type DiscoveredDisk,
-	type DiscoveredVm,
-	type Quiesce,
-} from '../libvirt';
+import { LibvirtBackupError } from '../errors';
+import { newMarker, runPushBackupJob, splitSections, type DiscoveredDisk, type DiscoveredVm, type Quiesce } from '../libvirt';
+import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import type { Consistency } from './manifest';
+import { INCOMPLETE_MARKER, type Consistency } from './manifest';
 
 export interface Progress {
 	phase: 'copy' | 'hash' | 'finalize';
@@ -54,31 +50,64 @@ export interface StrategyResult {
 	seconds: Map<string, number>;
 }
 
+const CONVERT_SCRIPT = `export LC_ALL=C
+dir=$1 marker=$2 compress=$3 m=$4; shift 4
+mkdir -- "$dir" && : >"$dir/$marker" || exit 1
+i=0
+while [ $# -gt 0 ]; do
+  format=$1 source=$2 file=$3; shift 3
+  echo "$m disk $i"
+  if [ "$compress" = 1 ]; then c=-c; else c=-p; fi
+  qemu-img convert -p $c -f "$format" -O qcow2 -- "$source" "$dir/$file.partial" || exit 1
+  i=$((i+1))
+done
+echo "$m done $i"
+`;
+
 /** Shut-off VM: each disk flattened (backing chain included) into a standalone sparse qcow2. */
 export async function offlineConvert(context: StrategyContext): Promise<StrategyResult> {
-	const { ssh, dir, signal } = context;
-	const seconds = new Map<string, number>();
-	for (const plan of context.disks) {
-		const started = Date.now();
+	const args = context.disks.flatMap((plan) => {
 		const source = plan.disk.source.path as string;
+		if (!source.startsWith('/')) throw new LibvirtBackupError('INVALID_INPUT', `Disk ${plan.disk.target} has a relative source path "${source}"`);
 		// Always name the source format: probing a raw disk's content for a format header is unsafe.
-		const argv = ['qemu-img', 'convert', '-p', '-f', plan.disk.format ?? 'raw', '-O', 'qcow2', ...(context.compress ? ['-c'] : []), source, `${dir}/${plan.file}.partial`];
-		let last = -1;
-		await ssh.run(argv, {
-			label: `qemu-img convert (${plan.disk.target})`,
-			signal,
-			timeoutMs: context.timeoutMs,
-			onStdout: (chunk) => {
-				const match = /\((\d+(?:\.\d+)?)\/100%\)[^(]*$/.exec(chunk.toString('utf8'));
-				const percent = match ? Math.floor(Number(match[1])) : last;
-				if (percent > last) {
-					last = percent;
-					context.onProgress({ phase: 'copy', target: plan.disk.target, percent, message: `${plan.disk.target}: ${percent}%` });
-				}
-			},
-		});
-		seconds.set(plan.disk.target, (Date.now() - started) / 1000);
-	}
+		return [plan.disk.format ?? 'raw', source, plan.file];
+	});
+	const marker = newMarker();
+	const seconds = new Map<string, number>();
+	let output = '';
+	let current = -1;
+	let currentStarted = Date.now();
+	let lastPercent = -1;
+	const finishDisk = () => {
+		if (current >= 0) seconds.set(context.disks[current].disk.target, (Date.now() - currentStarted) / 1000);
+	};
+	await context.ssh.run(scriptArgv(CONVERT_SCRIPT, 'lvb-convert', [context.dir, INCOMPLETE_MARKER, context.compress ? '1' : '0', marker, ...args]), {
+		label: 'qemu-img convert',
+		signal: context.signal,
+		timeoutMs: context.timeoutMs,
+		onStdout: (chunk) => {
+			output += chunk.toString('utf8');
+			const sections = splitSections(output, marker);
+			const disks = sections.filter((section) => section.kind === 'disk').length - 1;
+			if (disks > current || sections.some((section) => section.kind === 'done')) {
+				finishDisk();
+				current = disks;
+				currentStarted = Date.now();
+				lastPercent = -1;
+			}
+			const match = /\((\d+(?:\.\d+)?)\/100%\)[^(]*$/.exec(sections.at(-1)?.body ?? '');
+			const percent = match ? Math.floor(Number(match[1])) : -1;
+			if (percent > lastPercent && current >= 0 && current < context.disks.length) {
+				lastPercent = percent;
+				const target = context.disks[current].disk.target;
+				context.onProgress({ phase: 'copy', target, percent, message: `${target}: ${percent}%` });
+			}
+			// Keep only the current disk's output: progress lines would otherwise pile up.
+			const lastMarker = output.lastIndexOf(`${marker} `);
+			if (lastMarker > 0) output = output.slice(lastMarker);
+		},
+	});
+	if (!seconds.has(context.disks.at(-1)!.disk.target)) finishDisk();
 	return { consistency: 'offline', seconds };
 }
 
@@ -108,28 +137,26 @@ export function checkpointXml(context: Pick<StrategyContext, 'vm' | 'disks'>, na
 
 /** Running or paused VM: one push-mode backup job for all disks, frozen guest when possible. */
 export async function pushBackup(context: StrategyContext): Promise<StrategyResult> {
-	const { ssh, uri, vm, signal } = context;
 	const started = Date.now();
-	const checkpoint = context.checkpoint ? checkpointXml(context, context.checkpoint) : undefined;
-	const start = await startBackupJob(ssh, uri, vm.uuid, context.dir, backupXml(context), checkpoint, context.quiesce);
-	if (start.noFreezeReason) context.warn(`${start.noFreezeReason}: crash-consistent`);
-	let finished = false;
-	try {
-		await waitForBackupJob(
-			ssh,
-			uri,
-			vm.uuid,
-			(progress) => {
-				const percent = progress.totalBytes > 0 ? Math.floor((progress.processedBytes / progress.totalBytes) * 100) : 0;
-				context.onProgress({ phase: 'copy', percent, processedBytes: progress.processedBytes, message: `backup job: ${percent}%` });
-			},
-			signal,
-			context.timeoutMs,
-		);
-		finished = true;
-	} finally {
-		if (!finished) await abortJob(ssh, uri, vm.uuid).catch(() => undefined);
-	}
+	const result = await runPushBackupJob(
+		context.ssh,
+		{
+			uri: context.uri,
+			uuid: context.vm.uuid,
+			dir: context.dir,
+			markerFile: INCOMPLETE_MARKER,
+			backupXml: backupXml(context),
+			checkpointXml: context.checkpoint ? checkpointXml(context, context.checkpoint) : undefined,
+			quiesce: context.quiesce,
+		},
+		(progress) => {
+			const percent = progress.totalBytes > 0 ? Math.floor((progress.processedBytes / progress.totalBytes) * 100) : 0;
+			context.onProgress({ phase: 'copy', percent, processedBytes: progress.processedBytes, message: `backup job: ${percent}%` });
+		},
+		context.signal,
+		context.timeoutMs,
+	);
+	if (result.noFreezeReason) context.warn(`${result.noFreezeReason}: crash-consistent`);
 	const elapsed = (Date.now() - started) / 1000;
-	return { consistency: start.frozen ? 'application' : 'crash', seconds: new Map(context.disks.map((plan) => [plan.disk.target, elapsed])) };
+	return { consistency: result.frozen ? 'application' : 'crash', seconds: new Map(context.disks.map((plan) => [plan.disk.target, elapsed])) };
 }

@@ -44,18 +44,25 @@ export function checkPolicy(policy: RetentionPolicy, options: PrunePlanOptions):
 /** One entry per backup and per incomplete folder of the catalog. */
 export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, policy: RetentionPolicy, options: PrunePlanOptions): PrunePlanEntry[] {
 	const { backups } = catalog;
-	// Backup ids are unique per VM folder only; the planner wants them unique overall.
-	const refs = backups.map(
-		({ vmDir, id, manifest, verification, protected: isProtected }): BackupRef => ({
-			id: `${vmDir}/${id}`,
+	// Backup ids are unique per VM folder only and the planner wants them unique overall: it gets
+	// each backup's catalog position instead (short strings, cheap to hash at 100 000 backups).
+	const positions = new Map<string, Map<string, number>>();
+	backups.forEach(({ vmDir, id }, index) => {
+		const ids = positions.get(vmDir) ?? positions.set(vmDir, new Map()).get(vmDir)!;
+		ids.set(id, index);
+	});
+	const refs = backups.map(({ vmDir, manifest, verification, protected: isProtected }, index): BackupRef => {
+		const parent = manifest.parent === undefined ? undefined : positions.get(vmDir)?.get(manifest.parent);
+		return {
+			id: String(index),
 			vm: vmDir,
 			time: new Date(manifest.finishedAt),
 			kind: manifest.kind,
-			parent: manifest.parent === undefined ? undefined : `${vmDir}/${manifest.parent}`,
+			parent: parent === undefined ? undefined : String(parent),
 			protected: isProtected,
 			valid: verification === undefined ? undefined : verification.ok,
-		}),
-	);
+		};
+	});
 	const { decisions } = retention(() => planRetention(refs, policy, options.now, options.timeZone ?? 'UTC'));
 	const entries = decisions.map((decision, index): PrunePlanEntry => {
 		const backup = backups[index];
@@ -67,7 +74,9 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 			kind: backup.manifest.kind,
 			timestamp: backup.manifest.startedAt,
 			action: decision.action,
-			reasons: decision.reasons.map((reason) => (reason.startsWith(PARENT_REASON) ? parentReason(reason, backup.vmDir) : reason)),
+			reasons: decision.reasons.map((reason) =>
+				reason.startsWith(PARENT_REASON) ? `parent of kept incremental ${backups[Number(reason.slice(PARENT_REASON.length))].id}` : reason,
+			),
 			bytes: backup.diskBytes,
 		};
 		if (decision.action === 'prune') entry.removal = 'remove';
@@ -101,13 +110,8 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 	return entries;
 }
 
+/** How lib/retention words the chain safeguard: 'parent of kept <child id>'. */
 const PARENT_REASON = 'parent of kept ';
-
-/** 'parent of kept <vm dir>/<id>' (the planner's overall id) -> 'parent of kept incremental <id>'. */
-function parentReason(reason: string, vmDir: string): string {
-	const child = reason.slice(PARENT_REASON.length);
-	return `parent of kept incremental ${child.startsWith(`${vmDir}/`) ? child.slice(vmDir.length + 1) : child}`;
-}
 
 function hours(ms: number): string {
 	const value = ms / 3_600_000;

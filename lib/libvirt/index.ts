@@ -4,12 +4,5 @@ export { parseDomainXml, parseCheckpointSizes } from './domainXml';
 export type { DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
 export { virshVersion, virshFailure, runVirsh, newMarker, splitSections } from './virsh';
 export type { LibvirtVersions } from './virsh';
-export {
-	abortJob,
-	checkpointDirtyBytes,
-	deleteCheckpoints,
-	listCheckpoints,
-	startBackupJob,
-	waitForBackupJob,
-} from './jobs';
-export type { JobProgress, JobStart, Quiesce } from './jobs';
+export { abortJob, backupState, deleteCheckpoints, listCheckpoints, runPushBackupJob } from './jobs';
+export type { BackupState, JobProgress, PushJob, PushJobResult, Quiesce } from './jobs';

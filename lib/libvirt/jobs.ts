@@ -15,7 +15,19 @@ export interface JobProgress {
 
 export type Quiesce = 'auto' | 'require' | 'off';
 
-export interface JobStart {
+export interface PushJob {
+	uri: string;
+	uuid: string;
+	/** Backup folder to create; the job's XML files go there too. */
+	dir: string;
+	/** Marker file created with the folder (lib/backup's incomplete marker). */
+	markerFile: string;
+	backupXml: string;
+	checkpointXml?: string;
+	quiesce: Quiesce;
+}
+
+export interface PushJobResult {
 	/** Whether the guest filesystems were frozen (through the guest agent) when the job started. */
 	frozen: boolean;
 	/** Why they were not, when freezing was attempted. */
@@ -23,29 +35,23 @@ export interface JobStart {
 }
 
 /**
- * Freeze (when asked and possible), `backup-begin`, thaw: in ONE remote script, so the thaw runs on
- * the host even if the SSH connection drops in between (the watchdog's TERM triggers the trap).
- * The job's point in time is fixed when backup-begin returns, so the guest is frozen only briefly.
+ * A whole push-mode backup job in ONE remote script: create the folder, freeze (when asked and
+ * possible), `backup-begin`, thaw at once (the job's point in time is fixed when it returns), then
+ * poll the job, printing progress, until it ends. If the channel closes (cancel, timeout, dropped
+ * connection), the watchdog's TERM runs the trap on the host: thaw and abort the job.
  */
-export async function startBackupJob(
-	ssh: SshConnection,
-	uri: string,
-	uuid: string,
-	dir: string,
-	backupXml: string,
-	checkpointXml: string | undefined,
-	quiesce: Quiesce,
-): Promise<JobStart> {
-	const script = `uri=$1 dom=$2 dir=$3 backup=$4 checkpoint=$5 quiesce=$6 m=$7
+const PUSH_SCRIPT = `export LC_ALL=C
+uri=$1 dom=$2 dir=$3 marker=$4 backup=$5 checkpoint=$6 quiesce=$7 m=$8
+frozen=0 started=0
+thaw() { if [ $frozen = 1 ]; then virsh -q -c "$uri" domfsthaw --domain "$dom" >/dev/null; frozen=0; fi; }
+trap 'thaw; [ $started = 1 ] && virsh -q -c "$uri" domjobabort --domain "$dom" >/dev/null 2>&1; exit 143' TERM INT HUP
+mkdir -- "$dir" && : >"$dir/$marker" || exit 1
 printf '%s' "$backup" >"$dir/.lvb-backup.xml" || exit 1
 set -- --backupxml "$dir/.lvb-backup.xml"
 if [ -n "$checkpoint" ]; then
   printf '%s' "$checkpoint" >"$dir/.lvb-checkpoint.xml" || exit 1
   set -- "$@" --checkpointxml "$dir/.lvb-checkpoint.xml"
 fi
-frozen=0
-thaw() { if [ $frozen = 1 ]; then virsh -q -c "$uri" domfsthaw --domain "$dom" >/dev/null; frozen=0; fi; }
-trap 'thaw; exit 143' TERM INT HUP
 if [ "$quiesce" != off ]; then
   if out=$(virsh -q -c "$uri" domfsfreeze --domain "$dom" 2>&1); then
     frozen=1; echo "$m frozen"
@@ -54,37 +60,19 @@ if [ "$quiesce" != off ]; then
     [ "$quiesce" = require ] && exit 0
   fi
 fi
-virsh -q -c "$uri" backup-begin --domain "$dom" "$@"; rc=$?
+virsh -q -c "$uri" backup-begin --domain "$dom" "$@" >/dev/null; rc=$?
 thaw
-[ $rc = 0 ] && echo "$m started"
-exit $rc
-`;
-	const marker = newMarker();
-	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-backup-begin', [uri, uuid, dir, backupXml, checkpointXml ?? '', quiesce, marker]), uri, 'virsh backup-begin');
-	const sections = splitSections(stdout, marker);
-	const noFreeze = sections.find((section) => section.kind === 'nofreeze');
-	const noFreezeReason = noFreeze ? describeAgentFailure(noFreeze.body) : undefined;
-	if (!sections.some((section) => section.kind === 'started')) {
-		throw new LibvirtBackupError('BACKUP_FAILED', `Quiesce is required but the guest filesystems cannot be frozen: ${noFreezeReason}. Install and start qemu-guest-agent in the VM, or set Quiesce to Auto.`);
-	}
-	return { frozen: sections.some((section) => section.kind === 'frozen'), noFreezeReason };
-}
-
-function describeAgentFailure(text: string): string {
-	if (/QEMU guest agent is not configured/.test(text)) return 'no guest agent configured';
-	if (/not connected|not responding|not available/i.test(text)) return 'guest agent not responding';
-	return tail(text, 1) || 'filesystems could not be frozen';
-}
-
-const WAIT_SCRIPT = `export LC_ALL=C
-uri=$1 dom=$2 m=$3
+[ $rc = 0 ] || exit $rc
+started=1
+echo "$m started"
 while :; do
   out=$(virsh -c "$uri" domjobinfo --domain "$dom" --rawstats) || exit $?
   case $out in *"Job type: 1"*|*"Job type: 2"*) ;; *) break;; esac
   echo "$m progress"
-  printf '%s\\n' "$out"
+  printf '%s\n' "$out"
   sleep 0.2
 done
+started=0
 echo "$m completed"
 virsh -c "$uri" domjobinfo --domain "$dom" --completed --anystats --rawstats
 `;
@@ -98,21 +86,24 @@ function rawStats(text: string): Map<string, string> {
 	return stats;
 }
 
-/** Waits in ONE SSH exec for the domain's job to end, streaming progress; throws if it failed. */
-export async function waitForBackupJob(
+function describeAgentFailure(text: string): string {
+	if (/QEMU guest agent is not configured/.test(text)) return 'no guest agent configured';
+	if (/not connected|not responding|not available/i.test(text)) return 'guest agent not responding';
+	return tail(text, 1) || 'filesystems could not be frozen';
+}
+
+export async function runPushBackupJob(
 	ssh: SshConnection,
-	uri: string,
-	uuid: string,
+	job: PushJob,
 	onProgress: (progress: JobProgress) => void,
 	signal?: AbortSignal,
 	timeoutMs?: number,
-): Promise<void> {
+): Promise<PushJobResult> {
 	const marker = newMarker();
 	let output = '';
 	let reported = 0;
-	await ssh.run(scriptArgv(WAIT_SCRIPT, 'lvb-wait-job', [uri, uuid, marker]), {
-		label: 'virsh domjobinfo',
-		signal,
+	const argv = scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpointXml ?? '', job.quiesce, marker]);
+	await runVirsh(ssh, argv, job.uri, 'virsh backup-begin', signal, {
 		timeoutMs,
 		onStdout: (chunk) => {
 			output += chunk.toString('utf8');
@@ -125,12 +116,54 @@ export async function waitForBackupJob(
 			}
 		},
 	});
-	const completed = splitSections(output, marker).find((section) => section.kind === 'completed');
-	const stats = rawStats(completed?.body ?? '');
+	const sections = splitSections(output, marker);
+	const noFreeze = sections.find((section) => section.kind === 'nofreeze');
+	const noFreezeReason = noFreeze ? describeAgentFailure(noFreeze.body) : undefined;
+	if (!sections.some((section) => section.kind === 'started')) {
+		throw new LibvirtBackupError('BACKUP_FAILED', `Quiesce is required but the guest filesystems cannot be frozen: ${noFreezeReason}. Install and start qemu-guest-agent in the VM, or set Quiesce to Auto.`);
+	}
+	const stats = rawStats(sections.find((section) => section.kind === 'completed')?.body ?? '');
 	const type = stats.get('Job type');
-	if (type === '3' || stats.get('success') === '1') return;
-	const why = stats.get('errmsg') ?? (type === '5' ? 'the job was cancelled' : type === '4' ? 'the job failed' : 'libvirt reported no result for the job');
-	throw new LibvirtBackupError('BACKUP_FAILED', `Backup job of domain ${uuid} did not complete: ${why}`);
+	if (type !== '3' && stats.get('success') !== '1') {
+		const why = stats.get('errmsg') ?? (type === '5' ? 'the job was cancelled' : type === '4' ? 'the job failed' : 'libvirt reported no result for the job');
+		throw new LibvirtBackupError('BACKUP_FAILED', `Backup job of domain ${job.uuid} did not complete: ${why}`);
+	}
+	return { frozen: sections.some((section) => section.kind === 'frozen'), noFreezeReason };
+}
+
+export interface BackupState {
+	/** A backup job (ours or anyone's) is running on the domain. */
+	backupJobActive: boolean;
+	/** Checkpoints of the domain, and for those with our prefix, bytes changed per disk since. */
+	checkpoints: string[];
+	dirtyBytes: Map<string, Map<string, number>>;
+}
+
+/** Everything libvirt knows that a backup decision needs, in one exec. */
+export async function backupState(ssh: SshConnection, uri: string, uuid: string, prefix: string): Promise<BackupState> {
+	const script = `export LC_ALL=C
+uri=$1 dom=$2 prefix=$3 m=$4
+echo "$m job"
+virsh -c "$uri" domjobinfo --domain "$dom" --rawstats || exit $?
+echo "$m checkpoints"
+list=$(virsh -q -c "$uri" checkpoint-list --domain "$dom" --name) || exit $?
+printf '%s\n' "$list"
+for c in $list; do
+  case $c in "$prefix"*) echo "$m size $c"; virsh -q -c "$uri" checkpoint-dumpxml --domain "$dom" --checkpointname "$c" --size || true;; esac
+done`;
+	const marker = newMarker();
+	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-backup-state', [uri, uuid, prefix, marker]), uri, 'virsh (backup state)');
+	const sections = splitSections(stdout, marker);
+	const job = rawStats(sections.find((section) => section.kind === 'job')?.body ?? '');
+	const dirtyBytes = new Map<string, Map<string, number>>();
+	for (const section of sections.filter((s) => s.kind === 'size' && s.body.includes('<domaincheckpoint'))) {
+		dirtyBytes.set(section.arg, parseCheckpointSizes(section.body));
+	}
+	return {
+		backupJobActive: ['1', '2'].includes(job.get('Job type') ?? '') && job.get('operation') === '9',
+		checkpoints: (sections.find((section) => section.kind === 'checkpoints')?.body ?? '').split('\n').map((line) => line.trim()).filter(Boolean),
+		dirtyBytes,
+	};
 }
 
 export async function abortJob(ssh: SshConnection, uri: string, uuid: string): Promise<void> {
@@ -149,15 +182,4 @@ rc=0
 for c in "$@"; do virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$c" || rc=1; done
 exit $rc`;
 	await runVirsh(ssh, scriptArgv(script, 'lvb-checkpoint-delete', [uri, uuid, ...names]), uri, 'virsh checkpoint-delete');
-}
-
-/** Bytes changed per disk since a checkpoint: what an incremental from it will write. */
-export async function checkpointDirtyBytes(ssh: SshConnection, uri: string, uuid: string, checkpoint: string): Promise<Map<string, number>> {
-	const { stdout } = await runVirsh(
-		ssh,
-		['virsh', '-q', '-c', uri, 'checkpoint-dumpxml', '--domain', uuid, '--checkpointname', checkpoint, '--size'],
-		uri,
-		'virsh checkpoint-dumpxml',
-	);
-	return parseCheckpointSizes(stdout);
 }

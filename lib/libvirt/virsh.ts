@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isLibvirtBackupError, LibvirtBackupError, tail } from '../errors';
-import type { RunResult, SshConnection } from '../ssh';
+import type { RunOptions, RunResult, SshConnection } from '../ssh';
 
 /** Marker lines that split batched output. A fresh nonce per run, so no VM name, path or error
  * text coming back from the host can forge a marker. */
@@ -47,9 +47,16 @@ export function virshFailure(result: Pick<RunResult, 'exitCode' | 'stderr'>, uri
 }
 
 /** Runs a remote command that calls virsh and maps its failure to a virsh error. */
-export async function runVirsh(ssh: SshConnection, argv: string[], uri: string, label: string, signal?: AbortSignal): Promise<RunResult> {
+export async function runVirsh(
+	ssh: SshConnection,
+	argv: string[],
+	uri: string,
+	label: string,
+	signal?: AbortSignal,
+	options: Omit<RunOptions, 'label' | 'signal'> = {},
+): Promise<RunResult> {
 	try {
-		return await ssh.run(argv, { label, signal });
+		return await ssh.run(argv, { ...options, label, signal });
 	} catch (error) {
 		if (isLibvirtBackupError(error, 'COMMAND_FAILED') && typeof error.details.exitCode === 'number') {
 			throw virshFailure({ exitCode: error.details.exitCode, stderr: String(error.details.stderr ?? '') }, uri, ssh.target.username);
