@@ -125,12 +125,14 @@ function main(): void {
 	const all = manifests();
 	const catalog = catalogOf(all);
 	const output = listingOutput(all);
-	const refs: BackupRef[] = catalog.backups.map((b) => ({
-		id: `${b.vmDir}/${b.id}`,
+	// The refs planPrune hands the planner (catalog positions as ids), built once, outside the timing.
+	const position = new Map(catalog.backups.map((b, index) => [`${b.vmDir}/${b.id}`, String(index)]));
+	const refs: BackupRef[] = catalog.backups.map((b, index) => ({
+		id: String(index),
 		vm: b.vmDir,
 		time: new Date(b.manifest.finishedAt),
 		kind: b.manifest.kind,
-		parent: b.manifest.parent && `${b.vmDir}/${b.manifest.parent}`,
+		parent: b.manifest.parent && position.get(`${b.vmDir}/${b.manifest.parent}`),
 	}));
 	const files = catalog.backups.flatMap((b) => ['vda.qcow2', 'manifest.json', 'domain.xml'].map((name) => ({ path: `${b.path}/${name}`, mtimeMs: Date.parse(b.manifest.finishedAt) })));
 
