@@ -70,7 +70,10 @@ else
   all= i=0
   virsh -q -c "$uri" uri >/dev/null || exit $?
   for d in "$@"; do
-    if u=$(virsh -q -c "$uri" domuuid --domain "$d" 2>/dev/null); then all="$all $u"; else echo "$m missing $i"; fi
+    # domuuid resolves names and ids, domname accepts UUIDs: a domain is found by either.
+    if u=$(virsh -q -c "$uri" domuuid --domain "$d" 2>/dev/null); then all="$all $u"
+    elif virsh -q -c "$uri" domname --domain "$d" >/dev/null 2>&1; then all="$all $d"
+    else echo "$m missing $i"; fi
     i=$((i+1))
   done
 fi

@@ -99,6 +99,16 @@ describe('Discover VMs on real libvirtd', () => {
 		expect((await discover(lab.systemUri, filter)).vms.map((vm) => vm.name)).toEqual(expected);
 	});
 
+	test('exact lookup finds VMs by name or UUID and reports a missing one', async () => {
+		const running = vms.get('lvb-running')!;
+		const found = await discover(lab.systemUri, { domains: [running.uuid, 'lvb-paused', lab.hostileVms[0]] });
+		expect(found.vms.map((vm) => vm.name).sort()).toEqual(['lvb-paused', 'lvb-running', lab.hostileVms[0]].sort());
+		await expect(discover(lab.systemUri, { domains: ['lvb-running', 'no-such-vm'] })).rejects.toMatchObject({
+			code: 'VM_NOT_FOUND',
+			message: 'VM not found: no-such-vm (on qemu:///system)',
+		});
+	});
+
 	test('sudo mode discovers the same VMs for a user without libvirt access of its own', async () => {
 		const viaSudo = await discover(lab.systemUri, {}, 'sudo');
 		expect(viaSudo.vms.map((vm) => vm.name)).toEqual([...vms.keys()]);
