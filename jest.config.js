@@ -1,5 +1,5 @@
 // Three layers: unit (pure, seconds, no lab), integration (real sshd + libvirtd lab), e2e (real n8n).
-const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json', isolatedModules: true, diagnostics: false }];
+const tsJest = ['ts-jest', { tsconfig: 'tsconfig.test.json', diagnostics: false }];
 const common = { testEnvironment: 'node', transform: { '^.+\\.ts$': tsJest } };
 
 module.exports = {

@@ -138,6 +138,15 @@ export function checkpointXml(context: Pick<StrategyContext, 'vm' | 'disks'>, na
 /** Running or paused VM: one push-mode backup job for all disks, frozen guest when possible. */
 export async function pushBackup(context: StrategyContext): Promise<StrategyResult> {
 	const started = Date.now();
+	let quiesce = context.quiesce;
+	if (context.vm.state === 'paused' && quiesce !== 'off') {
+		// A paused guest cannot answer its agent: its disks are as the pause left them.
+		if (quiesce === 'require') {
+			throw new LibvirtBackupError('BACKUP_FAILED', `Quiesce is required but VM "${context.vm.name}" is paused, so its guest agent cannot freeze the filesystems. Resume it, or set Quiesce to Auto.`);
+		}
+		context.warn('VM is paused: crash-consistent');
+		quiesce = 'off';
+	}
 	const result = await runPushBackupJob(
 		context.ssh,
 		{
@@ -147,7 +156,7 @@ export async function pushBackup(context: StrategyContext): Promise<StrategyResu
 			markerFile: INCOMPLETE_MARKER,
 			backupXml: backupXml(context),
 			checkpointXml: context.checkpoint ? checkpointXml(context, context.checkpoint) : undefined,
-			quiesce: context.quiesce,
+			quiesce,
 		},
 		(progress) => {
 			const percent = progress.totalBytes > 0 ? Math.floor((progress.processedBytes / progress.totalBytes) * 100) : 0;

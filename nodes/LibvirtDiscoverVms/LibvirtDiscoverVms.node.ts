@@ -8,6 +8,7 @@ import {
 	type INodeTypeDescription,
 } from 'n8n-workflow';
 import { discoverVms, type DiscoveryFilter } from '../../lib/libvirt';
+import { parseNameList } from '../shared/catalogParameters';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 
@@ -94,10 +95,7 @@ export class LibvirtDiscoverVms implements INodeType {
 }
 
 function readFilter(context: IExecuteFunctions, itemIndex: number): DiscoveryFilter {
-	const names = String(context.getNodeParameter('names', itemIndex, ''))
-		.split(/[,\n]/)
-		.map((name) => name.trim())
-		.filter(Boolean);
+	const names = parseNameList(context.getNodeParameter('names', itemIndex, ''));
 	const regexText = String(context.getNodeParameter('nameRegex', itemIndex, ''));
 	let nameRegex: RegExp | undefined;
 	if (regexText) {

@@ -21,7 +21,20 @@ export const vmNamesProperty: INodeProperties = {
 };
 
 export function readVmNames(context: IExecuteFunctions, itemIndex: number): string[] {
-	return String(context.getNodeParameter('vmNames', itemIndex, ''))
+	return parseNameList(context.getNodeParameter('vmNames', itemIndex, ''));
+}
+
+/**
+ * A list of VM names from a parameter: an array (from an expression) is taken as is; text with
+ * commas or line breaks is split and each name trimmed; a single name is taken EXACTLY, so a VM
+ * whose name starts or ends with a space (libvirt allows it) can still be selected, e.g. by
+ * `{{ $json.vm }}`.
+ */
+export function parseNameList(value: unknown): string[] {
+	if (Array.isArray(value)) return value.map(String).filter((name) => name !== '');
+	const text = String(value ?? '');
+	if (!/[,\n]/.test(text)) return text.trim() === '' ? [] : [text];
+	return text
 		.split(/[,\n]/)
 		.map((name) => name.trim())
 		.filter(Boolean);
