@@ -9,8 +9,8 @@ import {
 	backupState,
 	deleteCheckpoints,
 	discoverVms,
+	dumpDomainXml,
 	listCheckpoints,
-	runVirsh,
 	type BackupState,
 	type DiscoveredDisk,
 	type DiscoveredVm,
@@ -169,7 +169,7 @@ async function backupLocked(
 				plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && compress })),
 				hooks.signal,
 			),
-			readDomainXml(ssh, request.uri, vm),
+			dumpDomainXml(ssh, request.uri, vm.uuid, vm.persistent),
 		]);
 		const finished = now();
 		const manifestDisks: ManifestDisk[] = plans.map((plan, index) => ({
@@ -273,12 +273,6 @@ function usableChain(vm: DiscoveredVm, disks: DiscoveredDisk[], previous: NonNul
 	const dirty = state.dirtyBytes.get(parent.checkpoint);
 	if (!dirty) return { reason: `checkpoint ${parent.checkpoint} is unusable: libvirt reports no changed-block size for it` };
 	return { parent, dirty };
-}
-
-/** The definition to restore: the persistent (inactive) one when there is one. */
-async function readDomainXml(ssh: SshConnection, uri: string, vm: DiscoveredVm): Promise<string> {
-	const argv = ['virsh', '-q', '-c', uri, 'dumpxml', '--domain', vm.uuid, ...(vm.persistent ? ['--inactive'] : [])];
-	return (await runVirsh(ssh, argv, uri, 'virsh dumpxml')).stdout;
 }
 
 /**

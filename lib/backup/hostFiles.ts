@@ -4,7 +4,7 @@
  * incomplete folders. Every path is data handed to constant scripts.
  */
 import { LibvirtBackupError } from '../errors';
-import { newMarker, splitSections } from '../libvirt/virsh';
+import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId, parseManifest, type Manifest } from './manifest';

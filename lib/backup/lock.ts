@@ -6,7 +6,7 @@
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { scriptArgv } from '../shell';
 import type { RemoteProcess, SshConnection } from '../ssh';
-import { newMarker } from '../libvirt/virsh';
+import { newMarker } from '../batch';
 
 export const LOCK_FILE = '.lvb.lock';
 

@@ -5,7 +5,8 @@
  * ONE remote command, and leaves hashing and the manifest to backup.ts.
  */
 import { LibvirtBackupError } from '../errors';
-import { newMarker, runPushBackupJob, splitSections, type DiscoveredDisk, type DiscoveredVm, type Quiesce } from '../libvirt';
+import { newMarker, splitSections } from '../batch';
+import { runPushBackupJob, type DiscoveredDisk, type DiscoveredVm, type Quiesce } from '../libvirt';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, type Consistency } from './manifest';

@@ -8,7 +8,7 @@
 import { LibvirtBackupError } from '../errors';
 import { backupId, checkDestination } from '../backup/layout';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, MANIFEST_FORMAT, VERIFICATION_FILE, isBackupId } from '../backup/manifest';
-import { newMarker, splitSections } from '../libvirt/virsh';
+import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { QUARANTINE_SUFFIX, STALE_FOLDER_FILES, isVmDirName } from './paths';

@@ -3,7 +3,7 @@
  * for any number of images in one SSH command (a few at a time, in parallel, printed in order).
  */
 import { LibvirtBackupError } from '../errors';
-import { newMarker, splitSections } from '../libvirt/virsh';
+import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 

@@ -7,7 +7,7 @@
 import { LibvirtBackupError } from '../errors';
 import { backupId, checkDestination, vmDirName } from '../backup/layout';
 import { MANIFEST_FILE, PROTECTED_MARKER, VERIFICATION_FILE, INCOMPLETE_MARKER, isBackupId, parseManifest, type BackupKind, type Manifest } from '../backup/manifest';
-import { newMarker, splitSections } from '../libvirt/virsh';
+import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { QUARANTINE_SUFFIX, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from './paths';

@@ -8,7 +8,8 @@ import { LibvirtBackupError } from '../errors';
 import type { SshConnection } from '../ssh';
 import { scriptArgv } from '../shell';
 import { parseDomainXml, type DomainDefinition, type DomainDisk } from './domainXml';
-import { newMarker, runVirsh, splitSections } from './virsh';
+import { newMarker, splitSections } from '../batch';
+import { runVirsh } from './virsh';
 
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'other';
 

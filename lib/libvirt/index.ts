@@ -2,7 +2,7 @@ export { discoverVms } from './discover';
 export type { DiscoveredVm, DiscoveredDisk, DiscoveryFilter, DiscoveryResult, DomainState, ImageLayer } from './discover';
 export { parseDomainXml, parseCheckpointSizes } from './domainXml';
 export type { DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
-export { virshVersion, virshFailure, runVirsh, newMarker, splitSections } from './virsh';
+export { dumpDomainXml, virshVersion, virshFailure, runVirsh } from './virsh';
 export type { LibvirtVersions } from './virsh';
 export { abortJob, backupState, deleteCheckpoints, listCheckpoints, runPushBackupJob } from './jobs';
 export type { BackupState, JobProgress, PushJob, PushJobResult, Quiesce } from './jobs';

@@ -6,7 +6,8 @@ import { LibvirtBackupError, tail } from '../errors';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { parseCheckpointSizes } from './domainXml';
-import { newMarker, runVirsh, splitSections } from './virsh';
+import { newMarker, splitSections } from '../batch';
+import { runVirsh } from './virsh';
 
 export interface JobProgress {
 	processedBytes: number;

@@ -2,28 +2,8 @@
  * Typed virsh calls and the translation of virsh/host failures into actionable errors. Every
  * remote virsh invocation of the engine goes through this module (or a script constant here).
  */
-import { randomBytes } from 'node:crypto';
 import { isLibvirtBackupError, LibvirtBackupError, tail } from '../errors';
 import type { RunOptions, RunResult, SshConnection } from '../ssh';
-
-/** Marker lines that split batched output. A fresh nonce per run, so no VM name, path or error
- * text coming back from the host can forge a marker. */
-export function newMarker(): string {
-	return `@@LVB-${randomBytes(8).toString('hex')}`;
-}
-
-/** Splits `marker kind arg\n...` sections out of batched output. */
-export function splitSections(output: string, marker: string): { kind: string; arg: string; body: string }[] {
-	const sections: { kind: string; arg: string; body: string }[] = [];
-	const parts = output.split(`${marker} `);
-	for (const part of parts.slice(1)) {
-		const lineEnd = part.indexOf('\n');
-		const header = lineEnd === -1 ? part : part.slice(0, lineEnd);
-		const [kind, arg = ''] = header.split(' ');
-		sections.push({ kind, arg, body: lineEnd === -1 ? '' : part.slice(lineEnd + 1) });
-	}
-	return sections;
-}
 
 /** Turns a failed virsh run into the error a person can act on. */
 export function virshFailure(result: Pick<RunResult, 'exitCode' | 'stderr'>, uri: string, username: string): LibvirtBackupError {
@@ -77,4 +57,10 @@ export async function virshVersion(ssh: SshConnection, uri: string, signal?: Abo
 	const libvirt = /Using library: libvirt (\S+)/.exec(result.stdout)?.[1];
 	const running = /Running hypervisor: (\S+) (\S+)/.exec(result.stdout);
 	return { libvirt, hypervisor: running?.[1], hypervisorVersion: running?.[2] };
+}
+
+/** The domain definition: the persistent (inactive) one when there is one. */
+export async function dumpDomainXml(ssh: SshConnection, uri: string, uuid: string, inactive: boolean): Promise<string> {
+	const argv = ['virsh', '-q', '-c', uri, 'dumpxml', '--domain', uuid, ...(inactive ? ['--inactive'] : [])];
+	return (await runVirsh(ssh, argv, uri, 'virsh dumpxml')).stdout;
 }

@@ -1,5 +1,6 @@
 import { parseDomainXml } from '../../lib/libvirt';
-import { splitSections, virshFailure } from '../../lib/libvirt/virsh';
+import { splitSections } from '../../lib/batch';
+import { virshFailure } from '../../lib/libvirt/virsh';
 
 const LIVE_XML = `<domain type='kvm' id='3'>
   <name>web &apos;01&quot; $(touch pwned) &amp; ü&#10;x</name>
