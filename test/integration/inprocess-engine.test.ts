@@ -97,3 +97,19 @@ test('a workflow referencing a credential that does not exist fails like n8n doe
 	expect(result.run.status).toBe('error');
 	expect(result.error?.message).toContain(`Credential with ID "${CRED_ID}" does not exist`);
 });
+
+test('an invalid name regex fails the node with a clear error', async () => {
+	const result = await n8n.run(shippedWorkflow({ nameRegex: '([unclosed' }), { credentials: rootCredential() });
+	expect(result.run.status).toBe('error');
+	expect(result.error?.node).toBe('Discover VMs');
+	expect(result.error?.message).toMatch(/^Invalid name regex "\(\[unclosed": /);
+});
+
+test('with continueOnFail, a failing item becomes an error item paired to its input', async () => {
+	const workflow = shippedWorkflow({ nameRegex: '([unclosed' });
+	const node = workflow.nodes.find((n) => n.name === 'Discover VMs')! as unknown as Record<string, unknown>;
+	node.onError = 'continueRegularOutput';
+	const result = await n8n.run(workflow, { credentials: rootCredential() });
+	expect(result.run.status).toBe('success');
+	expect(result.output('Discover VMs')).toEqual([{ error: expect.stringMatching(/^Invalid name regex/) }]);
+});
