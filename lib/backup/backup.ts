@@ -17,11 +17,11 @@ import {
 	type Quiesce,
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
-import { finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type VmFolder } from './hostFiles';
+import { PENDING_FILE, finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type VmFolder } from './hostFiles';
 import { backupDir, backupId, vmBackupDir } from './layout';
 import { acquireVmLock } from './lock';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from './manifest';
-import { offlineConvert, pushBackup, type DiskPlan, type Progress, type StrategyContext } from './strategies';
+import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type DiskPlan, type Progress, type StrategyContext } from './strategies';
 
 export type BackupMode = 'auto' | 'full' | 'incremental' | 'copy';
 
@@ -35,6 +35,8 @@ export interface BackupRequest {
 	disks?: string[];
 	compression: 'none' | 'qcow2-compressed';
 	quiesce: Quiesce;
+	/** How a running VM is copied: push-mode backup-begin, or the snapshot + blockcommit fallback (auto: push when the host has it). */
+	method?: 'auto' | 'push' | 'snapshot';
 	timeoutMs?: number;
 	/** Who holds the lock (shown to a second job that finds the VM locked). */
 	holder: string;
@@ -93,12 +95,13 @@ async function backupLocked(
 	ssh: SshConnection,
 	request: BackupRequest,
 	hooks: BackupHooks,
-	vm: DiscoveredVm,
+	discovered: DiscoveredVm,
 	vmDir: string,
 	started: Date,
 	now: () => Date,
 ): Promise<BackupResult> {
 	const warnings: string[] = [];
+	let vm = discovered;
 	const live = vm.state === 'running' || vm.state === 'paused';
 	const plannedId = backupId(started);
 	// Independent questions to libvirt and to the file system: one round trip for both.
@@ -106,16 +109,29 @@ async function backupLocked(
 		live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
 		inspectVmFolder(ssh, vmDir, plannedId),
 	]);
-	if (state?.backupJobActive || folder.incomplete.length > 0) {
+	if (state?.backupJobActive || folder.incomplete.length > 0 || folder.pending) {
 		await recoverFromInterruptedRun(ssh, request.uri, vm, vmDir, state, folder, warnings);
+		// Merged overlays change the disks' sources: look at the VM again.
+		if (folder.pending) [vm] = (await discoverVms(ssh, request.uri, { domains: [vm.uuid], excludeDevices: [] }, hooks.signal)).vms;
 		[state, folder] = await Promise.all([live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined, inspectVmFolder(ssh, vmDir, plannedId)]);
 	}
 	const disks = selectDisks(vm, request.disks);
+	const snapshot = live && (request.method === 'snapshot' || (request.method !== 'push' && state?.pushBackupSupported === false));
+	if (live && request.method === 'push' && state?.pushBackupSupported === false) {
+		throw new LibvirtBackupError('BACKUP_FAILED', 'This host has no push-mode backup-begin (libvirt >= 7.2 needed): set Method to Auto or Snapshot');
+	}
+	if (snapshot && request.mode === 'incremental') warnings.push('incremental backups need push-mode backup-begin (libvirt >= 7.2): full backup instead');
 
 	const wantsChain = request.mode === 'auto' || request.mode === 'incremental';
 	const previous = wantsChain ? folder.latest : undefined;
-	const chain: Chain = !live ? { reason: 'the VM is not running' } : !previous ? { reason: 'no previous backup' } : usableChain(vm, disks, previous, state!);
-	if (request.mode === 'incremental' && 'reason' in chain) warnings.push(`incremental not possible (${chain.reason}): full backup instead`);
+	const chain: Chain = !live
+		? { reason: 'the VM is not running' }
+		: snapshot
+			? { reason: 'snapshot backups are always full' }
+			: !previous
+				? { reason: 'no previous backup' }
+				: usableChain(vm, disks, previous, state!);
+	if (request.mode === 'incremental' && 'reason' in chain && !snapshot) warnings.push(`incremental not possible (${chain.reason}): full backup instead`);
 	if (request.mode === 'auto' && 'reason' in chain && previous) warnings.push(`full backup: ${chain.reason}`);
 	const parent = 'parent' in chain ? chain.parent : undefined;
 	const kind: BackupKind = request.mode === 'copy' ? 'copy' : parent ? 'incremental' : 'full';
@@ -132,7 +148,7 @@ async function backupLocked(
 	const id = freeId(plannedId, folder.taken);
 	const dir = backupDir(request.dest, vm.name, id);
 	// Bitmaps live only in qcow2 images: a VM without one can have no checkpoint.
-	const checkpoint = live && kind !== 'copy' && disks.some((disk) => disk.format === 'qcow2') ? `${CHECKPOINT_PREFIX}${id}` : undefined;
+	const checkpoint = live && !snapshot && kind !== 'copy' && disks.some((disk) => disk.format === 'qcow2') ? `${CHECKPOINT_PREFIX}${id}` : undefined;
 	const plans: DiskPlan[] = disks.map((disk) => {
 		const parentDisk = parent?.disks.find((d) => d.target === disk.target);
 		const incremental = parent?.checkpoint && parentDisk && disk.format === 'qcow2';
@@ -160,13 +176,21 @@ async function backupLocked(
 
 	let succeeded = false;
 	try {
-		const written = live ? await pushBackup(context) : await offlineConvert(context);
+		const written = snapshot
+			? await snapshotBackup(context, {
+					file: `${vmDir}/${PENDING_FILE}`,
+					uuid: vm.uuid,
+					overlays: plans.map((plan) => ({ target: plan.disk.target, overlay: `${vmDir}/.lvb-overlay-${id}-${plan.disk.target}.qcow2` })),
+				})
+			: live
+				? await pushBackup(context)
+				: await offlineConvert(context);
 		context.onProgress({ phase: 'hash', percent: 0, message: 'computing sha256 on the host' });
 		const [hashes, domainXml] = await Promise.all([
 			finishImages(
 				ssh,
 				dir,
-				plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && compress })),
+				plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && !snapshot && compress })),
 				hooks.signal,
 			),
 			dumpDomainXml(ssh, request.uri, vm.uuid, vm.persistent),
@@ -198,7 +222,7 @@ async function backupLocked(
 			finishedAt: finished.toISOString(),
 			kind,
 			...(parent ? { parent: parent.id } : {}),
-			method: live ? 'push' : 'offline-convert',
+			method: snapshot ? 'snapshot-commit' : live ? 'push' : 'offline-convert',
 			consistency: written.consistency,
 			...(checkpoint ? { checkpoint } : {}),
 			disks: manifestDisks,
@@ -289,6 +313,10 @@ async function recoverFromInterruptedRun(
 	folder: VmFolder,
 	warnings: string[],
 ): Promise<void> {
+	if (folder.pending) {
+		await recoverPendingOverlays(ssh, uri, `${vmDir}/${PENDING_FILE}`, folder.pending);
+		warnings.push('merged back the disk overlays an interrupted snapshot backup had left on the VM');
+	}
 	if (state?.backupJobActive) {
 		if (folder.incomplete.length === 0) throw new LibvirtBackupError('BACKUP_FAILED', `VM "${vm.name}" already has a backup job running that is not ours; wait for it to finish`);
 		await abortJob(ssh, uri, vm.uuid);

@@ -9,6 +9,9 @@ import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId, parseManifest, type Manifest } from './manifest';
 
+/** Written before a snapshot-fallback backup puts overlays on a VM, removed after they are merged. */
+export const PENDING_FILE = '.lvb-pending.json';
+
 export function formatBytes(bytes: number): string {
 	const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 	let value = bytes;
@@ -65,6 +68,8 @@ export interface VmFolder {
 	incomplete: string[];
 	/** Entries whose names start with the planned backup id (to pick a free one). */
 	taken: string[];
+	/** Overlays an interrupted snapshot-fallback backup left on the VM (JSON), if any. */
+	pending?: string;
 	/** The newest complete backup, with the image files its manifest names that are missing. */
 	latest?: { manifest: Manifest; missingFiles: string[] };
 }
@@ -78,6 +83,7 @@ while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done
 echo "$m df"
 df -P -B1 -- "$p" | tail -n 1
 [ -d "$vmdir" ] || exit 0
+if [ -f "$vmdir/${PENDING_FILE}" ]; then echo "$m pending"; cat -- "$vmdir/${PENDING_FILE}"; echo; fi
 ids=$(ls -1 -- "$vmdir" | grep -E '^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$' | sort -r)
 echo "$m taken"
 ls -1 -- "$vmdir" | grep -F -- "$id" || true
@@ -112,6 +118,7 @@ done`;
 		free,
 		incomplete: sections.filter((section) => section.kind === 'incomplete').map((section) => section.arg),
 		taken: (body('taken')?.body ?? '').split('\n').filter(Boolean),
+		pending: body('pending')?.body.trim(),
 		latest,
 	};
 }

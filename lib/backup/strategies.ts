@@ -6,7 +6,7 @@
  */
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
-import { runPushBackupJob, type DiscoveredDisk, type DiscoveredVm, type Quiesce } from '../libvirt';
+import { commitOverlays, runPushBackupJob, snapshotOverlays, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, type Consistency } from './manifest';
@@ -41,6 +41,8 @@ export interface StrategyContext {
 	checkpoint?: string;
 	signal?: AbortSignal;
 	timeoutMs?: number;
+	/** Read sources that a running VM holds open (`qemu-img -U`): the snapshot fallback's bases. */
+	forceShare?: boolean;
 	onProgress: (progress: Progress) => void;
 	warn: (warning: string) => void;
 }
@@ -52,14 +54,15 @@ export interface StrategyResult {
 }
 
 const CONVERT_SCRIPT = `export LC_ALL=C
-dir=$1 marker=$2 compress=$3 m=$4; shift 4
+dir=$1 marker=$2 compress=$3 share=$4 m=$5; shift 5
 mkdir -- "$dir" && : >"$dir/$marker" || exit 1
 i=0
 while [ $# -gt 0 ]; do
   format=$1 source=$2 file=$3; shift 3
   echo "$m disk $i"
   if [ "$compress" = 1 ]; then c=-c; else c=-p; fi
-  qemu-img convert -p $c -f "$format" -O qcow2 -- "$source" "$dir/$file.partial" || exit 1
+  if [ "$share" = 1 ]; then u=-U; else u=-p; fi
+  qemu-img convert -p $c $u -f "$format" -O qcow2 -- "$source" "$dir/$file.partial" || exit 1
   i=$((i+1))
 done
 echo "$m done $i"
@@ -82,7 +85,7 @@ export async function offlineConvert(context: StrategyContext): Promise<Strategy
 	const finishDisk = () => {
 		if (current >= 0) seconds.set(context.disks[current].disk.target, (Date.now() - currentStarted) / 1000);
 	};
-	await context.ssh.run(scriptArgv(CONVERT_SCRIPT, 'lvb-convert', [context.dir, INCOMPLETE_MARKER, context.compress ? '1' : '0', marker, ...args]), {
+	await context.ssh.run(scriptArgv(CONVERT_SCRIPT, 'lvb-convert', [context.dir, INCOMPLETE_MARKER, context.compress ? '1' : '0', context.forceShare ? '1' : '0', marker, ...args]), {
 		label: 'qemu-img convert',
 		signal: context.signal,
 		timeoutMs: context.timeoutMs,
@@ -169,4 +172,55 @@ export async function pushBackup(context: StrategyContext): Promise<StrategyResu
 	if (result.noFreezeReason) context.warn(`${result.noFreezeReason}: crash-consistent`);
 	const elapsed = (Date.now() - started) / 1000;
 	return { consistency: result.frozen ? 'application' : 'crash', seconds: new Map(context.disks.map((plan) => [plan.disk.target, elapsed])) };
+}
+
+/**
+ * Fallback for hosts without push-mode backup-begin: overlays on the disks (one atomic snapshot,
+ * one point in time), copy the now-unchanging bases, then merge the overlays back (blockcommit
+ * --active --pivot). The pending file is written BEFORE the snapshot and removed after the merge,
+ * so a run that dies in between is rolled back by the next one (see recoverPendingOverlays).
+ */
+export async function snapshotBackup(context: StrategyContext, pending: PendingOverlays): Promise<StrategyResult> {
+	const { ssh, uri, vm } = context;
+	await writePendingOverlays(ssh, pending);
+	let snapshotTaken = false;
+	try {
+		const snapshot = await snapshotOverlays(ssh, uri, vm.uuid, pending.overlays, vm.disks.map((disk) => disk.target), vm.state === 'paused' ? 'off' : context.quiesce);
+		snapshotTaken = true;
+		if (snapshot.noFreezeReason) context.warn(`${snapshot.noFreezeReason}: crash-consistent`);
+		const written = await offlineConvert({ ...context, forceShare: true });
+		return { consistency: snapshot.frozen ? 'application' : 'crash', seconds: written.seconds };
+	} finally {
+		// Merge back whatever happened; if this fails too, the pending file stays for the next run.
+		if (snapshotTaken) await commitOverlays(ssh, uri, vm.uuid, pending.overlays);
+		await removePendingOverlays(ssh, pending.file);
+	}
+}
+
+export interface PendingOverlays {
+	/** `<vm dir>/.lvb-pending.json` */
+	file: string;
+	uuid: string;
+	overlays: DiskOverlay[];
+}
+
+async function writePendingOverlays(ssh: SshConnection, pending: PendingOverlays): Promise<void> {
+	const content = JSON.stringify({ uuid: pending.uuid, overlays: pending.overlays });
+	await ssh.run(scriptArgv(`printf '%s' "$2" >"$1.tmp" && sync -- "$1.tmp" && mv -f -- "$1.tmp" "$1"`, 'lvb-pending', [pending.file, content]), { label: 'write pending state' });
+}
+
+async function removePendingOverlays(ssh: SshConnection, file: string): Promise<void> {
+	await ssh.run(['rm', '-f', '--', file], { label: 'remove pending state' });
+}
+
+/** A VM left on our overlays by an interrupted snapshot backup: merge them back first. */
+export async function recoverPendingOverlays(ssh: SshConnection, uri: string, file: string, text: string): Promise<void> {
+	let pending: { uuid: string; overlays: DiskOverlay[] };
+	try {
+		pending = JSON.parse(text);
+	} catch {
+		throw new LibvirtBackupError('BACKUP_FAILED', `${file} is not readable JSON: merge the VM's disk overlays back by hand (virsh blockcommit --active --pivot), then delete it`);
+	}
+	await commitOverlays(ssh, uri, pending.uuid, pending.overlays);
+	await removePendingOverlays(ssh, file);
 }

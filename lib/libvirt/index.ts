@@ -4,5 +4,5 @@ export { parseDomainXml, parseCheckpointSizes } from './domainXml';
 export type { DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
 export { dumpDomainXml, virshVersion, virshFailure, runVirsh } from './virsh';
 export type { LibvirtVersions } from './virsh';
-export { abortJob, backupState, deleteCheckpoints, listCheckpoints, runPushBackupJob } from './jobs';
-export type { BackupState, JobProgress, PushJob, PushJobResult, Quiesce } from './jobs';
+export { abortJob, backupState, commitOverlays, deleteCheckpoints, listCheckpoints, runPushBackupJob, snapshotOverlays } from './jobs';
+export type { BackupState, DiskOverlay, JobProgress, PushJob, PushJobResult, Quiesce } from './jobs';

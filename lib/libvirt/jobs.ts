@@ -135,6 +135,8 @@ export async function runPushBackupJob(
 export interface BackupState {
 	/** A backup job (ours or anyone's) is running on the domain. */
 	backupJobActive: boolean;
+	/** Whether the daemon has push-mode `backup-begin` (libvirt >= 7.2). */
+	pushBackupSupported: boolean;
 	/** Checkpoints of the domain, and for those with our prefix, bytes changed per disk since. */
 	checkpoints: string[];
 	dirtyBytes: Map<string, Map<string, number>>;
@@ -144,6 +146,8 @@ export interface BackupState {
 export async function backupState(ssh: SshConnection, uri: string, uuid: string, prefix: string): Promise<BackupState> {
 	const script = `export LC_ALL=C
 uri=$1 dom=$2 prefix=$3 m=$4
+echo "$m version"
+virsh -c "$uri" version --daemon || exit $?
 echo "$m job"
 virsh -c "$uri" domjobinfo --domain "$dom" --rawstats || exit $?
 echo "$m checkpoints"
@@ -160,8 +164,10 @@ done`;
 	for (const section of sections.filter((s) => s.kind === 'size' && s.body.includes('<domaincheckpoint'))) {
 		dirtyBytes.set(section.arg, parseCheckpointSizes(section.body));
 	}
+	const daemon = /Running against daemon: (\d+)\.(\d+)/.exec(sections.find((section) => section.kind === 'version')?.body ?? '');
 	return {
 		backupJobActive: ['1', '2'].includes(job.get('Job type') ?? '') && job.get('operation') === '9',
+		pushBackupSupported: daemon ? Number(daemon[1]) * 1000 + Number(daemon[2]) >= 7002 : true,
 		checkpoints: (sections.find((section) => section.kind === 'checkpoints')?.body ?? '').split('\n').map((line) => line.trim()).filter(Boolean),
 		dirtyBytes,
 	};
@@ -183,4 +189,59 @@ rc=0
 for c in "$@"; do virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$c" || rc=1; done
 exit $rc`;
 	await runVirsh(ssh, scriptArgv(script, 'lvb-checkpoint-delete', [uri, uuid, ...names]), uri, 'virsh checkpoint-delete');
+}
+
+export interface DiskOverlay {
+	target: string;
+	/** The overlay file the snapshot puts on top of the disk while its base is copied. */
+	overlay: string;
+}
+
+/**
+ * Fallback for hosts without `backup-begin` (libvirt < 7.2): an external disk-only snapshot puts
+ * overlays on the selected disks (atomic, quiesced when asked and possible), so the bases stop
+ * changing and can be copied. `commitOverlays` must follow, always.
+ */
+export async function snapshotOverlays(ssh: SshConnection, uri: string, uuid: string, disks: DiskOverlay[], allTargets: string[], quiesce: Quiesce): Promise<PushJobResult> {
+	const script = `export LC_ALL=C
+uri=$1 dom=$2 quiesce=$3 m=$4; shift 4
+try() { virsh -q -c "$uri" snapshot-create-as --domain "$dom" --name "lvb-overlay-$$" --disk-only --atomic --no-metadata "$@" >/dev/null; }
+if [ "$quiesce" != off ] && out=$(try --quiesce "$@" 2>&1); then echo "$m frozen"; exit 0; fi
+[ "$quiesce" != off ] && { echo "$m nofreeze"; printf '%s\\n' "$out"; [ "$quiesce" = require ] && exit 0; }
+try "$@" && echo "$m created"`;
+	const selected = new Map(disks.map((disk) => [disk.target, disk.overlay]));
+	// virsh splits --diskspec on commas; a literal comma in a path is written twice.
+	const specs = allTargets.flatMap((target) => ['--diskspec', selected.has(target) ? `${target},snapshot=external,file=${selected.get(target)!.replace(/,/g, ',,')}` : `${target},snapshot=no`]);
+	const marker = newMarker();
+	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-snapshot', [uri, uuid, quiesce, marker, ...specs]), uri, 'virsh snapshot-create-as');
+	const sections = splitSections(stdout, marker);
+	const noFreeze = sections.find((section) => section.kind === 'nofreeze');
+	const noFreezeReason = noFreeze ? describeAgentFailure(noFreeze.body) : undefined;
+	const frozen = sections.some((section) => section.kind === 'frozen');
+	if (!frozen && !sections.some((section) => section.kind === 'created')) {
+		throw new LibvirtBackupError('BACKUP_FAILED', `Quiesce is required but the guest filesystems cannot be frozen: ${noFreezeReason}. Install and start qemu-guest-agent in the VM, or set Quiesce to Auto.`);
+	}
+	return { frozen, noFreezeReason };
+}
+
+/**
+ * Merges each overlay back into its base and pivots the VM onto the base again, then removes the
+ * overlay file. A disk whose active image is not our overlay (already merged) is left alone: a
+ * commit there would merge the VM's own backing chain.
+ */
+export async function commitOverlays(ssh: SshConnection, uri: string, uuid: string, disks: DiskOverlay[]): Promise<void> {
+	const script = `export LC_ALL=C
+uri=$1 dom=$2; shift 2
+rc=0
+xml=$(virsh -q -c "$uri" dumpxml --domain "$dom") || exit 1
+while [ $# -gt 0 ]; do
+  target=$1 overlay=$2; shift 2
+  name=\${overlay##*/}
+  case $xml in *"$name"*)
+    virsh -q -c "$uri" blockcommit --domain "$dom" --path "$target" --active --pivot --wait >/dev/null || { rc=1; continue; } ;;
+  esac
+  rm -f -- "$overlay"
+done
+exit $rc`;
+	await runVirsh(ssh, scriptArgv(script, 'lvb-commit', [uri, uuid, ...disks.flatMap((disk) => [disk.target, disk.overlay])]), uri, 'virsh blockcommit');
 }

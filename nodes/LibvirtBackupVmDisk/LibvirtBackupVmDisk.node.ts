@@ -78,6 +78,18 @@ export class LibvirtBackupVmDisk implements INodeType {
 				default: 'auto',
 			},
 			{
+				displayName: 'Live Method',
+				name: 'method',
+				type: 'options',
+				options: [
+					{ name: 'Auto', value: 'auto', description: 'Push-mode backup job when the host has it (libvirt >= 7.2), else snapshot' },
+					{ name: 'Push Backup Job', value: 'push', description: 'Virsh backup-begin: one point in time, the VM definition never changes, incrementals possible' },
+					{ name: 'Snapshot + Blockcommit', value: 'snapshot', description: 'For older hosts: overlays while the disks are copied, then merged back; full backups only' },
+				],
+				default: 'auto',
+				description: 'How a running or paused VM is copied (a shut-off VM is always copied directly)',
+			},
+			{
 				displayName: 'Timeout (Minutes)',
 				name: 'timeoutMinutes',
 				type: 'number',
@@ -104,6 +116,7 @@ export class LibvirtBackupVmDisk implements INodeType {
 					.filter(Boolean),
 				compression: this.getNodeParameter('compression', itemIndex) as BackupRequest['compression'],
 				quiesce: this.getNodeParameter('quiesce', itemIndex) as Quiesce,
+				method: this.getNodeParameter('method', itemIndex, 'auto') as BackupRequest['method'],
 				timeoutMs: Number(this.getNodeParameter('timeoutMinutes', itemIndex, 240)) * 60_000,
 				holder,
 				host: target.host,

@@ -197,3 +197,48 @@ describe('bad input changes nothing', () => {
 		}
 	});
 });
+
+describe('snapshot + blockcommit fallback (for hosts without backup-begin)', () => {
+	let vm: TestVm;
+	let destination: { dest: string; cleanup(): void };
+	beforeAll(() => {
+		vm = createTestVm('snap', [
+			{ target: 'vda', format: 'qcow2', virtualMiB: 256, writes: [{ pattern: 0x61, offsetMiB: 0, lengthMiB: 64 }] },
+			{ target: 'vdb', format: 'raw', virtualMiB: 32, writes: [{ pattern: 0x62, offsetMiB: 2, lengthMiB: 2 }] },
+		]);
+		destination = testDestination('snap');
+	});
+	afterAll(() => {
+		vm.destroy();
+		destination.cleanup();
+	});
+
+	const sources = () => host(`virsh -q domblklist ${q(vm.name)}`);
+
+	test('copies every disk at one point in time and puts the VM back on its own disks', async () => {
+		const before = sources();
+		const result = await backup(vm.name, destination.dest, { method: 'snapshot', mode: 'incremental' });
+		expect(result).toMatchObject({ kind: 'full', method: 'snapshot-commit', consistency: 'crash' });
+		expect(result.warnings).toContain('incremental backups need push-mode backup-begin (libvirt >= 7.2): full backup instead');
+		for (const disk of vm.disks) expect(compare(`${result.path}/${disk.target}.qcow2`, disk.path)).toBe('Images are identical.');
+		expect(sources()).toBe(before);
+		expect(host(`ls -A ${q(`${destination.dest}/${vm.name}`)}`).split('\n').filter(Boolean).sort()).toEqual(['.lvb.lock', result.id].sort());
+	});
+
+	test('a run that dies while the VM is on overlays is rolled back by the next run', async () => {
+		const before = sources();
+		const ssh = await SshConnection.connect(labTarget());
+		const running = backupVm(ssh, request(vm.name, destination.dest, { method: 'snapshot' }), {
+			onProgress: (progress) => {
+				if (progress.phase === 'copy') ssh.close();
+			},
+		});
+		await expect(running).rejects.toMatchObject({ code: 'SSH_CONNECTION_LOST' });
+		expect(sources()).toContain('.lvb-overlay-'); // left on the overlays: the client could not merge
+		const next = await backup(vm.name, destination.dest, { method: 'snapshot' });
+		expect(next.warnings).toContain('merged back the disk overlays an interrupted snapshot backup had left on the VM');
+		expect(sources()).toBe(before);
+		expect(host(`find ${q(destination.dest)} \\( -name '.lvb-overlay-*' -o -name '.lvb-pending.json' -o -name '*.partial' \\) -print`).trim()).toBe('');
+		for (const disk of vm.disks) expect(compare(`${next.path}/${disk.target}.qcow2`, disk.path)).toBe('Images are identical.');
+	});
+});
