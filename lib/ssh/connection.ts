@@ -124,6 +124,8 @@ export class SshConnection {
 			client.on('error', (error) => fail(connectError(target, error, presented, rejectedKey, pins)));
 			try {
 				client.connect(config);
+				// Small request packets (one per exec) must not wait for delayed ACKs (Nagle): ~85 ms each.
+				client.setNoDelay(true);
 			} catch (error) {
 				fail(
 					new LibvirtBackupError(
