@@ -66,16 +66,28 @@ thaw
 [ $rc = 0 ] || exit $rc
 started=1
 echo "$m started"
+# domjobinfo can fail once as a job ends ("backup job data missing"): retry before giving up.
+jobinfo() {
+  n=0
+  until out=$(virsh -c "$uri" domjobinfo --domain "$dom" --rawstats "$@" 2>&1); do
+    n=$((n+1)); [ $n -ge 5 ] && { printf '%s\n' "$out" >&2; return 1; }
+    sleep 0.1
+  done
+}
+# Poll fast first (small incrementals end in a fraction of a second), then every 0.2 s.
+i=0
 while :; do
-  out=$(virsh -c "$uri" domjobinfo --domain "$dom" --rawstats) || exit $?
+  jobinfo || exit 1
   case $out in *"Job type: 1"*|*"Job type: 2"*) ;; *) break;; esac
   echo "$m progress"
   printf '%s\n' "$out"
-  sleep 0.2
+  case $i in 0) sleep 0.02;; 1) sleep 0.05;; 2) sleep 0.1;; *) sleep 0.2;; esac
+  i=$((i+1))
 done
 started=0
 echo "$m completed"
-virsh -c "$uri" domjobinfo --domain "$dom" --completed --anystats --rawstats
+jobinfo --completed --anystats || exit 1
+printf '%s\n' "$out"
 `;
 
 function rawStats(text: string): Map<string, string> {
