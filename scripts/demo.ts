@@ -12,6 +12,7 @@ import { promises as fs } from 'node:fs';
 import { formatBytes } from '../lib/backup';
 import { loadLab } from '../test/support/lab';
 import { createUserFolder, ensureN8n, nodeOutput, packPackage, REPO_ROOT } from '../test/support/n8n';
+import { labCredentialData } from '../test/support/targets';
 
 const workflowFile = path.resolve(REPO_ROOT, process.argv[2] ?? 'workflows/nightly-backup.json');
 /** Placeholders in the shipped workflows, replaced for the lab. */
@@ -52,17 +53,7 @@ async function main(): Promise<void> {
 		const credential = await n8n.importCredential({
 			name: 'Libvirt lab host',
 			type: 'libvirtSshApi',
-			data: {
-				host: lab.host,
-				port: lab.port,
-				username: lab.users.root.username,
-				authMethod: 'privateKey',
-				privateKey: lab.users.root.privateKey,
-				hostKeys: lab.knownHostsLine,
-				skipHostKeyVerification: false,
-				sudoMode: 'none',
-				libvirtUri: lab.systemUri,
-			},
+			data: labCredentialData(),
 		});
 		const workflowId = await n8n.importWorkflow(workflowFile, { REPLACE_CREDENTIAL_ID: credential.id, [SHIPPED_DEST]: dest, [SHIPPED_HOOK]: webhook.url });
 		console.log(`running ${path.relative(REPO_ROOT, workflowFile)} in n8n against ${lab.host}:${lab.port} ...\n`);

@@ -6,6 +6,7 @@ import { promises as fs } from 'node:fs';
 import { quoteArg as q } from '../../lib/shell';
 import { loadLab } from '../support/lab';
 import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type ExecuteResult, type N8nInstance } from '../support/n8n';
+import { labCredentialData } from '../support/targets';
 import { host, testDestination } from '../support/testVm';
 
 jest.setTimeout(600_000);
@@ -52,17 +53,7 @@ beforeAll(async () => {
 	const credential = await n8n.importCredential({
 		name: 'Libvirt lab host',
 		type: 'libvirtSshApi',
-		data: {
-			host: lab.host,
-			port: lab.port,
-			username: 'root',
-			authMethod: 'privateKey',
-			privateKey: lab.users.root.privateKey,
-			hostKeys: lab.knownHostsLine,
-			skipHostKeyVerification: false,
-			sudoMode: 'none',
-			libvirtUri: lab.systemUri,
-		},
+		data: labCredentialData(),
 	});
 	const workflow = JSON.parse(await fs.readFile(WORKFLOW, 'utf8'));
 	const discover = workflow.nodes.find((node: { name: string }) => node.name === 'Discover VMs');

@@ -7,7 +7,7 @@ import { quoteArg } from '../../lib/shell';
 import { withSsh, type SshConnection } from '../../lib/ssh';
 import { libvirtSshConnectionTest } from '../../nodes/shared/connectionTest';
 import { loadLab, sshExec, type LabVmState } from '../support/lab';
-import { labTarget, type LabUser } from '../support/targets';
+import { labCredentialData, labTarget, type LabUser } from '../support/targets';
 
 jest.setTimeout(120_000);
 
@@ -161,24 +161,13 @@ describe('Discover VMs at scale and with hostile names (libvirt test driver)', (
 
 describe('credential test', () => {
 	const lab = loadLab();
-	const credentialData = (overrides: Record<string, unknown> = {}) => ({
+	const credentialData = (overrides: Record<string, string | number | boolean> = {}) => ({
 		id: 'x',
 		name: 'lab',
 		type: 'libvirtSshApi',
-		data: {
-			host: lab.host,
-			port: lab.port,
-			username: 'root',
-			authMethod: 'privateKey',
-			privateKey: lab.users.root.privateKey,
-			hostKeys: lab.knownHostsLine,
-			skipHostKeyVerification: false,
-			sudoMode: 'none',
-			libvirtUri: lab.systemUri,
-			...overrides,
-		},
+		data: labCredentialData(overrides),
 	});
-	const test_ = (overrides?: Record<string, unknown>) => libvirtSshConnectionTest.call({} as never, credentialData(overrides));
+	const test_ = (overrides?: Record<string, string | number | boolean>) => libvirtSshConnectionTest.call({} as never, credentialData(overrides));
 
 	test('answers with the libvirt and QEMU versions', async () => {
 		const installed = sshExec('root', 'virsh -c qemu:///system version').stdout;

@@ -18,3 +18,20 @@ export function labTarget(user: LabUser = 'root', overrides: Partial<SshTarget> 
 		...overrides,
 	};
 }
+
+/** The `libvirtSshApi` credential data for a lab user, as a person would fill it in n8n. */
+export function labCredentialData(overrides: Record<string, string | number | boolean> = {}): Record<string, string | number | boolean> {
+	const lab = loadLab();
+	return {
+		host: lab.host,
+		port: lab.port,
+		username: lab.users.root.username,
+		authMethod: 'privateKey',
+		privateKey: lab.users.root.privateKey,
+		hostKeys: lab.knownHostsLine,
+		skipHostKeyVerification: false,
+		sudoMode: 'none',
+		libvirtUri: lab.systemUri,
+		...overrides,
+	};
+}
