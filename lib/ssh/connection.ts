@@ -152,10 +152,19 @@ export class SshConnection {
 		const label = options.label ?? argv[0];
 		const line = commandLine(argv, { sudo: this.target.sudo.mode });
 		this.execs += 1;
+		let exitCode: number | undefined;
+		let exitSignal: string | undefined;
 		const channel = await new Promise<ClientChannel>((resolve, reject) => {
-			this.client.exec(line, (error, stream) =>
-				error ? reject(new LibvirtBackupError('SSH_CONNECTION_LOST', `Cannot start ${label} over SSH: ${error.message}`)) : resolve(stream),
-			);
+			this.client.exec(line, (error, stream) => {
+				if (error) return reject(new LibvirtBackupError('SSH_CONNECTION_LOST', `Cannot start ${label} over SSH: ${error.message}`));
+				// Listen now, not after the await: a fast command's exit-status can arrive in the same
+				// TCP read as the exec reply, and ssh2 emits 'exit' synchronously (it is not buffered).
+				stream.on('exit', (code: number | null, signalName?: string) => {
+					exitCode = code ?? undefined;
+					exitSignal = signalName;
+				});
+				resolve(stream);
+			});
 		});
 		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
 
@@ -163,8 +172,6 @@ export class SshConnection {
 		const done = new Promise<RunResult>((resolve, reject) => {
 			const stdout: Buffer[] = [];
 			let stderr = Buffer.alloc(0);
-			let exitCode: number | undefined;
-			let exitSignal: string | undefined;
 			let timer: NodeJS.Timeout | undefined;
 			let settled = false;
 
@@ -202,10 +209,6 @@ export class SshConnection {
 				options.onStderr?.(chunk);
 				stderr = Buffer.concat([stderr, chunk]);
 				if (stderr.length > STDERR_KEEP_BYTES) stderr = stderr.subarray(stderr.length - STDERR_KEEP_BYTES);
-			});
-			channel.on('exit', (code: number | null, signalName?: string) => {
-				exitCode = code ?? undefined;
-				exitSignal = signalName;
 			});
 			channel.on('close', () => {
 				const result = { exitCode: exitCode ?? -1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: stderr.toString('utf8') };

@@ -150,6 +150,29 @@ describe('remote commands', () => {
 		expect(sshExec('root', 'test -e /tmp/lvb-ssh-pwned && echo found || echo absent').stdout.trim()).toBe('absent');
 	});
 
+	test('hundreds of fast commands, sequential and in parallel, all report their exit code', async () => {
+		await withSsh(labTarget(), async (ssh) => {
+			for (let i = 0; i < 100; i++) expect((await ssh.run(['sh', '-c', `exit ${i % 3}`], { okExitCodes: [1, 2] })).exitCode).toBe(i % 3);
+			const parallel = await Promise.all(Array.from({ length: 8 }, (_, i) => ssh.run(['printf', '%s', String(i)])));
+			expect(parallel.map((result) => result.stdout)).toEqual(['0', '1', '2', '3', '4', '5', '6', '7']);
+		});
+	});
+
+	test('a command whose whole reply arrives in one read (busy event loop) still reports its exit code', async () => {
+		await withSsh(labTarget(), async (ssh) => {
+			for (let i = 0; i < 5; i++) {
+				const running = ssh.run(['sh', '-c', 'exit 3'], { okExitCodes: [3] });
+				// Block the event loop in slices, so each reply (exec success, exit-status, close) piles up.
+				for (let slice = 0; slice < 10; slice++) {
+					const until = Date.now() + 60;
+					while (Date.now() < until);
+					await new Promise((resolve) => setImmediate(resolve));
+				}
+				expect((await running).exitCode).toBe(3);
+			}
+		});
+	});
+
 	test('output streams to callbacks while the command runs', async () => {
 		const chunks: string[] = [];
 		await withSsh(labTarget(), async (ssh) => {
