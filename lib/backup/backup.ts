@@ -18,7 +18,7 @@ import {
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
 import { PENDING_FILE, finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type VmFolder } from './hostFiles';
-import { backupDir, backupId, vmBackupDir } from './layout';
+import { backupDir, backupId, checkDestination, vmBackupDir } from './layout';
 import { acquireVmLock } from './lock';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from './manifest';
 import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type DiskPlan, type Progress, type StrategyContext } from './strategies';
@@ -78,7 +78,31 @@ export const CHECKPOINT_PREFIX = 'lvb-';
 /** qcow2 metadata and rounding: ask for a little more than the data itself. */
 const SPACE_MARGIN = 1.02;
 
+const CHOICES = {
+	mode: ['auto', 'full', 'incremental', 'copy'],
+	compression: ['none', 'qcow2-compressed'],
+	quiesce: ['auto', 'require', 'off'],
+	method: ['auto', 'push', 'snapshot'],
+} as const;
+
+/** Parameters come from workflows (expressions too): refuse anything off before touching the host. */
+export function checkBackupRequest(request: BackupRequest): void {
+	const fail = (message: string) => {
+		throw new LibvirtBackupError('INVALID_INPUT', message);
+	};
+	if (typeof request.vm !== 'string' || request.vm.trim() === '') fail('VM name or UUID is empty');
+	checkDestination(request.dest);
+	for (const [field, allowed] of Object.entries(CHOICES) as [keyof typeof CHOICES, readonly string[]][]) {
+		const value = request[field];
+		if (value === undefined && field === 'method') continue;
+		if (!allowed.includes(value as string)) fail(`${field} must be one of ${allowed.join(', ')}; got ${JSON.stringify(value)}`);
+	}
+	for (const disk of request.disks ?? []) if (!/^[A-Za-z0-9_.-]+$/.test(disk)) fail(`"${disk}" is not a disk target name (like vda or sdb)`);
+	if (request.timeoutMs !== undefined && !(request.timeoutMs > 0)) fail(`timeout must be a positive number of minutes; got ${request.timeoutMs / 60_000}`);
+}
+
 export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks: BackupHooks = {}): Promise<BackupResult> {
+	checkBackupRequest(request);
 	const now = hooks.now ?? (() => new Date());
 	const started = now();
 	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
