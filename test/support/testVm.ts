@@ -22,6 +22,8 @@ export interface TestVm {
 	host(command: string): string;
 	/** Guest write through the QEMU monitor into a running VM's disk. */
 	guestWrite(target: string, pattern: number, offsetMiB: number, lengthMiB: number): void;
+	/** The host command line that does that write (to chain it with others in one SSH call). */
+	guestWriteCommand(target: string, pattern: number, offsetMiB: number, lengthMiB: number): string;
 	destroy(): void;
 }
 
@@ -54,11 +56,14 @@ export function createTestVm(purpose: string, disks: TestDiskSpec[], state: 'run
 		dir,
 		disks: withPaths,
 		host,
-		guestWrite(target, pattern, offsetMiB, lengthMiB) {
+		guestWriteCommand(target, pattern, offsetMiB, lengthMiB) {
 			const index = withPaths.findIndex((disk) => disk.target === target);
 			const device = `/machine/peripheral/virtio-disk${index}/virtio-backend`;
 			const command = `qemu-io -d ${device} "write -P ${pattern} ${offsetMiB}M ${lengthMiB}M"`;
-			const out = host(`virsh -q qemu-monitor-command ${q(name)} --hmp ${q(command)}`);
+			return `virsh -q qemu-monitor-command ${q(name)} --hmp ${q(command)}`;
+		},
+		guestWrite(target, pattern, offsetMiB, lengthMiB) {
+			const out = host(this.guestWriteCommand(target, pattern, offsetMiB, lengthMiB));
 			if (/error|not found/i.test(out)) throw new Error(`guest write failed: ${out}`);
 		},
 		destroy() {
