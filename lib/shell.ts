@@ -16,7 +16,7 @@ export type SudoMode = 'none' | 'nopasswd' | 'password';
  * dropped connection) closes it. `setsid` is not a group leader here (no job control), so it does
  * not fork and `$!` is the new group's id.
  */
-export const WATCHDOG_SCRIPT = [
+const WATCHDOG_SCRIPT = [
 	'exec 3<&0',
 	'setsid "$@" </dev/null &',
 	'child=$!',

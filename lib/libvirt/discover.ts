@@ -116,6 +116,7 @@ done
 const MAX_ARGS_BYTES = 96 * 1024;
 
 export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
+	checkFilter(filter);
 	const execsBefore = ssh.execCount;
 	const marker = newMarker();
 	const domains = filter.domains ?? [];
@@ -174,6 +175,19 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 		})
 		.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 	return { vms, sshExecs: ssh.execCount - execsBefore };
+}
+
+const STATES = ['any', 'running', 'paused', 'shutoff', 'other'];
+const PERSISTENCE = ['any', 'persistent', 'transient'];
+
+/** Filters come from workflows (expressions too): an unknown value is an error, not zero VMs. */
+export function checkFilter(filter: DiscoveryFilter): void {
+	if (filter.state !== undefined && !STATES.includes(filter.state)) {
+		throw new LibvirtBackupError('INVALID_INPUT', `state must be one of ${STATES.join(', ')}; got ${JSON.stringify(filter.state)}`);
+	}
+	if (filter.persistence !== undefined && !PERSISTENCE.includes(filter.persistence)) {
+		throw new LibvirtBackupError('INVALID_INPUT', `persistence must be one of ${PERSISTENCE.join(', ')}; got ${JSON.stringify(filter.persistence)}`);
+	}
 }
 
 type ImageInfo = { layers: ImageLayer[] } | { error: string };

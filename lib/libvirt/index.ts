@@ -1,4 +1,4 @@
-export { discoverVms } from './discover';
+export { checkFilter, discoverVms } from './discover';
 export type { DiscoveredVm, DiscoveredDisk, DiscoveryFilter, DiscoveryResult, DomainState, ImageLayer } from './discover';
 export { parseDomainXml, parseCheckpointSizes } from './domainXml';
 export type { DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
