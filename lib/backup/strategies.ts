@@ -6,7 +6,7 @@
  */
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
-import { commitOverlays, runPushBackupJob, snapshotOverlays, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
+import { backupXml, checkpointXml, commitOverlays, runPushBackupJob, snapshotOverlays, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, type Consistency } from './manifest';
@@ -115,30 +115,6 @@ export async function offlineConvert(context: StrategyContext): Promise<Strategy
 	return { consistency: 'offline', seconds };
 }
 
-function escapeXml(value: string): string {
-	return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/\r/g, '&#13;').replace(/\n/g, '&#10;');
-}
-
-export function backupXml(context: Pick<StrategyContext, 'vm' | 'dir' | 'disks'>): string {
-	const planned = new Map(context.disks.map((plan) => [plan.disk.target, plan]));
-	const disks = context.vm.disks.map((disk) => {
-		const plan = planned.get(disk.target);
-		if (!plan) return `<disk name='${escapeXml(disk.target)}' backup='no'/>`;
-		const mode = plan.incrementalFrom ? ` backupmode='incremental' incremental='${escapeXml(plan.incrementalFrom)}'` : ` backupmode='full'`;
-		return `<disk name='${escapeXml(disk.target)}' backup='yes' type='file'${mode}><driver type='qcow2'/><target file='${escapeXml(`${context.dir}/${plan.file}.partial`)}'/></disk>`;
-	});
-	return `<domainbackup mode='push'><disks>${disks.join('')}</disks></domainbackup>`;
-}
-
-export function checkpointXml(context: Pick<StrategyContext, 'vm' | 'disks'>, name: string): string {
-	const planned = new Set(context.disks.map((plan) => plan.disk.target));
-	// Bitmaps live in qcow2 images only: other disks are backed up in full every time.
-	const disks = context.vm.disks.map(
-		(disk) => `<disk name='${escapeXml(disk.target)}' checkpoint='${planned.has(disk.target) && disk.format === 'qcow2' ? 'bitmap' : 'no'}'/>`,
-	);
-	return `<domaincheckpoint><name>${escapeXml(name)}</name><disks>${disks.join('')}</disks></domaincheckpoint>`;
-}
-
 /** Running or paused VM: one push-mode backup job for all disks, frozen guest when possible. */
 export async function pushBackup(context: StrategyContext): Promise<StrategyResult> {
 	const started = Date.now();
@@ -158,8 +134,18 @@ export async function pushBackup(context: StrategyContext): Promise<StrategyResu
 			uuid: context.vm.uuid,
 			dir: context.dir,
 			markerFile: INCOMPLETE_MARKER,
-			backupXml: backupXml(context),
-			checkpointXml: context.checkpoint ? checkpointXml(context, context.checkpoint) : undefined,
+			backupXml: backupXml(
+				context.vm.disks.map((disk) => disk.target),
+				context.disks.map((plan) => ({ target: plan.disk.target, file: `${context.dir}/${plan.file}.partial`, incrementalFrom: plan.incrementalFrom })),
+			),
+			checkpointXml: context.checkpoint
+				? checkpointXml(
+						context.checkpoint,
+						context.vm.disks.map((disk) => disk.target),
+						// Bitmaps live in qcow2 images only: other disks are backed up in full every time.
+						context.disks.filter((plan) => plan.disk.format === 'qcow2').map((plan) => plan.disk.target),
+					)
+				: undefined,
 			quiesce,
 		},
 		(progress) => {

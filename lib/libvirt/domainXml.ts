@@ -146,3 +146,33 @@ export function parseCheckpointSizes(xml: string): Map<string, number> {
 	}
 	return sizes;
 }
+
+function escapeXml(value: string): string {
+	return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/\r/g, '&#13;').replace(/\n/g, '&#10;');
+}
+
+export interface BackupDiskTarget {
+	target: string;
+	/** Absolute path of the image the job writes. */
+	file: string;
+	/** Checkpoint to read changes against; absent = a full copy of this disk. */
+	incrementalFrom?: string;
+}
+
+/** `<domainbackup>` for a push-mode job: the listed disks into qcow2 files, every other disk skipped. */
+export function backupXml(allTargets: string[], disks: BackupDiskTarget[]): string {
+	const planned = new Map(disks.map((disk) => [disk.target, disk]));
+	const entries = allTargets.map((target) => {
+		const disk = planned.get(target);
+		if (!disk) return `<disk name='${escapeXml(target)}' backup='no'/>`;
+		const mode = disk.incrementalFrom ? ` backupmode='incremental' incremental='${escapeXml(disk.incrementalFrom)}'` : ` backupmode='full'`;
+		return `<disk name='${escapeXml(target)}' backup='yes' type='file'${mode}><driver type='qcow2'/><target file='${escapeXml(disk.file)}'/></disk>`;
+	});
+	return `<domainbackup mode='push'><disks>${entries.join('')}</disks></domainbackup>`;
+}
+
+/** `<domaincheckpoint>` with a bitmap on the given disks and none on the others. */
+export function checkpointXml(name: string, allTargets: string[], bitmapTargets: string[]): string {
+	const entries = allTargets.map((target) => `<disk name='${escapeXml(target)}' checkpoint='${bitmapTargets.includes(target) ? 'bitmap' : 'no'}'/>`);
+	return `<domaincheckpoint><name>${escapeXml(name)}</name><disks>${entries.join('')}</disks></domaincheckpoint>`;
+}

@@ -1,4 +1,4 @@
-import { parseDomainXml } from '../../lib/libvirt';
+import { backupXml, checkpointXml, parseDomainXml } from '../../lib/libvirt';
 import { splitSections } from '../../lib/batch';
 import { virshFailure } from '../../lib/libvirt/virsh';
 
@@ -110,5 +110,27 @@ describe('virsh failures become actionable errors', () => {
 		const error = virshFailure(result, 'qemu:///system', 'backup');
 		expect(error.code).toBe(code);
 		expect(error.message).toMatch(message);
+	});
+});
+
+describe('backup and checkpoint XML', () => {
+	test('lists every disk, backs up the chosen ones into their files, escapes hostile paths', () => {
+		const xml = backupXml(['vda', 'vdb', 'sda'], [
+			{ target: 'vda', file: `/b/it's "x" & <y>\n.partial`, incrementalFrom: 'lvb-1' },
+			{ target: 'vdb', file: '/b/vdb.qcow2.partial' },
+		]);
+		expect(xml).toBe(
+			"<domainbackup mode='push'><disks>" +
+				"<disk name='vda' backup='yes' type='file' backupmode='incremental' incremental='lvb-1'><driver type='qcow2'/><target file='/b/it&apos;s &quot;x&quot; &amp; &lt;y&gt;&#10;.partial'/></disk>" +
+				"<disk name='vdb' backup='yes' type='file' backupmode='full'><driver type='qcow2'/><target file='/b/vdb.qcow2.partial'/></disk>" +
+				"<disk name='sda' backup='no'/>" +
+				'</disks></domainbackup>',
+		);
+	});
+
+	test('puts bitmaps only on the given disks', () => {
+		expect(checkpointXml('lvb-2', ['vda', 'vdb'], ['vda'])).toBe(
+			"<domaincheckpoint><name>lvb-2</name><disks><disk name='vda' checkpoint='bitmap'/><disk name='vdb' checkpoint='no'/></disks></domaincheckpoint>",
+		);
 	});
 });
