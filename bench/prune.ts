@@ -9,8 +9,8 @@
  *
  * Exits with status 1 if planning from the catalog takes longer than 1 s.
  */
-import { serializeManifest, type Manifest } from '../lib/backup/manifest';
-import { backupId } from '../lib/backup/layout';
+import { serializeManifest, type Manifest } from '../lib/store/manifest';
+import { backupId } from '../lib/store/layout';
 import { parseCatalogOutput, planPrune, type Catalog, type CatalogBackup } from '../lib/catalog';
 import { planRetention, type BackupRef, type RetentionPolicy } from '../lib/retention';
 

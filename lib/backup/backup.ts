@@ -18,9 +18,9 @@ import {
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
 import { PENDING_FILE, finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type VmFolder } from './hostFiles';
-import { backupDir, backupId, checkDestination, vmBackupDir } from './layout';
-import { acquireVmLock } from './lock';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from './manifest';
+import { backupDir, backupId, checkDestination, vmBackupDir } from '../store/layout';
+import { acquireVmLock } from '../store/lock';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
 import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type DiskPlan, type Progress, type StrategyContext } from './strategies';
 
 export type BackupMode = 'auto' | 'full' | 'incremental' | 'copy';

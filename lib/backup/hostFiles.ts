@@ -7,7 +7,7 @@ import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId, parseManifest, type Manifest } from './manifest';
+import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId, parseManifest, type Manifest } from '../store/manifest';
 
 /** Written before a snapshot-fallback backup puts overlays on a VM, removed after they are merged. */
 export const PENDING_FILE = '.lvb-pending.json';

@@ -9,7 +9,7 @@ import { newMarker, splitSections } from '../batch';
 import { backupXml, checkpointXml, commitOverlays, runPushBackupJob, snapshotOverlays, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { INCOMPLETE_MARKER, type Consistency } from './manifest';
+import { INCOMPLETE_MARKER, type Consistency } from '../store/manifest';
 
 export interface Progress {
 	phase: 'copy' | 'hash' | 'finalize';

@@ -6,12 +6,12 @@
  * our writer's leftovers, older than the safety age by its id. What it refuses, it reports.
  */
 import { LibvirtBackupError } from '../errors';
-import { backupId, checkDestination } from '../backup/layout';
-import { INCOMPLETE_MARKER, MANIFEST_FILE, MANIFEST_FORMAT, VERIFICATION_FILE, isBackupId } from '../backup/manifest';
+import { backupId, checkDestination } from '../store/layout';
+import { INCOMPLETE_MARKER, MANIFEST_FILE, MANIFEST_FORMAT, VERIFICATION_FILE, isBackupId } from '../store/manifest';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { QUARANTINE_SUFFIX, STALE_FOLDER_FILES, isVmDirName } from './paths';
+import { QUARANTINE_SUFFIX, STALE_FOLDER_FILES, isVmDirName } from '../store/paths';
 
 const DIGITS = (n: number) => '[0-9]'.repeat(n);
 const ID_GLOB = `${DIGITS(8)}T${DIGITS(6)}Z`;

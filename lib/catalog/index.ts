@@ -10,7 +10,3 @@ export { pruneBackups } from './prune';
 export type { PruneItem, PruneRequest, PruneResult } from './prune';
 export { planPrune, checkPolicy, DEFAULT_STALE_AFTER_MS } from './plan';
 export type { PrunePlanEntry, PrunePlanOptions } from './plan';
-export { QUARANTINE_SUFFIX, STALE_FOLDER_FILES, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, parseBackupPath, vmDirsFor } from './paths';
-export type { BackupLocation } from './paths';
-export { VERIFICATION_FORMAT, VERIFICATION_VERSION, parseVerification, serializeVerification } from './verification';
-export type { DiskVerification, ParentVerification, QemuImgCheck, VerificationRecord } from './verification';

@@ -5,13 +5,13 @@
  * that cannot be ours are neither read nor reported.
  */
 import { LibvirtBackupError } from '../errors';
-import { backupId, checkDestination, vmDirName } from '../backup/layout';
-import { MANIFEST_FILE, PROTECTED_MARKER, VERIFICATION_FILE, INCOMPLETE_MARKER, isBackupId, parseManifest, type BackupKind, type Manifest } from '../backup/manifest';
+import { backupId, checkDestination, vmDirName } from '../store/layout';
+import { MANIFEST_FILE, PROTECTED_MARKER, VERIFICATION_FILE, INCOMPLETE_MARKER, isBackupId, parseManifest, type BackupKind, type Manifest } from '../store/manifest';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { QUARANTINE_SUFFIX, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from './paths';
-import { parseVerification, type VerificationRecord } from './verification';
+import { QUARANTINE_SUFFIX, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from '../store/paths';
+import { parseVerification, type VerificationRecord } from '../store/verification';
 
 /**
  * `sh -c LIST_SCRIPT lvb-list MARKER DEST [VMDIR...]`. Only `<vm dir>/<id-like name>` folders are

@@ -4,8 +4,8 @@
  * removed only when they are our own stale leftovers.
  */
 import { LibvirtBackupError } from '../errors';
-import { backupTime } from '../backup/layout';
-import type { BackupKind } from '../backup/manifest';
+import { backupTime } from '../store/layout';
+import type { BackupKind } from '../store/manifest';
 import { RetentionInputError, RetentionPolicyError, planRetention, type BackupRef, type RetentionPolicy } from '../retention';
 import type { Catalog } from './list';
 

@@ -4,8 +4,8 @@
  * exactly the planned folders after re-checking each one. A dry run reads once and changes nothing.
  */
 import { isLibvirtBackupError } from '../errors';
-import { acquireVmLock, type VmLock } from '../backup/lock';
-import { checkDestination } from '../backup/layout';
+import { acquireVmLock, type VmLock } from '../store/lock';
+import { checkDestination } from '../store/layout';
 import type { RetentionPolicy } from '../retention';
 import type { SshConnection } from '../ssh';
 import { changeFolders, type ChangeOutcome } from './changes';

@@ -4,13 +4,13 @@
  * and optionally quarantine or delete a backup that failed (under the VM's lock).
  */
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
-import { acquireVmLock, type VmLock } from '../backup/lock';
-import type { Manifest } from '../backup/manifest';
+import { acquireVmLock, type VmLock } from '../store/lock';
+import type { Manifest } from '../store/manifest';
 import type { SshConnection } from '../ssh';
 import { changeFolders, type FolderChange } from './changes';
 import { checkImages, type ImageResult } from './imageCheck';
 import { readCatalog, type Catalog, type CatalogBackup } from './list';
-import { QUARANTINE_SUFFIX, parseBackupPath, type BackupLocation } from './paths';
+import { QUARANTINE_SUFFIX, parseBackupPath, type BackupLocation } from '../store/paths';
 import {
 	VERIFICATION_FORMAT,
 	VERIFICATION_VERSION,
@@ -18,7 +18,7 @@ import {
 	type DiskVerification,
 	type ParentVerification,
 	type VerificationRecord,
-} from './verification';
+} from '../store/verification';
 
 export type InvalidAction = 'keep' | 'quarantine' | 'delete';
 

@@ -6,7 +6,7 @@ import {
 	type INodeType,
 	type INodeTypeDescription,
 } from 'n8n-workflow';
-import type { BackupKind } from '../../lib/backup/manifest';
+import type { BackupKind } from '../../lib/store/manifest';
 import { listCatalog, type CatalogBackup, type CatalogFilter } from '../../lib/catalog';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';

@@ -2,7 +2,8 @@
  * Backup VM Disk against real libvirtd and real (OS-less) VMs through the lab's sshd.
  * Each test uses its own throwaway VM and destination.
  */
-import { backupVm, parseManifest, type BackupRequest, type BackupResult } from '../../lib/backup';
+import { backupVm, type BackupRequest, type BackupResult } from '../../lib/backup';
+import { parseManifest } from '../../lib/store';
 import { isLibvirtBackupError } from '../../lib/errors';
 import { quoteArg as q } from '../../lib/shell';
 import { SshConnection, withSsh } from '../../lib/ssh';

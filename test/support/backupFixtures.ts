@@ -6,8 +6,8 @@
  * /var/lib/lvb-lab/test-dest/<random>/ and removes it afterwards.
  */
 import { randomBytes } from 'crypto';
-import { backupTime, vmDirName } from '../../lib/backup/layout';
-import { INCOMPLETE_MARKER, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, PROTECTED_MARKER, serializeManifest, type BackupKind, type Manifest } from '../../lib/backup/manifest';
+import { backupTime, vmDirName } from '../../lib/store/layout';
+import { INCOMPLETE_MARKER, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, PROTECTED_MARKER, serializeManifest, type BackupKind, type Manifest } from '../../lib/store/manifest';
 import { labDir, sshExec, shq } from './lab';
 
 export interface FixtureDisk {

@@ -2,9 +2,10 @@
  * List Backups against the lab host: the catalog comes from manifests, in one SSH command, and
  * everything that is not one of our finished backups is kept apart or left out.
  */
-import { vmDirName } from '../../../lib/backup/layout';
-import { VERIFICATION_FILE } from '../../../lib/backup/manifest';
-import { listCatalog, serializeVerification, type CatalogResult } from '../../../lib/catalog';
+import { vmDirName } from '../../../lib/store/layout';
+import { VERIFICATION_FILE } from '../../../lib/store/manifest';
+import { listCatalog, type CatalogResult } from '../../../lib/catalog';
+import { serializeVerification } from '../../../lib/store';
 import { isLibvirtBackupError } from '../../../lib/errors';
 import { withSsh } from '../../../lib/ssh';
 import { ageFiles, makeBackups, makeDest, makeUnfinished, onHost, removeDest, type MadeBackup } from '../../support/backupFixtures';

@@ -3,8 +3,8 @@
  * times (never mtimes), leaves foreign files and folders alone whatever their age, never leaves
  * `<dest>/<vm>/` even for hostile names, and never races a job holding the VM's lock.
  */
-import { vmDirName } from '../../../lib/backup/layout';
-import { acquireVmLock } from '../../../lib/backup/lock';
+import { vmDirName } from '../../../lib/store/layout';
+import { acquireVmLock } from '../../../lib/store/lock';
 import { pruneBackups, type PruneRequest, type PruneResult } from '../../../lib/catalog';
 import { isLibvirtBackupError } from '../../../lib/errors';
 import { withSsh } from '../../../lib/ssh';

@@ -2,9 +2,10 @@
  * Verify Checksum against the lab host: real images re-hashed and checked with qemu-img, results
  * recorded next to the manifest, failed backups quarantined or deleted on request.
  */
-import { acquireVmLock } from '../../../lib/backup/lock';
-import { VERIFICATION_FILE } from '../../../lib/backup/manifest';
-import { BackupVerifier, listCatalog, parseVerification, type BackupVerification, type VerifyOptions } from '../../../lib/catalog';
+import { acquireVmLock } from '../../../lib/store/lock';
+import { VERIFICATION_FILE } from '../../../lib/store/manifest';
+import { BackupVerifier, listCatalog, type BackupVerification, type VerifyOptions } from '../../../lib/catalog';
+import { parseVerification } from '../../../lib/store';
 import { isLibvirtBackupError } from '../../../lib/errors';
 import { withSsh } from '../../../lib/ssh';
 import { exists, flipByte, makeBackups, makeDest, makeUnfinished, readHostFile, removeDest, truncateFile, type MadeBackup } from '../../support/backupFixtures';

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { vmDirName } from '../../../lib/backup/layout';
+import { vmDirName } from '../../../lib/store/layout';
 import { CHANGE_SCRIPT, parseChangeOutput, type FolderChange } from '../../../lib/catalog';
 import { backupFiles, listTree, manifest, runScript, tempDir, writeTree } from './local';
 

@@ -4,9 +4,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { vmDirName } from '../../../lib/backup/layout';
-import { serializeManifest } from '../../../lib/backup/manifest';
-import { LIST_SCRIPT, filterCatalog, parseCatalogOutput, serializeVerification, type Catalog } from '../../../lib/catalog';
+import { vmDirName } from '../../../lib/store/layout';
+import { serializeManifest } from '../../../lib/store/manifest';
+import { LIST_SCRIPT, filterCatalog, parseCatalogOutput, type Catalog } from '../../../lib/catalog';
+import { serializeVerification } from '../../../lib/store';
 import { isLibvirtBackupError } from '../../../lib/errors';
 import { backupFiles, manifest, runScript, tempDir, writeTree } from './local';
 

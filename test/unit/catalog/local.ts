@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type Manifest } from '../../../lib/backup/manifest';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type Manifest } from '../../../lib/store/manifest';
 
 export function runScript(script: string, name: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
 	const result = spawnSync('/bin/sh', ['-c', script, name, ...args], { encoding: 'utf8' });

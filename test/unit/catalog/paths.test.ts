@@ -1,6 +1,7 @@
 /** Which paths and names can be ours, and how checker output and verification records are read. */
-import { vmDirName } from '../../../lib/backup/layout';
-import { isStaleFolderEntry, isVmDirName, parseBackupPath, parseCheckOutput, parseVerification, serializeVerification, type VerificationRecord } from '../../../lib/catalog';
+import { vmDirName } from '../../../lib/store/layout';
+import { parseCheckOutput } from '../../../lib/catalog';
+import { isStaleFolderEntry, isVmDirName, parseBackupPath, parseVerification, serializeVerification, type VerificationRecord } from '../../../lib/store';
 import { isLibvirtBackupError } from '../../../lib/errors';
 
 describe('parseBackupPath', () => {

@@ -1,6 +1,7 @@
 /** planPrune: from a catalog to keep/prune decisions, with the reasons a person reads. */
-import type { Manifest } from '../../../lib/backup/manifest';
-import { planPrune, type Catalog, type CatalogBackup, type IncompleteFolder, type PrunePlanEntry, type VerificationRecord } from '../../../lib/catalog';
+import type { Manifest } from '../../../lib/store/manifest';
+import { planPrune, type Catalog, type CatalogBackup, type IncompleteFolder, type PrunePlanEntry } from '../../../lib/catalog';
+import type { VerificationRecord } from '../../../lib/store';
 import { isLibvirtBackupError } from '../../../lib/errors';
 import { manifest } from './local';
 

@@ -5,8 +5,8 @@
  * The remote scripts repeat these checks on the host before they change anything.
  */
 import { LibvirtBackupError } from '../errors';
-import { checkDestination, vmDirName, vmNameFromDir } from '../backup/layout';
-import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId } from '../backup/manifest';
+import { checkDestination, vmDirName, vmNameFromDir } from './layout';
+import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId } from './manifest';
 
 /** A backup that failed verification is renamed to `<id>.quarantined`: kept for a person, never listed as good. */
 export const QUARANTINE_SUFFIX = '.quarantined';

@@ -2,7 +2,7 @@
  * The verification record Verify Checksum writes next to a manifest (`verification.json`), so a
  * backup folder explains its own state and List/Prune know which backups failed.
  */
-import { isBackupId } from '../backup/manifest';
+import { isBackupId } from './manifest';
 
 export const VERIFICATION_FORMAT = 'n8n-nodes-libvirt-backup/verification';
 export const VERIFICATION_VERSION = 1;
