@@ -26,17 +26,17 @@ describe('a VM whose name is a number is found by name, never as a domain ID', (
 	let namedUuid: string;
 	let destination: { dest: string; cleanup(): void };
 	const numberedDir = `${lab.labDir}/test-vms/lvb-t-numbered-${process.pid}`;
-	const undefineNumbered = () => host(`virsh -q undefine ${q(id)} >/dev/null 2>&1; rm -rf ${q(numberedDir)}`);
+	// By UUID: virsh would take the number for the running VM's ID (the very defect under test).
+	const undefineNumbered = () => host(`virsh -q undefine ${q(namedUuid)} >/dev/null 2>&1; rm -rf ${q(numberedDir)}`);
 
 	beforeAll(() => {
 		running = createTestVm('byid', [{ target: 'vda', format: 'qcow2', virtualMiB: 16 }], 'running');
 		id = host(`virsh -q domid ${q(running.name)}`).trim();
 		expect(id).toMatch(/^[0-9]+$/);
-		undefineNumbered();
 		namedUuid = randomUUID();
 		const disk = `${numberedDir}/vda.raw`;
 		const xml = `<domain type='${lab.domainType}'><name>${id}</name><uuid>${namedUuid}</uuid><memory unit='MiB'>96</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='${disk}'/><target dev='vda' bus='virtio'/></disk><memballoon model='none'/></devices></domain>`;
-		host(`mkdir -p ${q(numberedDir)} && qemu-img create -q -f raw ${q(disk)} 4M && printf '%s' ${q(xml)} > ${q(`${numberedDir}/domain.xml`)} && virsh -q define ${q(`${numberedDir}/domain.xml`)} >/dev/null`);
+		host(`rm -rf ${q(numberedDir)} && mkdir -p ${q(numberedDir)} && qemu-img create -q -f raw ${q(disk)} 4M && printf '%s' ${q(xml)} > ${q(`${numberedDir}/domain.xml`)} && virsh -q define ${q(`${numberedDir}/domain.xml`)} >/dev/null`);
 		destination = testDestination('numbered');
 	});
 	afterAll(() => {
