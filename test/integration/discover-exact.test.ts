@@ -73,6 +73,21 @@ describe('a VM whose name is a number is found by name, never as a domain ID', (
 	});
 });
 
+describe('a string that is one VM\'s name and another\'s UUID (libvirt test driver)', () => {
+	const dir = `${lab.labDir}/test-vms/lvb-t-uuidname-${process.pid}`;
+	const [a, b] = [randomUUID(), randomUUID()];
+	const domain = (name: string, uuid: string) => `<domain type='test'><name>${name}</name><uuid>${uuid}</uuid><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>`;
+	beforeAll(() => host(`rm -rf ${q(dir)} && mkdir -p ${q(dir)} && printf '%s' ${q(`<node>${domain(b, a)}${domain('plain', b)}</node>`)} > ${q(`${dir}/node.xml`)}`));
+	afterAll(() => host(`rm -rf ${q(dir)}`));
+
+	test('is refused as ambiguous; the VM of that name is found by its own UUID; a VM asked twice comes once', async () => {
+		const uri = `test://${dir}/node.xml`;
+		await expect(discover(uri, { domains: [b] })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringMatching(/is both the name of a VM and the UUID of another/) });
+		expect((await discover(uri, { domains: [a] })).vms.map((vm) => vm.name)).toEqual([b]);
+		expect((await discover(uri, { domains: ['plain', b.toUpperCase()] })).vms.map((vm) => vm.uuid)).toEqual([b]);
+	});
+});
+
 describe('disk images are read in the format the domain declares', () => {
 	/** A raw disk whose guest-written content is a qcow2 header naming a backing file (1 MiB: whole sectors). */
 	const qcow2Header = (path: string) => `qemu-img create -q -f qcow2 -b /etc/hostname -F raw ${q(path)} >/dev/null && truncate -s 1M ${q(path)}`;
