@@ -5,6 +5,7 @@
  * Domains are addressed by UUID, so no VM name ever reaches a command line.
  */
 import { LibvirtBackupError } from '../errors';
+import { nameMatcher } from '../nameRegex';
 import type { SshConnection } from '../ssh';
 import { scriptArgv } from '../shell';
 import { parseDomainXml, type DomainDefinition, type DomainDisk } from './domainXml';
@@ -21,6 +22,8 @@ export interface ImageLayer {
 }
 
 export interface DiscoveredDisk extends DomainDisk {
+	/** Set when the domain XML gives no format and the disk is read as raw, as libvirt does. */
+	warning?: string;
 	virtualBytes: number | null;
 	/** Bytes the top image occupies on the host (`actual-size`). */
 	allocatedBytes: number | null;
@@ -47,11 +50,12 @@ export interface DiscoveredVm {
 
 export interface DiscoveryFilter {
 	names?: string[];
-	nameRegex?: RegExp;
+	/** JavaScript-style pattern, matched with RE2 (linear time, see lib/nameRegex). */
+	nameRegex?: string;
 	state?: DomainState | 'any';
 	persistence?: 'any' | 'persistent' | 'transient';
 	excludeDevices?: string[];
-	/** Look up exactly these domains (names or UUIDs) instead of listing all; a missing one is an error. */
+	/** Exactly these domains, by exact name or UUID (never a domain ID); a missing one is an error. */
 	domains?: string[];
 }
 
@@ -61,23 +65,15 @@ export interface DiscoveryResult {
 	sshExecs: number;
 }
 
-/** Args: uri, marker, then optionally names/UUIDs to look up instead of listing every domain. */
+/**
+ * Args: uri, marker. Every domain's XML comes back, also when only some are asked for: virsh
+ * resolves a number as a domain ID before a name, and a name may hold any character, so names and
+ * UUIDs are matched exactly against the parsed XML here, never by virsh or by lines of output.
+ */
 const STATE_SCRIPT = `export LC_ALL=C
-uri=$1 m=$2; shift 2
+uri=$1 m=$2
 command -v virsh >/dev/null 2>&1 || { echo "virsh: command not found" >&2; exit 127; }
-if [ $# -eq 0 ]; then
-  all=$(virsh -q -c "$uri" list --all --uuid) || exit $?
-else
-  all= i=0
-  virsh -q -c "$uri" uri >/dev/null || exit $?
-  for d in "$@"; do
-    # domuuid resolves names and ids, domname accepts UUIDs: a domain is found by either.
-    if u=$(virsh -q -c "$uri" domuuid --domain "$d" 2>/dev/null); then all="$all $u"
-    elif virsh -q -c "$uri" domname --domain "$d" >/dev/null 2>&1; then all="$all $d"
-    else echo "$m missing $i"; fi
-    i=$((i+1))
-  done
-fi
+all=$(virsh -q -c "$uri" list --all --uuid) || exit $?
 lists="echo $m state running; list --all --uuid --state-running; echo $m state paused; list --all --uuid --state-paused; echo $m state shutoff; list --all --uuid --state-shutoff; echo $m set persistent; list --all --uuid --persistent; echo $m set autostart; list --all --uuid --autostart"
 virsh -c "$uri" "$lists" || exit $?
 cmds=
@@ -92,14 +88,17 @@ done
 const IMAGE_SCRIPT = `export LC_ALL=C
 m=$1; shift
 command -v qemu-img >/dev/null 2>&1 || { echo "$m noqemuimg"; exit 0; }
+# Args come in pairs: format, path. The format is never probed: a guest that writes a qcow2 header
+# into its raw disk would choose which files (backing, protocol) root opens.
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 trap 'rm -rf "$tmp"; exit 143' TERM
 jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 [ "$jobs" -gt 8 ] && jobs=8
 i=0
-for p in "$@"; do
-  ( if qemu-img info --output=json -U --backing-chain -- "$p" >"$tmp/$i" 2>&1; then echo ok >"$tmp/$i.rc"; else echo err >"$tmp/$i.rc"; fi ) &
+while [ $# -ge 2 ]; do
+  f=$1 p=$2; shift 2
+  ( if qemu-img info --output=json -U --backing-chain -f "$f" -- "$p" >"$tmp/$i" 2>&1; then echo ok >"$tmp/$i.rc"; else echo err >"$tmp/$i.rc"; fi ) &
   i=$((i+1))
   [ $((i % jobs)) -eq 0 ] && wait
 done
@@ -116,18 +115,14 @@ done
 const MAX_ARGS_BYTES = 96 * 1024;
 
 export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
-	checkFilter(filter);
+	const nameSelected = checkFilter(filter);
 	const execsBefore = ssh.execCount;
 	const marker = newMarker();
-	const domains = filter.domains ?? [];
-	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker, ...domains]), uri, 'virsh (discovery)', signal);
+	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]), uri, 'virsh (discovery)', signal);
 
 	const sets = new Map<string, Set<string>>();
-	const definitions: DomainDefinition[] = [];
+	let definitions: DomainDefinition[] = [];
 	for (const section of splitSections(stdout, marker)) {
-		if (section.kind === 'missing') {
-			throw new LibvirtBackupError('VM_NOT_FOUND', `VM not found: ${domains[Number(section.arg)]} (on ${uri})`);
-		}
 		if (section.kind === 'xml') {
 			// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
 			if (section.body.includes('<domain')) definitions.push(parseDomainXml(section.body));
@@ -135,13 +130,13 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 			sets.set(section.arg, new Set(section.body.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean)));
 		}
 	}
+	if (filter.domains) definitions = resolveDomains(definitions, filter.domains, uri);
 	const inSet = (set: string, uuid: string) => sets.get(set)?.has(uuid.toLowerCase()) ?? false;
 	const stateOf = (uuid: string): DomainState =>
 		(['running', 'paused', 'shutoff'] as const).find((state) => inSet(state, uuid)) ?? 'other';
 
 	const selected = definitions.filter((domain) => {
-		if (filter.names?.length && !filter.names.includes(domain.name)) return false;
-		if (filter.nameRegex && !filter.nameRegex.test(domain.name)) return false;
+		if (!nameSelected(domain.name)) return false;
 		if (filter.state && filter.state !== 'any' && stateOf(domain.uuid) !== filter.state) return false;
 		const persistent = inSet('persistent', domain.uuid);
 		if (filter.persistence === 'persistent' && !persistent) return false;
@@ -151,8 +146,7 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 
 	const excluded = new Set(filter.excludeDevices ?? []);
 	const disksOf = (domain: DomainDefinition) => domain.disks.filter((disk) => !excluded.has(disk.device));
-	const paths = [...new Set(selected.flatMap((domain) => disksOf(domain).map(localPath).filter((path): path is string => !!path)))];
-	const images = await inspectImages(ssh, paths, signal);
+	const images = await inspectImages(ssh, selected.flatMap((domain) => disksOf(domain).map(localImage).filter((image): image is LocalImage => !!image)), signal);
 
 	const vms = selected
 		.map((domain): DiscoveredVm => {
@@ -180,35 +174,71 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 const STATES = ['any', 'running', 'paused', 'shutoff', 'other'];
 const PERSISTENCE = ['any', 'persistent', 'transient'];
 
-/** Filters come from workflows (expressions too): an unknown value is an error, not zero VMs. */
-export function checkFilter(filter: DiscoveryFilter): void {
+/**
+ * Filters come from workflows (expressions too): an unknown value or a bad regex is an error, not
+ * zero VMs. Returns the test of a VM name against the name filters.
+ */
+export function checkFilter(filter: DiscoveryFilter): (name: string) => boolean {
 	if (filter.state !== undefined && !STATES.includes(filter.state)) {
 		throw new LibvirtBackupError('INVALID_INPUT', `state must be one of ${STATES.join(', ')}; got ${JSON.stringify(filter.state)}`);
 	}
 	if (filter.persistence !== undefined && !PERSISTENCE.includes(filter.persistence)) {
 		throw new LibvirtBackupError('INVALID_INPUT', `persistence must be one of ${PERSISTENCE.join(', ')}; got ${JSON.stringify(filter.persistence)}`);
 	}
+	const names = filter.names?.length ? new Set(filter.names) : undefined;
+	const matches = filter.nameRegex ? nameMatcher(filter.nameRegex) : undefined;
+	return (name) => (!names || names.has(name)) && (!matches || matches(name));
+}
+
+/** Each requested name or UUID must be exactly one domain's name or UUID (UUIDs in any case). */
+function resolveDomains(definitions: DomainDefinition[], requested: string[], uri: string): DomainDefinition[] {
+	const wanted = new Set<DomainDefinition>();
+	for (const domain of requested) {
+		const found = definitions.filter((definition) => definition.name === domain || definition.uuid.toLowerCase() === domain.toLowerCase());
+		if (found.length === 0) throw new LibvirtBackupError('VM_NOT_FOUND', `VM not found: ${domain} (on ${uri})`);
+		if (found.length > 1) {
+			throw new LibvirtBackupError('INVALID_INPUT', `"${domain}" is both the name of a VM and the UUID of another (on ${uri}): address the VM of that name by its own UUID, or rename it`);
+		}
+		wanted.add(found[0]);
+	}
+	return definitions.filter((definition) => wanted.has(definition));
 }
 
 type ImageInfo = { layers: ImageLayer[] } | { error: string };
 
-function localPath(disk: DomainDisk): string | undefined {
-	return disk.type === 'file' || disk.type === 'block' ? disk.source.path : undefined;
+interface LocalImage {
+	path: string;
+	format: string;
 }
 
-async function inspectImages(ssh: SshConnection, paths: string[], signal?: AbortSignal): Promise<Map<string, ImageInfo>> {
+/** libvirt reads a disk without a format as raw (it does not probe): so do we. */
+const UNSPECIFIED_FORMAT = 'raw';
+
+function localImage(disk: DomainDisk): LocalImage | undefined {
+	const path = disk.type === 'file' || disk.type === 'block' ? disk.source.path : undefined;
+	return path ? { path, format: disk.format ?? UNSPECIFIED_FORMAT } : undefined;
+}
+
+const imageKey = (image: LocalImage) => `${image.format}\0${image.path}`;
+
+async function inspectImages(ssh: SshConnection, wanted: LocalImage[], signal?: AbortSignal): Promise<Map<string, ImageInfo>> {
+	const unique = [...new Map(wanted.map((image) => [imageKey(image), image])).values()];
 	const images = new Map<string, ImageInfo>();
-	for (const batch of batchesByBytes(paths, MAX_ARGS_BYTES)) {
+	for (const batch of batchesByBytes(unique, MAX_ARGS_BYTES)) {
 		const marker = newMarker();
-		const { stdout } = await ssh.run(scriptArgv(IMAGE_SCRIPT, 'lvb-image-info', [marker, ...batch]), { label: 'qemu-img info', signal });
+		const args = batch.flatMap((image) => [image.format, image.path]);
+		const { stdout } = await ssh.run(scriptArgv(IMAGE_SCRIPT, 'lvb-image-info', [marker, ...args]), { label: 'qemu-img info', signal });
 		for (const section of splitSections(stdout, marker)) {
 			if (section.kind === 'noqemuimg') {
-				for (const path of batch) images.set(path, { error: 'qemu-img not found on host (install qemu-utils / qemu-img)' });
+				for (const image of batch) images.set(imageKey(image), { error: 'qemu-img not found on host (install qemu-utils / qemu-img)' });
 				break;
 			}
-			const path = batch[Number(section.arg)];
-			if (path === undefined) throw new LibvirtBackupError('PARSE_ERROR', `qemu-img info output names an unknown disk index ${section.arg}`);
-			images.set(path, section.kind === 'ok' ? { layers: parseImageInfo(section.body, path) } : { error: section.body.trim().split('\n').pop() ?? 'qemu-img info failed' });
+			const image = batch[Number(section.arg)];
+			if (image === undefined) throw new LibvirtBackupError('PARSE_ERROR', `qemu-img info output names an unknown disk index ${section.arg}`);
+			images.set(
+				imageKey(image),
+				section.kind === 'ok' ? { layers: parseImageInfo(section.body, image.path) } : { error: section.body.trim().split('\n').pop() ?? 'qemu-img info failed' },
+			);
 		}
 	}
 	return images;
@@ -233,16 +263,16 @@ function parseImageInfo(json: string, path: string): ImageLayer[] {
 function describeDisk(disk: DomainDisk, images: Map<string, ImageInfo>): DiscoveredDisk {
 	const unknown = { virtualBytes: null, allocatedBytes: null, backingChain: [] as ImageLayer[] };
 	const reason = notBackupableReason(disk);
-	const path = localPath(disk);
-	const image = path ? images.get(path) : undefined;
+	const local = localImage(disk);
+	const formatted = local && !disk.format ? { ...disk, format: local.format, warning: `no format in the domain XML: read as ${local.format}, as libvirt does (set <driver type=...> if the image is not ${local.format})` } : disk;
+	const image = local ? images.get(imageKey(local)) : undefined;
 	if (!image || 'error' in image) {
 		const imageError = image && 'error' in image ? `cannot read the image: ${image.error}` : undefined;
-		return { ...disk, ...unknown, backupable: false, reason: reason ?? imageError ?? 'no local source to read' };
+		return { ...formatted, ...unknown, backupable: false, reason: reason ?? imageError ?? 'no local source to read' };
 	}
 	const [top, ...backing] = image.layers;
 	return {
-		...disk,
-		format: disk.format ?? top?.format,
+		...formatted,
 		virtualBytes: top?.virtualBytes ?? null,
 		allocatedBytes: top?.allocatedBytes ?? null,
 		backingChain: backing,
@@ -261,12 +291,12 @@ function notBackupableReason(disk: DomainDisk): string | undefined {
 	return undefined;
 }
 
-function batchesByBytes(items: string[], maxBytes: number): string[][] {
-	const batches: string[][] = [];
-	let current: string[] = [];
+function batchesByBytes(items: LocalImage[], maxBytes: number): LocalImage[][] {
+	const batches: LocalImage[][] = [];
+	let current: LocalImage[] = [];
 	let bytes = 0;
 	for (const item of items) {
-		const size = Buffer.byteLength(item) + 8;
+		const size = Buffer.byteLength(item.path) + Buffer.byteLength(item.format) + 16;
 		if (current.length > 0 && bytes + size > maxBytes) {
 			batches.push(current);
 			current = [];

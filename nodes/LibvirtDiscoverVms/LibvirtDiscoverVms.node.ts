@@ -1,6 +1,5 @@
 import {
 	NodeConnectionTypes,
-	NodeOperationError,
 	type IDataObject,
 	type IExecuteFunctions,
 	type INodeExecutionData,
@@ -41,7 +40,8 @@ export class LibvirtDiscoverVms implements INodeType {
 				type: 'string',
 				default: '',
 				placeholder: '^prod-',
-				description: 'Only VMs whose name matches this JavaScript regular expression',
+				description:
+					'Only VMs whose name matches this regular expression (JavaScript syntax without backreferences or lookaround; matched in linear time by RE2)',
 			},
 			{
 				displayName: 'State',
@@ -96,18 +96,9 @@ export class LibvirtDiscoverVms implements INodeType {
 
 function readFilter(context: IExecuteFunctions, itemIndex: number): DiscoveryFilter {
 	const names = parseNameList(context.getNodeParameter('names', itemIndex, ''));
-	const regexText = String(context.getNodeParameter('nameRegex', itemIndex, ''));
-	let nameRegex: RegExp | undefined;
-	if (regexText) {
-		try {
-			nameRegex = new RegExp(regexText);
-		} catch (error) {
-			throw new NodeOperationError(context.getNode(), `Invalid name regex "${regexText}": ${(error as Error).message}`, { itemIndex });
-		}
-	}
 	return {
 		names,
-		nameRegex,
+		nameRegex: String(context.getNodeParameter('nameRegex', itemIndex, '')) || undefined,
 		state: context.getNodeParameter('state', itemIndex, 'any') as DiscoveryFilter['state'],
 		persistence: context.getNodeParameter('persistence', itemIndex, 'any') as DiscoveryFilter['persistence'],
 		excludeDevices: context.getNodeParameter('excludeDeviceTypes', itemIndex, ['cdrom', 'floppy']) as string[],

@@ -91,9 +91,9 @@ describe('Discover VMs on real libvirtd', () => {
 
 	test.each([
 		[{ names: ['lvb-running', 'lvb-paused'] }, ['lvb-paused', 'lvb-running']],
-		[{ nameRegex: /^lvb-(two|off)/ }, ['lvb-off-chain', 'lvb-two-disks']],
+		[{ nameRegex: '^lvb-(two|off)' }, ['lvb-off-chain', 'lvb-two-disks']],
 		[{ state: 'paused' }, ['lvb-paused']],
-		[{ state: 'running', nameRegex: /^lvb-/ }, ['lvb-running', 'lvb-two-disks']],
+		[{ state: 'running', nameRegex: '^lvb-' }, ['lvb-running', 'lvb-two-disks']],
 		[{ persistence: 'transient' }, []],
 	])('filter %p selects %p', async (filter, expected) => {
 		expect((await discover(lab.systemUri, filter)).vms.map((vm) => vm.name)).toEqual(expected);
