@@ -2,6 +2,7 @@
  * Verify Checksum against the lab host: real images re-hashed and checked with qemu-img, results
  * recorded next to the manifest, failed backups quarantined or deleted on request.
  */
+import type { IExecuteFunctions, INodeExecutionData } from 'n8n-workflow';
 import { acquireVmLock } from '../../../lib/store/lock';
 import { VERIFICATION_FILE } from '../../../lib/store/manifest';
 import { BackupVerifier, listCatalog, type BackupVerification, type VerifyOptions } from '../../../lib/catalog';
@@ -9,7 +10,8 @@ import { parseVerification } from '../../../lib/store';
 import { isLibvirtBackupError } from '../../../lib/errors';
 import { withSsh } from '../../../lib/ssh';
 import { exists, flipByte, makeBackups, makeDest, makeUnfinished, onHost, readHostFile, removeDest, truncateFile, type MadeBackup } from '../../support/backupFixtures';
-import { shq } from '../../support/lab';
+import { loadLab, shq } from '../../support/lab';
+import { LibvirtVerifyChecksum } from '../../../nodes/LibvirtVerifyChecksum/LibvirtVerifyChecksum.node';
 import { labTarget, type LabUser } from '../../support/targets';
 
 jest.setTimeout(120_000);
@@ -30,6 +32,22 @@ function verify(path: string, options: VerifyOptions = {}, user: LabUser = 'root
  */
 function giveToNonRoot(dest: string): void {
 	onHost(`chown -R lvbpass:lvbpass -- ${shq(dest.split('/').slice(0, -1).join('/'))}`);
+}
+
+/** Runs the Verify Checksum node as n8n runs it for an AI agent: its type name ends in "Tool". */
+async function runAsTool(backupPath: string, onInvalid: string): Promise<INodeExecutionData[][]> {
+	const lab = loadLab();
+	const context = {
+		getInputData: () => [{ json: {} }],
+		getNodeParameter: (name: string) => ({ backupPath, onInvalid })[name],
+		getCredentials: async () => ({ host: lab.host, port: lab.port, username: 'root', authMethod: 'privateKey', privateKey: lab.users.root.privateKey, hostKeys: lab.knownHostsLine, sudoMode: 'none' }),
+		getExecutionCancelSignal: () => undefined,
+		continueOnFail: () => false,
+		getNode: () => ({ id: 'n1', name: 'Verify Checksum', type: 'n8n-nodes-libvirt-backup.libvirtVerifyChecksumTool', typeVersion: 1, position: [0, 0], parameters: {} }),
+		getWorkflow: () => ({ id: 'wf1' }),
+		getExecutionId: () => 'ex1',
+	} as unknown as IExecuteFunctions;
+	return await new LibvirtVerifyChecksum().execute.call(context);
 }
 
 function recordOf(made: MadeBackup) {
@@ -57,13 +75,14 @@ describe('Verify Checksum', () => {
 
 		const result = await verify(inc2.path);
 
-		expect(result).toMatchObject({ valid: true, action: 'kept', path: inc2.path, vm: 'web01', id: INC2, problems: [] });
+		expect(result).toMatchObject({ status: 'valid', valid: true, action: 'kept', path: inc2.path, vm: 'web01', id: INC2, problems: [] });
 		expect(result.disks).toEqual(
 			inc2.manifest.disks.map((disk) => ({
 				target: disk.target,
 				file: disk.file,
 				expectedSha256: disk.sha256,
 				actualSha256: disk.sha256,
+				status: 'valid',
 				ok: true,
 				qemuImgCheck: 'ok',
 				detail: '',
@@ -128,8 +147,10 @@ describe('Verify Checksum', () => {
 		const orphan = await verify(inc2.path);
 		expect(orphan.valid).toBe(false);
 		expect(orphan.parents.at(-1)).toMatchObject({ id: FULL, exists: false, ok: false, detail: `parent backup ${FULL} does not exist` });
-		// qemu-img follows the backing chain, so the incremental's own images no longer open either.
-		expect(orphan.disks[0]).toMatchObject({ ok: false, qemuImgCheck: 'errors', detail: expect.stringMatching(/Could not open backing file/) });
+		// qemu-img follows the backing chain, so the incremental's own images no longer open either:
+		// that alone proves nothing about them; the missing parent does.
+		expect(orphan.status).toBe('invalid');
+		expect(orphan.disks[0]).toMatchObject({ ok: false, status: 'unverifiable', qemuImgCheck: 'incomplete', detail: expect.stringMatching(/Could not open backing file/) });
 	});
 
 	test('quarantine renames a failed backup: List no longer lists it and reports it apart', async () => {
@@ -233,6 +254,19 @@ describe('Verify Checksum', () => {
 		expect(child.problems.at(-1)).toBe('not quarantined: VM "web01" would be left without a backup that is not known to be invalid');
 		for (const made of [full, inc1, inc2]) expect(exists(`${made.path}/manifest.json`)).toBe(true);
 		expect(recordOf(full)).toMatchObject({ ok: false, status: 'invalid' });
+	});
+
+	test('as an AI agent tool, Verify Checksum only reports: a failed backup is kept whatever If Invalid says', async () => {
+		const [full] = chain(dest);
+		makeBackups(dest, [{ vm: 'web01', id: FULL2 }]);
+		flipByte(`${full.path}/vda.qcow2`, 200_000);
+
+		const [valid, invalid] = await runAsTool(full.path, 'delete');
+
+		expect(valid).toEqual([]);
+		expect(invalid.map((item) => item.json)).toMatchObject([{ status: 'invalid', valid: false, action: 'kept', path: full.path }]);
+		expect(exists(`${full.path}/vda.qcow2`)).toBe(true);
+		expect(new LibvirtVerifyChecksum().description.properties.find((property) => property.name === 'onInvalid')?.displayOptions).toEqual({ show: { '@tool': [false] } });
 	});
 
 	test('a valid backup is never quarantined or deleted, whatever the option', async () => {
