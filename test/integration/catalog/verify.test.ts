@@ -222,6 +222,19 @@ describe('Verify Checksum', () => {
 		expect(listed.backups.map((backup) => backup.verification?.status)).toEqual(['unverifiable', 'unverifiable', 'unverifiable']);
 	});
 
+	test('a parent whose manifest cannot be read makes the incrementals on it unverifiable, not invalid', async () => {
+		const [full, inc1, inc2] = chain(dest);
+		makeBackups(dest, [{ vm: 'web01', id: FULL2 }]);
+		giveToNonRoot(dest);
+		onHost(`chmod 000 -- ${shq(`${full.path}/manifest.json`)}`);
+
+		const result = await verify(inc2.path, { onInvalid: 'delete' }, 'password');
+
+		expect(result).toMatchObject({ status: 'unverifiable', action: 'kept', problems: [`parent backup ${INC1} could not be verified`] });
+		expect(result.parents.at(-1)).toMatchObject({ id: FULL, exists: false, status: 'unverifiable', detail: expect.stringMatching(`^parent backup ${FULL} is not a usable backup: `) });
+		for (const made of [full, inc1, inc2]) expect(exists(made.path)).toBe(true);
+	});
+
 	test('a proven mismatch is still deleted or quarantined when the VM keeps a good backup', async () => {
 		const [full, inc1] = chain(dest);
 		const [full2] = makeBackups(dest, [{ vm: 'web01', id: FULL2 }]);
