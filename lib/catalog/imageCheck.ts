@@ -6,11 +6,14 @@ import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
+import type { QemuImgCheck } from '../store/verification';
 
 /**
  * `sh -c CHECK_SCRIPT lvb-check MARKER [PATH FORMAT]...`. sha256sum reads the image from stdin,
- * so its output never has to escape a file name. qemu-img check exit codes: 0 clean, 1 check not
- * completed, 2 corruptions, 3 only leaked clusters, 63 format without checks.
+ * so its output never has to escape a file name. An image is 'missing' only when stat says ENOENT
+ * (any other stat failure, e.g. EACCES on the folder, is 'unreadable'), and a failed open or read
+ * keeps its error text, so the caller can tell damage from a read error. qemu-img check exit codes:
+ * 0 clean, 1 check not completed, 2 corruptions, 3 only leaked clusters, 63 format without checks.
  */
 export const CHECK_SCRIPT = `export LC_ALL=C
 m=$1; shift
@@ -26,9 +29,12 @@ while [ $# -ge 2 ]; do
   p=$1 f=$2; shift 2
   (
     if [ -L "$p" ]; then echo symlink >"$tmp/$i.state"
-    elif [ ! -e "$p" ]; then echo missing >"$tmp/$i.state"
+    elif [ ! -e "$p" ]; then
+      if stat -c %F -- "$p" >"$tmp/$i.out" 2>&1; then echo unreadable
+      else case $(cat "$tmp/$i.out") in *'No such file or directory'*) echo missing;; *) echo unreadable;; esac
+      fi >"$tmp/$i.state"
     elif [ ! -f "$p" ]; then echo notfile >"$tmp/$i.state"
-    elif ! sha256sum <"$p" >"$tmp/$i.sha" 2>"$tmp/$i.out"; then echo unreadable >"$tmp/$i.state"
+    elif ! sha256sum 2>"$tmp/$i.out" <"$p" >"$tmp/$i.sha"; then echo unreadable >"$tmp/$i.state"
     else
       echo read >"$tmp/$i.state"
       if [ "$f" != qcow2 ]; then echo format >"$tmp/$i.rc"
@@ -59,10 +65,14 @@ export interface ImageRequest {
 }
 
 export interface ImageResult {
-	/** Whether the file could be read, or why not. */
+	/**
+	 * Whether the file could be read, or why not: missing (ENOENT), symlink and notfile say the
+	 * regular file our writer left is no longer there; unreadable is a failed stat, open or read.
+	 */
 	state: 'read' | 'missing' | 'symlink' | 'notfile' | 'unreadable';
+	/** null when not read, or when the hash could not be read back. */
 	sha256: string | null;
-	qemuImgCheck: 'ok' | 'errors' | 'skipped';
+	qemuImgCheck: QemuImgCheck;
 	/** qemu-img's own words (last lines), or why the check was skipped or the read failed. */
 	detail: string;
 }
@@ -120,7 +130,8 @@ function parseImageSection(body: string): ImageResult {
 		unreadable: `image cannot be read: ${lastLines(output)}`,
 	};
 	if (state !== 'read') {
-		return { state: unreadable[state] ? state : 'unreadable', sha256: null, qemuImgCheck: 'skipped', detail: unreadable[state] ?? 'image was not checked' };
+		const known = Object.hasOwn(unreadable, state);
+		return { state: known ? state : 'unreadable', sha256: null, qemuImgCheck: 'skipped', detail: known ? unreadable[state] : 'image was not checked' };
 	}
 	const sha256 = /^[0-9a-f]{64}$/.test(sha) ? sha : null;
 	switch (rc) {
@@ -134,8 +145,10 @@ function parseImageSection(body: string): ImageResult {
 			return { state, sha256, qemuImgCheck: 'skipped', detail: 'qemu-img not found on the host (install qemu-utils / qemu-img): structure not checked' };
 		case '63':
 			return { state, sha256, qemuImgCheck: 'skipped', detail: 'qemu-img cannot check this format' };
+		case '2':
+			return { state, sha256, qemuImgCheck: 'errors', detail: `qemu-img check failed (exit code 2): ${lastLines(output)}` };
 		default:
-			return { state, sha256, qemuImgCheck: 'errors', detail: `qemu-img check failed (exit code ${rc || 'unknown'}): ${lastLines(output)}` };
+			return { state, sha256, qemuImgCheck: 'incomplete', detail: `qemu-img check could not complete (exit code ${rc || 'unknown'}): ${lastLines(output)}` };
 	}
 }
 

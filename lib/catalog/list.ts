@@ -18,7 +18,9 @@ import { parseVerification, type VerificationRecord } from '../store/verificatio
  * considered (names restricted to the characters vmDirName and backup ids use, so they can be
  * printed and word-split safely); symbolic links are reported and never followed. All folders'
  * files are stat'ed by one `stat` and all manifests and verification records printed by one
- * `awk`, so the cost is a handful of processes, not a few per backup.
+ * `awk`, so the cost is a handful of processes, not a few per backup. The awk reads each file with
+ * getline, which goes on past a file it cannot open (mawk aborts on one given as an operand, and
+ * every later manifest would then read as empty).
  */
 export const LIST_SCRIPT = `export LC_ALL=C
 m=$1 dest=$2; shift 2
@@ -51,7 +53,7 @@ echo "$m files"
 set +f
 [ -z "$dirs" ] || printf '%s\\0' $globs | xargs -0 stat -c '%f %s %b %B %n' -- 2>/dev/null
 set -f
-[ -z "$texts" ] || printf '%s\\0' $texts | xargs -0 awk -v m="$m" 'FNR == 1 { print m " text " FILENAME } { print }'
+[ -z "$texts" ] || printf '%s\\0' $texts | xargs -0 awk -v m="$m" 'BEGIN { for (i = 1; i < ARGC; i++) { n = 0; while ((getline line < ARGV[i]) > 0) { if (n++ == 0) print m " text " ARGV[i]; print line } close(ARGV[i]) } }'
 echo "$m end"
 `;
 

@@ -60,7 +60,8 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 			kind: manifest.kind,
 			parent: parent === undefined ? undefined : String(parent),
 			protected: isProtected,
-			valid: verification === undefined ? undefined : verification.ok,
+			// Unverifiable proves nothing: counted like a backup never verified, not like a failed one.
+			valid: verification === undefined || verification.status === 'unverifiable' ? undefined : verification.ok,
 		};
 	});
 	const { decisions } = retention(() => planRetention(refs, policy, options.now, options.timeZone ?? 'UTC'));

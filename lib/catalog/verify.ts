@@ -2,10 +2,15 @@
  * Verify Checksum: re-hash every image of a backup and of the backups it builds on, compare with
  * the manifests, run `qemu-img check` on qcow2 images, record the result next to each manifest,
  * and optionally quarantine or delete a backup that failed (under the VM's lock).
+ *
+ * Only proven damage makes a backup invalid and lets it be removed: a hash that differs, qemu-img
+ * check reporting corruption, an image or a parent backup that is gone. What could not be read or
+ * checked (permission, I/O error, a check that could not finish) makes it unverifiable: reported,
+ * never acted on. And a VM is never left without a backup that is not known to be invalid.
  */
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { acquireVmLock, type VmLock } from '../store/lock';
-import type { Manifest } from '../store/manifest';
+import type { Manifest, ManifestDisk } from '../store/manifest';
 import type { SshConnection } from '../ssh';
 import { changeFolders, type FolderChange } from './changes';
 import { checkImages, type ImageResult } from './imageCheck';
@@ -14,10 +19,12 @@ import { QUARANTINE_SUFFIX, parseBackupPath, type BackupLocation } from '../stor
 import {
 	VERIFICATION_FORMAT,
 	VERIFICATION_VERSION,
+	combineStatus,
 	serializeVerification,
 	type DiskVerification,
 	type ParentVerification,
 	type VerificationRecord,
+	type VerificationStatus,
 } from '../store/verification';
 
 export type InvalidAction = 'keep' | 'quarantine' | 'delete';
@@ -31,6 +38,8 @@ export interface VerifyOptions {
 
 export interface BackupVerification extends BackupLocation {
 	manifest: Manifest;
+	status: VerificationStatus;
+	/** status === 'valid'. */
 	valid: boolean;
 	checkedAt: string;
 	disks: DiskVerification[];
@@ -79,6 +88,7 @@ export class BackupVerifier {
 			...location,
 			vm: backup.vm,
 			manifest: backup.manifest,
+			status: record.status,
 			valid: record.ok,
 			checkedAt,
 			disks: record.disks,
@@ -87,7 +97,7 @@ export class BackupVerifier {
 			action: 'kept',
 		};
 		const onInvalid = options.onInvalid ?? 'keep';
-		if (!record.ok && onInvalid !== 'keep') await this.dispose(result, onInvalid, options);
+		if (record.status === 'invalid' && onInvalid !== 'keep') await this.dispose(result, onInvalid, options);
 		return result;
 	}
 
@@ -100,26 +110,10 @@ export class BackupVerifier {
 	}
 
 	private ownDisks(backup: CatalogBackup): DiskVerification[] {
-		return backup.manifest.disks.map((disk): DiskVerification => {
+		return backup.manifest.disks.map((disk) => {
 			const image = this.images.get(`${backup.path}/${disk.file}`);
 			if (!image) throw new LibvirtBackupError('BACKUP_FAILED', `Image ${backup.path}/${disk.file} was not checked`);
-			const problems: string[] = [];
-			if (image.state !== 'read') problems.push(image.detail);
-			else if (image.sha256 !== disk.sha256) problems.push(`sha256 mismatch: expected ${disk.sha256}, got ${image.sha256 ?? 'no hash'}`);
-			if (image.state === 'read' && image.qemuImgCheck === 'errors') problems.push(image.detail);
-			if (disk.backingFile !== undefined && backup.manifest.parent !== undefined && !disk.backingFile.startsWith(`../${backup.manifest.parent}/`)) {
-				problems.push(`backing file ${disk.backingFile} is not in the parent backup ${backup.manifest.parent}`);
-			}
-			const notes = problems.length > 0 ? problems : image.detail ? [image.detail] : [];
-			return {
-				target: disk.target,
-				file: disk.file,
-				expectedSha256: disk.sha256,
-				actualSha256: image.sha256,
-				ok: problems.length === 0,
-				qemuImgCheck: image.state === 'read' ? image.qemuImgCheck : 'skipped',
-				detail: notes.join('; '),
-			};
+			return judgeDisk(disk, image, backup.manifest.parent);
 		});
 	}
 
@@ -134,6 +128,13 @@ export class BackupVerifier {
 			return;
 		}
 		try {
+			// Read again under the lock, with this run's records in place: what the VM keeps is decided
+			// on what is there now, not on what was there before the images were hashed.
+			const { backups } = await readCatalog(this.ssh, result.dest, [result.vmDir], options.signal);
+			if (!leavesAGoodBackup(backups, result.id)) {
+				result.problems.push(`not ${action === 'delete' ? 'deleted' : 'quarantined'}: VM "${result.vm}" would be left without a backup that is not known to be invalid`);
+				return;
+			}
 			const [outcome] = await changeFolders(this.ssh, result.dest, result.vmDir, [{ op: action === 'delete' ? 'remove' : 'quarantine', id: result.id }], {
 				signal: options.signal,
 			});
@@ -154,8 +155,8 @@ export class BackupVerifier {
 interface Ancestry {
 	/** Existing ancestors, nearest first. */
 	found: CatalogBackup[];
-	/** The first ancestor that is not a usable backup, and why. */
-	missing?: { id: string; path: string; detail: string };
+	/** The first ancestor that is not a usable backup, why, and whether that is proven (invalid) or may pass. */
+	missing?: { id: string; path: string; detail: string; status: 'invalid' | 'unverifiable' };
 }
 
 function ancestry(backup: CatalogBackup, catalog: Catalog): Ancestry {
@@ -165,26 +166,86 @@ function ancestry(backup: CatalogBackup, catalog: Catalog): Ancestry {
 	let parentId = backup.manifest.parent;
 	while (parentId !== undefined) {
 		const path = `${backup.dest}/${backup.vmDir}/${parentId}`;
-		if (seen.has(parentId)) return { found, missing: { id: parentId, path, detail: `backup ${parentId} is its own ancestor (a loop in the parent chain)` } };
+		if (seen.has(parentId)) {
+			return { found, missing: { id: parentId, path, detail: `backup ${parentId} is its own ancestor (a loop in the parent chain)`, status: 'invalid' } };
+		}
 		seen.add(parentId);
 		const parent = byId.get(parentId);
-		if (!parent) return { found, missing: { id: parentId, path, detail: whyMissing(parentId, catalog) } };
+		if (!parent) return { found, missing: { id: parentId, path, ...whyMissing(parentId, catalog) } };
 		found.push(parent);
 		parentId = parent.manifest.parent;
 	}
 	return { found };
 }
 
-function whyMissing(id: string, catalog: Catalog): string {
-	if (catalog.quarantined.some((folder) => folder.id === id)) return `parent backup ${id} is quarantined`;
+/**
+ * A parent that is gone or quarantined breaks the chain for good (the backing file path no longer
+ * resolves). A parent folder that is there but not listed as a backup (its manifest could not be
+ * read, e.g. no permission) may still hold intact images: that proves nothing.
+ */
+function whyMissing(id: string, catalog: Catalog): { detail: string; status: 'invalid' | 'unverifiable' } {
+	if (catalog.quarantined.some((folder) => folder.id === id)) return { detail: `parent backup ${id} is quarantined`, status: 'invalid' };
 	const incomplete = catalog.incomplete.find((folder) => folder.id === id);
-	if (incomplete) return `parent backup ${id} is not a usable backup: ${incomplete.reason}`;
-	return `parent backup ${id} does not exist`;
+	if (incomplete) return { detail: `parent backup ${id} is not a usable backup: ${incomplete.reason}`, status: 'unverifiable' };
+	return { detail: `parent backup ${id} does not exist`, status: 'invalid' };
 }
 
 /**
- * The record of each chain member (nearest first), built from the oldest: a member is ok when its
- * own images are and every backup under it is.
+ * One disk's verdict. Proven damage (invalid): the image is gone or replaced by something that is
+ * not a regular file (our writer renames every image into place before it writes the manifest, and
+ * no reader of ours follows a link), its hash differs, qemu-img check reports corruption, or its
+ * backing file lies outside the parent backup. A failed read, a hash not read back, or a check
+ * that could not finish proves nothing (unverifiable).
+ */
+export function judgeDisk(disk: ManifestDisk, image: ImageResult, parent: string | undefined): DiskVerification {
+	const invalid: string[] = [];
+	const doubts: string[] = [];
+	if (image.state === 'unreadable') doubts.push(image.detail);
+	else if (image.state !== 'read') invalid.push(image.detail);
+	else if (image.sha256 === null) doubts.push('the sha256 of the image could not be read back');
+	else if (image.sha256 !== disk.sha256) invalid.push(`sha256 mismatch: expected ${disk.sha256}, got ${image.sha256}`);
+	if (image.qemuImgCheck === 'errors') invalid.push(image.detail);
+	if (image.qemuImgCheck === 'incomplete') doubts.push(image.detail);
+	if (disk.backingFile !== undefined && parent !== undefined && !disk.backingFile.startsWith(`../${parent}/`)) {
+		invalid.push(`backing file ${disk.backingFile} is not in the parent backup ${parent}`);
+	}
+	const status: VerificationStatus = invalid.length > 0 ? 'invalid' : doubts.length > 0 ? 'unverifiable' : 'valid';
+	const problems = [...invalid, ...doubts];
+	return {
+		target: disk.target,
+		file: disk.file,
+		expectedSha256: disk.sha256,
+		actualSha256: image.sha256,
+		status,
+		ok: status === 'valid',
+		qemuImgCheck: image.qemuImgCheck,
+		detail: (problems.length > 0 ? problems : image.detail ? [image.detail] : []).join('; '),
+	};
+}
+
+/**
+ * Whether the VM keeps, without backup `id`, a backup that is not known to be invalid: one whose
+ * whole chain is there, does not go through `id`, and holds no record of proven damage. Prune
+ * never removes the newest such backup; Verify never removes the last way to one.
+ */
+export function leavesAGoodBackup(backups: readonly CatalogBackup[], id: string): boolean {
+	const byId = new Map(backups.map((backup) => [backup.id, backup]));
+	const good = (start: CatalogBackup): boolean => {
+		const seen = new Set<string>();
+		for (let member: CatalogBackup | undefined = start; member !== undefined; member = member.manifest.parent === undefined ? undefined : byId.get(member.manifest.parent)) {
+			if (member.id === id || seen.has(member.id) || member.verification?.status === 'invalid') return false;
+			seen.add(member.id);
+			if (member.manifest.parent !== undefined && !byId.has(member.manifest.parent)) return false;
+		}
+		return true;
+	};
+	return backups.some((backup) => backup.id !== id && good(backup));
+}
+
+/**
+ * The record of each chain member (nearest first), built from the oldest: a member is valid when
+ * its own images are and the backup under it is; proven damage anywhere below makes it invalid,
+ * a doubt anywhere below (and no damage) unverifiable.
  */
 function recordsFor(
 	members: readonly CatalogBackup[],
@@ -193,27 +254,30 @@ function recordsFor(
 	verifiedAt: string,
 ): VerificationRecord[] {
 	const records: VerificationRecord[] = new Array(members.length);
-	let below: ParentVerification[] = missing ? [{ id: missing.id, path: missing.path, exists: false, ok: false, detail: missing.detail }] : [];
+	let below: ParentVerification[] = missing ? [{ id: missing.id, path: missing.path, exists: false, status: missing.status, ok: false, detail: missing.detail }] : [];
 	for (let index = members.length - 1; index >= 0; index--) {
 		const member = members[index];
 		const disks = ownDisks(member);
-		const problems = [
-			...disks.filter((disk) => !disk.ok).map((disk) => `${disk.target} (${disk.file}): ${disk.detail}`),
-			...below.filter((parent) => !parent.ok).slice(0, 1).map((parent) => (parent.exists ? `parent backup ${parent.id} failed verification` : parent.detail)),
-		];
+		const parent = below[0];
+		const problems = disks.filter((disk) => !disk.ok).map((disk) => `${disk.target} (${disk.file}): ${disk.detail}`);
+		if (parent && !parent.ok) {
+			problems.push(!parent.exists ? parent.detail : parent.status === 'invalid' ? `parent backup ${parent.id} failed verification` : `parent backup ${parent.id} could not be verified`);
+		}
+		const status = combineStatus([...disks.map((disk) => disk.status), ...(parent ? [parent.status] : [])]);
 		records[index] = {
 			format: VERIFICATION_FORMAT,
 			version: VERIFICATION_VERSION,
 			backupId: member.id,
 			verifiedAt,
-			ok: problems.length === 0,
+			status,
+			ok: status === 'valid',
 			disks,
 			parents: below,
 			problems,
 		};
 		const own = disks.filter((disk) => !disk.ok).map((disk) => `${disk.target}: ${disk.detail}`);
-		const detail = own.length > 0 ? own.join('; ') : problems.length > 0 ? problems.join('; ') : '';
-		below = [{ id: member.id, path: member.path, exists: true, ok: problems.length === 0, detail }, ...below];
+		const detail = own.length > 0 ? own.join('; ') : problems.join('; ');
+		below = [{ id: member.id, path: member.path, exists: true, status, ok: status === 'valid', detail }, ...below];
 	}
 	return records;
 }

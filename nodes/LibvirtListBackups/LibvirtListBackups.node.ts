@@ -142,7 +142,7 @@ function backupItem(backup: CatalogBackup, host: string): IDataObject {
 		disks: manifest.disks.map(({ target, file, format, virtualBytes, bytes, sha256 }) => ({ target, file, format, virtualBytes, bytes, sha256 })),
 		totalBytes: manifest.disks.reduce((total, disk) => total + disk.bytes, 0),
 		diskBytes: backup.diskBytes,
-		verified: verification === undefined ? 'never' : verification.ok ? 'ok' : 'failed',
+		verified: verification === undefined ? 'never' : verification.status === 'unverifiable' ? 'unverifiable' : verification.ok ? 'ok' : 'failed',
 		verifiedAt: verification?.verifiedAt ?? null,
 		protected: backup.protected,
 		path: backup.path,

@@ -1,5 +1,6 @@
 import {
 	NodeConnectionTypes,
+	NodeHelpers,
 	NodeOperationError,
 	type IDataObject,
 	type IExecuteFunctions,
@@ -23,7 +24,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 		version: 1,
 		subtitle: '={{"if invalid: " + $parameter["onInvalid"]}}',
 		description:
-			'Re-hash every image of a backup on the host, compare with its manifest and run qemu-img check; an incremental is valid only if the backups it builds on are. Valid backups go to the first output, invalid ones (and, with Continue On Fail, backups that could not be checked) to the second.',
+			'Re-hash every image of a backup on the host, compare with its manifest and run qemu-img check; an incremental is valid only if the backups it builds on are. Valid backups go to the first output; invalid ones (proven damage), unverifiable ones (an image could not be read or checked) and, with Continue On Fail, backups that could not be checked at all go to the second.',
 		defaults: { name: 'Verify Checksum' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
@@ -41,9 +42,17 @@ export class LibvirtVerifyChecksum implements INodeType {
 				description: 'Folder of the backup on the host: the path field of a Backup VM Disk or List Backups item, or a path typed here',
 			},
 			{
+				displayName: 'As an AI agent tool, Verify Checksum only reports: a backup that fails verification is always kept',
+				name: 'toolNotice',
+				type: 'notice',
+				default: '',
+				displayOptions: { show: { '@tool': [true] } },
+			},
+			{
 				displayName: 'If Invalid',
 				name: 'onInvalid',
 				type: 'options',
+				displayOptions: { show: { '@tool': [false] } },
 				options: [
 					{ name: 'Keep', value: 'keep', description: 'Leave the backup where it is (its failed result is recorded next to its manifest)' },
 					{
@@ -54,7 +63,8 @@ export class LibvirtVerifyChecksum implements INodeType {
 					{ name: 'Delete', value: 'delete', description: 'Remove the backup folder from the host' },
 				],
 				default: 'keep',
-				description: 'What to do with a backup that fails verification',
+				description:
+					'What to do with a backup whose damage is proven (a hash differs, qemu-img check finds corruption, an image or its parent backup is gone). An unverifiable backup is always kept, and so is the last backup of a VM not known to be invalid.',
 			},
 		],
 	};
@@ -70,8 +80,10 @@ export class LibvirtVerifyChecksum implements INodeType {
 			if (!backupPath.trim()) {
 				throw new NodeOperationError(this.getNode(), 'No backup path: connect a Backup VM Disk or List Backups node, or enter the backup folder', { itemIndex });
 			}
+			// An agent decides on its own when to call a tool: it may report, never remove.
+			const asTool = NodeHelpers.isToolType(this.getNode().type);
 			const result = await verifier.verify(backupPath, {
-				onInvalid: this.getNodeParameter('onInvalid', itemIndex, 'keep') as InvalidAction,
+				onInvalid: asTool ? 'keep' : (this.getNodeParameter('onInvalid', itemIndex, 'keep') as InvalidAction),
 				lockHolder: `n8n Verify Checksum (workflow ${this.getWorkflow().id ?? '?'}, execution ${this.getExecutionId()})`,
 				signal,
 			});
@@ -80,6 +92,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 				vm: result.vm,
 				id: result.id,
 				path: result.path,
+				status: result.status,
 				valid: result.valid,
 				checkedAt: result.checkedAt,
 				disks: result.disks as unknown as IDataObject[],

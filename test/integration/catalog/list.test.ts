@@ -52,6 +52,7 @@ describe('List Backups', () => {
 					version: 1,
 					backupId: '20261121T020000Z',
 					verifiedAt: '2026-11-22T00:00:00.000Z',
+					status: 'valid',
 					ok: true,
 					disks: [],
 					parents: [],

@@ -68,6 +68,8 @@ describe('node files', () => {
 		expect(listed.outputs[0][1].json).toMatchObject({ vm: 'web01', kind: 'full', verified: 'never', protected: false, host: loadLab().host, parent: null });
 		expect(listed.hints).toEqual([`${dest} also holds 1 incomplete folder(s), not listed as backups (see the node options)`]);
 
+		// Verify never removes a VM's last backup not known to be invalid: db01 gets an older good one.
+		makeBackups(dest, [{ vm: 'db01', id: '20261119T010000Z' }]);
 		const items = listed.outputs[0].map((item) => item.json);
 		const verified = await run(new LibvirtVerifyChecksum(), [...items, { path: `${dest}/web01/20261121T010000Z` }], { backupPath: (json: IDataObject) => json.path, onInvalid: 'quarantine' }, true);
 
@@ -82,6 +84,7 @@ describe('node files', () => {
 
 		const after = await run(new LibvirtListBackups(), [{}], { destination: dest, options: { includeQuarantined: true, includeIncomplete: true } });
 		expect(after.outputs[0].map((item) => [item.json.vm, item.json.verified ?? (item.json.quarantined ? 'quarantined' : 'incomplete')])).toEqual([
+			['db01', 'never'],
 			['web01', 'ok'],
 			['web01', 'incomplete'],
 			['db01', 'quarantined'],

@@ -48,6 +48,7 @@ describe('LIST_SCRIPT + parseCatalogOutput', () => {
 				version: 1,
 				backupId: '20261121T010000Z',
 				verifiedAt: '2026-11-21T02:00:00.000Z',
+				status: 'invalid',
 				ok: false,
 				disks: [],
 				parents: [],

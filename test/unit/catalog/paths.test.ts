@@ -93,6 +93,7 @@ describe('parseVerification', () => {
 		version: 1,
 		backupId: '20261128T144300Z',
 		verifiedAt: '2026-11-28T15:00:00.000Z',
+		status: 'valid',
 		ok: true,
 		disks: [],
 		parents: [],

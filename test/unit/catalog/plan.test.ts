@@ -56,7 +56,7 @@ describe('planPrune', () => {
 	});
 
 	test('protected backups stay; when the newest failed verification the newest valid one stays too', () => {
-		const failed: VerificationRecord = { format: 'n8n-nodes-libvirt-backup/verification', version: 1, backupId: '20261127T010000Z', verifiedAt: '2026-11-27T02:00:00Z', ok: false, disks: [], parents: [], problems: [] };
+		const failed: VerificationRecord = { format: 'n8n-nodes-libvirt-backup/verification', version: 1, backupId: '20261127T010000Z', verifiedAt: '2026-11-27T02:00:00Z', status: 'invalid', ok: false, disks: [], parents: [], problems: [] };
 		const plan = planPrune(
 			catalog([
 				backup('web01', '20261127T010000Z', {}, { verification: failed }),
@@ -73,6 +73,16 @@ describe('planPrune', () => {
 			['web01/20261126T010000Z', 'keep', 'newest valid backup'],
 			['web01/20261125T010000Z', 'prune'],
 			['web01/20261101T010000Z', 'keep', 'protected'],
+		]);
+	});
+
+	test('an unverifiable backup is not a failed one: it still counts as the newest valid backup', () => {
+		const doubt: VerificationRecord = { format: 'n8n-nodes-libvirt-backup/verification', version: 1, backupId: '20261127T010000Z', verifiedAt: '2026-11-27T02:00:00Z', status: 'unverifiable', ok: false, disks: [], parents: [], problems: [] };
+		const plan = planPrune(catalog([backup('web01', '20261127T010000Z', {}, { verification: doubt }), backup('web01', '20261126T010000Z')]), { keepWithin: '1h' }, { now: NOW });
+
+		expect(brief(plan)).toEqual([
+			['web01/20261127T010000Z', 'keep', 'newest valid backup'],
+			['web01/20261126T010000Z', 'prune'],
 		]);
 	});
 
