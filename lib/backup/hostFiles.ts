@@ -23,13 +23,8 @@ export function formatBytes(bytes: number): string {
 	return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-/**
- * Makes a written folder a backup: renames `<file>.partial` to `<file>` (already flushed by
- * finishImages), writes domain.xml, then the manifest via temp + flush + rename, and only then drops
- * the incomplete marker.
- */
-export async function finalizeBackupFolder(ssh: SshConnection, dir: string, files: string[], manifest: Manifest, domainXml: string): Promise<void> {
-	const script = `dir=$1 manifest=$2 xml=$3; shift 3
+/** `sh -c FINALIZE_SCRIPT lvb-finalize DIR MANIFEST_JSON DOMAIN_XML FILE...` */
+export const FINALIZE_SCRIPT = `dir=$1 manifest=$2 xml=$3; shift 3
 for f in "$@"; do mv -f -- "$dir/$f.partial" "$dir/$f" || exit 1; done
 printf '%s' "$xml" >"$dir/domain.xml" || exit 1
 rm -f -- "$dir/.lvb-backup.xml" "$dir/.lvb-checkpoint.xml"
@@ -38,7 +33,14 @@ sync -- "$dir/domain.xml" "$dir/${MANIFEST_FILE}.tmp" 2>/dev/null || sync
 mv -f -- "$dir/${MANIFEST_FILE}.tmp" "$dir/${MANIFEST_FILE}" || exit 1
 rm -f -- "$dir/${INCOMPLETE_MARKER}"
 sync -- "$dir" 2>/dev/null || true`;
-	await ssh.run(scriptArgv(script, 'lvb-finalize', [dir, JSON.stringify(manifest, null, 2) + '\n', domainXml, ...files]), { label: 'finalize backup' });
+
+/**
+ * Makes a written folder a backup: renames `<file>.partial` to `<file>` (already flushed by
+ * finishImages), writes domain.xml, then the manifest via temp + flush + rename, and only then drops
+ * the incomplete marker.
+ */
+export async function finalizeBackupFolder(ssh: SshConnection, dir: string, files: string[], manifest: Manifest, domainXml: string): Promise<void> {
+	await ssh.run(scriptArgv(FINALIZE_SCRIPT, 'lvb-finalize', [dir, JSON.stringify(manifest, null, 2) + '\n', domainXml, ...files]), { label: 'finalize backup' });
 }
 
 /**
@@ -137,13 +139,8 @@ export interface HashedFile {
 	sha256: string;
 }
 
-/**
- * Last touches to the written `<file>.partial` images, then sha256 and size of each, read once
- * (openssl is ~4x faster than coreutils' sha256sum); each image's flush to disk runs in the
- * background while it is hashed from the page cache.
- */
-export async function finishImages(ssh: SshConnection, dir: string, images: ImageFinish[], signal?: AbortSignal): Promise<HashedFile[]> {
-	const script = `export LC_ALL=C
+/** `sh -c FINISH_IMAGES_SCRIPT lvb-finish-images DIR MARKER [FILE BACKING COMPRESS]...`: per image `MARKER file <bytes>` + sha256. */
+export const FINISH_IMAGES_SCRIPT = `export LC_ALL=C
 dir=$1 m=$2; shift 2
 if command -v openssl >/dev/null 2>&1; then hash() { openssl dgst -sha256 -r -- "$1"; }; else hash() { sha256sum -b -- "$1"; }; fi
 while [ $# -gt 0 ]; do
@@ -160,9 +157,16 @@ while [ $# -gt 0 ]; do
   echo "\${h%% *}"
 done
 wait`;
+
+/**
+ * Last touches to the written `<file>.partial` images, then sha256 and size of each, read once
+ * (openssl is ~4x faster than coreutils' sha256sum); each image's flush to disk runs in the
+ * background while it is hashed from the page cache.
+ */
+export async function finishImages(ssh: SshConnection, dir: string, images: ImageFinish[], signal?: AbortSignal): Promise<HashedFile[]> {
 	const marker = newMarker();
 	const args = images.flatMap((image) => [image.file, image.backingFile ?? '', image.compress ? '1' : '0']);
-	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-finish-images', [dir, marker, ...args]), { label: 'sha256', signal });
+	const { stdout } = await ssh.run(scriptArgv(FINISH_IMAGES_SCRIPT, 'lvb-finish-images', [dir, marker, ...args]), { label: 'sha256', signal });
 	const sections = splitSections(stdout, marker);
 	if (sections.length !== images.length) throw new LibvirtBackupError('BACKUP_FAILED', `Hashing in ${dir} returned ${sections.length} results for ${images.length} images`);
 	return sections.map((section, index) => {
