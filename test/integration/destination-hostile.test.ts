@@ -86,6 +86,17 @@ describe('planted links and FIFOs in the destination', () => {
 		expect(content(target)).toBe(CANARY);
 	});
 
+	test('Backup: a .lvb.lock hard-linked to a file elsewhere is refused, and that file is untouched', async () => {
+		const target = canary(dest);
+		onHost(`mkdir -p ${q(`${dest}/${vm.name}`)} && ln -- ${q(target)} ${q(`${dest}/${vm.name}/.lvb.lock`)}`);
+
+		const error = await errorOf(backup(vm.name, dest));
+
+		expect(error.message).toContain(`${dest}/${vm.name}/.lvb.lock`);
+		expect(error.message).toMatch(/hard links/);
+		expect(content(target)).toBe(CANARY);
+	});
+
 	test('Backup: a FIFO as .lvb.lock is a clear error, not a hang', async () => {
 		onHost(`mkdir -p ${q(`${dest}/${vm.name}`)} && mkfifo ${q(`${dest}/${vm.name}/.lvb.lock`)}`);
 
