@@ -23,14 +23,14 @@ const REMOVE_TIMEOUT_MS = 30_000;
  * A job that removes its VM folder (a failed first backup) unlinks the lock file while holding it.
  * Whoever opened the old file before that and locks it afterwards holds a lock nobody else sees:
  * so after `flock` the path must still name the locked file, else open it again.
+ * `sh -c LOCK_SCRIPT lvb-lock VMDIR HOLDER MARKER`.
  */
-const LOCK_SCRIPT = `dir=$1 holder=$2 m=$3
+export const LOCK_SCRIPT = `dir=$1 holder=$2 m=$3
 lock=${LOCK_FILE}
 unsafe() { exec 8<&-; echo "$m unsafe $1"; exit 76; }
-attempt=0
+attempt=0 created=0
 while :; do
   attempt=$((attempt+1))
-  created=0
   if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then
     mkdir -p -- "\${dir%/*}" || exit 1
     mkdir -- "$dir" 2>/dev/null && created=1
