@@ -4,6 +4,8 @@
  * exactly `<dest>/<vm dir>/<backup id>`, no symbolic link on the way below the destination, and
  * either one of our manifests inside or, for a stale incomplete folder, our marker and nothing but
  * our writer's leftovers, older than the safety age by its id. What it refuses, it reports.
+ * The file it writes (a verification record) is created O_EXCL (`dd conv=excl`): a symbolic link
+ * or FIFO planted under its name is refused, never written through.
  */
 import { LibvirtBackupError } from '../errors';
 import { backupId, checkDestination } from '../store/layout';
@@ -79,7 +81,7 @@ while [ $# -ge 3 ]; do
       t="$d/${VERIFICATION_FILE}.partial"
       if [ -L "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then say failed "${VERIFICATION_FILE}.partial is a symbolic link or not a regular file: not written through"; continue; fi
       rm -f -- "$t"
-      if err=$( { printf '%s' "$data" | dd of="$t" conv=excl status=none && mv -fT -- "$t" "$d/${VERIFICATION_FILE}"; } 2>&1); then say recorded; else say failed "$err"; fi;;
+      if err=$( { printf '%s' "$data" | dd of="$t" conv=excl status=none && mv -fT -- "$t" "$d/${VERIFICATION_FILE}"; } 2>&1); then say recorded; else rm -f -- "$t"; say failed "$err"; fi;;
   esac
 done
 echo "$m end"
