@@ -1,7 +1,9 @@
 /**
  * File work on the backup host for one backup folder: free space, creating the folder, hashing,
  * finalizing (partials renamed, manifest written last via temp + rename), and removing our own
- * incomplete folders. Every path is data handed to constant scripts.
+ * incomplete folders. Every path is data handed to constant scripts. The destination may be
+ * writable by others: no read or write here follows a symbolic link or opens a FIFO or device
+ * planted there, and every step has a time bound.
  */
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
