@@ -17,7 +17,7 @@ import {
 	type Quiesce,
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
-import { PENDING_FILE, finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type VmFolder } from './hostFiles';
+import { PENDING_FILE, finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
 import { backupDir, backupId, checkDestination, vmBackupDir } from '../store/layout';
 import { acquireVmLock } from '../store/lock';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
@@ -108,10 +108,14 @@ export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks
 	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
 	const vmDir = vmBackupDir(request.dest, vm.name);
 	const lock = await acquireVmLock(ssh, vmDir, request.holder, vm.name);
+	let succeeded = false;
 	try {
-		return await backupLocked(ssh, request, hooks, vm, vmDir, started, now);
+		const result = await backupLocked(ssh, request, hooks, vm, vmDir, started, now);
+		succeeded = true;
+		return result;
 	} finally {
-		await lock.release();
+		// A first backup that failed leaves no empty VM folder behind (lock file included).
+		await lock.release({ removeCreatedFolder: !succeeded });
 	}
 }
 
@@ -128,18 +132,24 @@ async function backupLocked(
 	let vm = discovered;
 	const live = vm.state === 'running' || vm.state === 'paused';
 	const plannedId = backupId(started);
+	let disks = selectDisks(vm, request.disks);
 	// Independent questions to libvirt and to the file system: one round trip for both.
 	let [state, folder] = await Promise.all([
 		live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
-		inspectVmFolder(ssh, vmDir, plannedId),
+		inspectVmFolder(ssh, vmDir, plannedId, measured(disks)),
 	]);
 	if (state?.backupJobActive || folder.incomplete.length > 0 || folder.pending) {
 		await recoverFromInterruptedRun(ssh, request.uri, vm, vmDir, state, folder, warnings);
 		// Merged overlays change the disks' sources: look at the VM again.
-		if (folder.pending) [vm] = (await discoverVms(ssh, request.uri, { domains: [vm.uuid], excludeDevices: [] }, hooks.signal)).vms;
-		[state, folder] = await Promise.all([live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined, inspectVmFolder(ssh, vmDir, plannedId)]);
+		if (folder.pending) {
+			[vm] = (await discoverVms(ssh, request.uri, { domains: [vm.uuid], excludeDevices: [] }, hooks.signal)).vms;
+			disks = selectDisks(vm, request.disks);
+		}
+		[state, folder] = await Promise.all([
+			live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
+			inspectVmFolder(ssh, vmDir, plannedId, measured(disks)),
+		]);
 	}
-	const disks = selectDisks(vm, request.disks);
 	const snapshot = live && (request.method === 'snapshot' || (request.method !== 'push' && state?.pushBackupSupported === false));
 	if (live && request.method === 'push' && state?.pushBackupSupported === false) {
 		throw new LibvirtBackupError('BACKUP_FAILED', 'This host has no push-mode backup-begin (libvirt >= 7.2 needed): set Method to Auto or Snapshot');
@@ -161,7 +171,7 @@ async function backupLocked(
 	const kind: BackupKind = request.mode === 'copy' ? 'copy' : parent ? 'incremental' : 'full';
 	if (request.compression !== 'none' && kind === 'incremental') warnings.push('incremental images are not compressed');
 
-	const needed = Math.ceil(disks.reduce((sum, disk) => sum + (parent && 'dirty' in chain ? (chain.dirty.get(disk.target) ?? fullEstimate(disk)) : fullEstimate(disk)), 0) * SPACE_MARGIN);
+	const needed = Math.ceil(disks.reduce((sum, disk) => sum + (parent && 'dirty' in chain ? (chain.dirty.get(disk.target) ?? fullEstimate(disk, folder)) : fullEstimate(disk, folder)), 0) * SPACE_MARGIN);
 	if (needed > folder.free.bytes) {
 		throw new LibvirtBackupError('NO_SPACE', `Not enough space on ${folder.free.mount}: need ${formatBytes(needed)}, ${formatBytes(folder.free.bytes)} free`, {
 			needed,
@@ -216,6 +226,7 @@ async function backupLocked(
 				dir,
 				plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && !snapshot && compress })),
 				hooks.signal,
+				request.timeoutMs,
 			),
 			dumpDomainXml(ssh, request.uri, vm.uuid, vm.persistent),
 		]);
@@ -279,6 +290,11 @@ async function backupLocked(
 	}
 }
 
+/** The disks whose data the folder inspection measures: those with a source path on the host. */
+function measured(disks: DiscoveredDisk[]): MeasuredDisk[] {
+	return disks.flatMap((disk) => (disk.source.path ? [{ target: disk.target, format: disk.format ?? 'raw', path: disk.source.path }] : []));
+}
+
 /** The planned id, or the first `-N` suffix not taken (two backups within one second). */
 function freeId(id: string, taken: string[]): string {
 	const names = new Set(taken);
@@ -287,8 +303,14 @@ function freeId(id: string, taken: string[]): string {
 	return candidate;
 }
 
-/** Upper bound of what a full backup of a disk writes: its data (with backing files), at most its size. */
-function fullEstimate(disk: DiscoveredDisk): number {
+/**
+ * What a full backup of a disk writes: its data at the virtual level as `qemu-img map` counts it (a
+ * compressed qcow2 expands to this), else its files' allocated size (with backing files), at most
+ * its size.
+ */
+function fullEstimate(disk: DiscoveredDisk, folder: VmFolder): number {
+	const data = folder.dataBytes.get(disk.target);
+	if (data !== undefined) return data;
 	const allocated = (disk.allocatedBytes ?? 0) + disk.backingChain.reduce((sum, layer) => sum + layer.allocatedBytes, 0);
 	return Math.min(disk.virtualBytes ?? allocated, allocated || (disk.virtualBytes ?? 0));
 }

@@ -4,6 +4,8 @@
  * exactly `<dest>/<vm dir>/<backup id>`, no symbolic link on the way below the destination, and
  * either one of our manifests inside or, for a stale incomplete folder, our marker and nothing but
  * our writer's leftovers, older than the safety age by its id. What it refuses, it reports.
+ * The file it writes (a verification record) is created O_EXCL (`dd conv=excl`): a symbolic link
+ * or FIFO planted under its name is refused, never written through.
  */
 import { LibvirtBackupError } from '../errors';
 import { backupId, checkDestination } from '../store/layout';
@@ -77,7 +79,9 @@ while [ $# -ge 3 ]; do
       if err=$(mv -- "$d" "$q" 2>&1); then say quarantined; else say failed "$err"; fi;;
     record)
       t="$d/${VERIFICATION_FILE}.partial"
-      if err=$( { printf '%s' "$data" >"$t" && mv -f -- "$t" "$d/${VERIFICATION_FILE}"; } 2>&1); then say recorded; else rm -f -- "$t"; say failed "$err"; fi;;
+      if [ -L "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then say failed "${VERIFICATION_FILE}.partial is a symbolic link or not a regular file: not written through"; continue; fi
+      rm -f -- "$t"
+      if err=$( { printf '%s' "$data" | dd of="$t" conv=excl status=none && mv -fT -- "$t" "$d/${VERIFICATION_FILE}"; } 2>&1); then say recorded; else rm -f -- "$t"; say failed "$err"; fi;;
   esac
 done
 echo "$m end"
@@ -100,6 +104,8 @@ export interface ChangeOptions {
 	signal?: AbortSignal;
 }
 
+/** Removing folders of big images on a slow share takes long, but a hung share must not hang the run. */
+const CHANGE_TIMEOUT_MS = 30 * 60_000;
 /** Stay well under OpenSSH's 256 KiB packet limit for one exec request. */
 const MAX_ARGS_BYTES = 96 * 1024;
 const STATUSES: ReadonlySet<string> = new Set(['removed', 'quarantined', 'recorded', 'refused', 'gone', 'failed']);
@@ -119,6 +125,7 @@ export async function changeFolders(ssh: SshConnection, dest: string, vmDir: str
 		const { stdout } = await ssh.run(scriptArgv(CHANGE_SCRIPT, 'lvb-change', [marker, root, cutoff, vmDir, ...args]), {
 			label: `changing backups in ${root}/${vmDir}`,
 			signal: options.signal,
+			timeoutMs: CHANGE_TIMEOUT_MS,
 		});
 		outcomes.push(...parseChangeOutput(stdout, marker, batch));
 	}

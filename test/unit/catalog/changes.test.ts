@@ -2,6 +2,7 @@
  * CHANGE_SCRIPT, run with the local /bin/sh: it removes, quarantines and records only in folders
  * it has re-checked itself, whatever the caller asked for.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { vmDirName } from '../../../lib/store/layout';
@@ -137,6 +138,51 @@ describe('CHANGE_SCRIPT', () => {
 		expect(fs.readFileSync(path.join(dest, vmDirName(vm), '20261120T010000Z', 'verification.json'), 'utf8')).toBe(data);
 		expect(listTree(root).filter((p) => p.endsWith('pwned'))).toEqual([]);
 		expect(fs.existsSync('pwned')).toBe(false);
+	});
+
+	test('record never writes through a planted verification.json.partial: a link or a FIFO is refused, a stale regular one replaced', () => {
+		const id = '20261120T010000Z';
+		writeTree(dest, backupFiles('web01', manifest('web01', id)));
+		const folder = path.join(dest, 'web01', id);
+		const partial = path.join(folder, 'verification.json.partial');
+		const outside = path.join(root, 'canary');
+		fs.writeFileSync(outside, 'canary');
+
+		fs.symlinkSync(outside, partial);
+		expect(change('web01', [{ op: 'record', id, data: '{"ok": true}' }]).outcomes[0]).toMatchObject({ status: 'failed', detail: expect.stringContaining('verification.json.partial') });
+		expect(fs.readFileSync(outside, 'utf8')).toBe('canary');
+		expect(fs.readlinkSync(partial)).toBe(outside);
+		expect(fs.existsSync(path.join(folder, 'verification.json'))).toBe(false);
+
+		fs.unlinkSync(partial);
+		fs.symlinkSync(path.join(root, 'missing'), partial);
+		expect(change('web01', [{ op: 'record', id, data: '{"ok": true}' }]).outcomes[0].status).toBe('failed');
+		expect(fs.existsSync(path.join(root, 'missing'))).toBe(false);
+
+		fs.unlinkSync(partial);
+		spawnSync('mkfifo', [partial]);
+		const args = ['record', id, '{"ok": true}'];
+		const fifo = spawnSync('/bin/sh', ['-c', CHANGE_SCRIPT, 'lvb-change', MARKER, dest, CUTOFF, 'web01', ...args], { encoding: 'utf8', timeout: 10_000 });
+		expect(fifo.error).toBeUndefined();
+		expect(parseChangeOutput(fifo.stdout, MARKER, [{ op: 'record', id, data: '' }])[0].status).toBe('failed');
+
+		fs.unlinkSync(partial);
+		fs.writeFileSync(partial, 'left by a run that died');
+		expect(change('web01', [{ op: 'record', id, data: '{"ok": true}' }]).outcomes[0].status).toBe('recorded');
+		expect(fs.readFileSync(path.join(folder, 'verification.json'), 'utf8')).toBe('{"ok": true}');
+		expect(fs.existsSync(partial)).toBe(false);
+	});
+
+	test('a planted verification.json symlink is replaced by the record, its target untouched', () => {
+		const id = '20261120T010000Z';
+		writeTree(dest, backupFiles('web01', manifest('web01', id)));
+		const outside = path.join(root, 'canary');
+		fs.writeFileSync(outside, 'canary');
+		fs.symlinkSync(outside, path.join(dest, 'web01', id, 'verification.json'));
+
+		expect(change('web01', [{ op: 'record', id, data: '{"ok": true}' }]).outcomes[0].status).toBe('recorded');
+		expect(fs.readFileSync(outside, 'utf8')).toBe('canary');
+		expect(fs.lstatSync(path.join(dest, 'web01', id, 'verification.json')).isFile()).toBe(true);
 	});
 
 	test('a folder already gone is reported as gone; a missing answer counts as failed', () => {
