@@ -45,7 +45,8 @@ const PUSH_SCRIPT = `export LC_ALL=C
 uri=$1 dom=$2 dir=$3 marker=$4 backup=$5 checkpoint=$6 quiesce=$7 m=$8
 frozen=0 started=0
 thaw() { if [ $frozen = 1 ]; then virsh -q -c "$uri" domfsthaw --domain "$dom" >/dev/null; frozen=0; fi; }
-trap 'thaw; [ $started = 1 ] && virsh -q -c "$uri" domjobabort --domain "$dom" >/dev/null 2>&1; exit 143' TERM INT HUP
+# The channel is gone by now: a write to it would end the clean-up with SIGPIPE.
+trap 'exec >/dev/null 2>&1; thaw; [ $started = 1 ] && virsh -q -c "$uri" domjobabort --domain "$dom"; exit 143' TERM INT HUP
 mkdir -- "$dir" && : >"$dir/$marker" || exit 1
 printf '%s' "$backup" >"$dir/.lvb-backup.xml" || exit 1
 set -- --backupxml "$dir/.lvb-backup.xml"
@@ -53,18 +54,24 @@ if [ -n "$checkpoint" ]; then
   printf '%s' "$checkpoint" >"$dir/.lvb-checkpoint.xml" || exit 1
   set -- "$@" --checkpointxml "$dir/.lvb-checkpoint.xml"
 fi
+# Each flag is set BEFORE its call: the TERM that ends a call midway must still thaw or abort
+# (both are harmless when the call had not taken effect).
 if [ "$quiesce" != off ]; then
+  frozen=1
   if out=$(virsh -q -c "$uri" domfsfreeze --domain "$dom" 2>&1); then
-    frozen=1; echo "$m frozen"
+    echo "$m frozen"
   else
+    frozen=0
     echo "$m nofreeze"; printf '%s\n' "$out"
     [ "$quiesce" = require ] && exit 0
   fi
 fi
+started=1
 virsh -q -c "$uri" backup-begin --domain "$dom" "$@" >/dev/null; rc=$?
+# A refused job may be refused because another one runs: that one is not ours to abort.
+[ $rc = 0 ] || started=0
 thaw
 [ $rc = 0 ] || exit $rc
-started=1
 echo "$m started"
 # domjobinfo can fail once as a job ends ("backup job data missing"): retry before giving up.
 jobinfo() {
@@ -105,6 +112,11 @@ function describeAgentFailure(text: string): string {
 	return tail(text, 1) || 'filesystems could not be frozen';
 }
 
+/** The remote command of a push job; its sections are introduced by `marker`. */
+export function pushJobArgv(job: PushJob, marker: string): string[] {
+	return scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpointXml ?? '', job.quiesce, marker]);
+}
+
 export async function runPushBackupJob(
 	ssh: SshConnection,
 	job: PushJob,
@@ -115,7 +127,7 @@ export async function runPushBackupJob(
 	const marker = newMarker();
 	let output = '';
 	let reported = 0;
-	const argv = scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpointXml ?? '', job.quiesce, marker]);
+	const argv = pushJobArgv(job, marker);
 	await runVirsh(ssh, argv, job.uri, 'virsh backup-begin', signal, {
 		timeoutMs,
 		onStdout: (chunk) => {
