@@ -304,6 +304,15 @@ export interface OverlayJob {
 	command: string[];
 }
 
+/** The remote command of an overlay job; its sections are introduced by `marker`. */
+export function overlayJobArgv(job: OverlayJob, marker: string): string[] {
+	const selected = new Map(job.overlays.map((disk) => [disk.target, disk.overlay]));
+	// virsh splits --diskspec on commas; a literal comma in a path is written twice.
+	const specs = job.allTargets.flatMap((target) => ['--diskspec', selected.has(target) ? `${target},snapshot=external,file=${selected.get(target)!.replace(/,/g, ',,')}` : `${target},snapshot=no`]);
+	const overlays = job.overlays.map((disk) => disk.overlay);
+	return scriptArgv(OVERLAY_SCRIPT, 'lvb-overlay-backup', [job.uri, job.uuid, job.quiesce, marker, job.pendingFile, job.pendingContent, String(overlays.length), String(specs.length), ...overlays, ...specs, ...job.command]);
+}
+
 /**
  * Fallback for hosts without `backup-begin` (libvirt < 7.2): overlays on the selected disks so that
  * their bases stop changing, `job.command` copies them, the overlays are merged back. The copy
@@ -317,16 +326,12 @@ export async function runOnOverlays(
 	signal?: AbortSignal,
 	timeoutMs?: number,
 ): Promise<PushJobResult> {
-	const selected = new Map(job.overlays.map((disk) => [disk.target, disk.overlay]));
-	// virsh splits --diskspec on commas; a literal comma in a path is written twice.
-	const specs = job.allTargets.flatMap((target) => ['--diskspec', selected.has(target) ? `${target},snapshot=external,file=${selected.get(target)!.replace(/,/g, ',,')}` : `${target},snapshot=no`]);
-	const overlays = job.overlays.map((disk) => disk.overlay);
 	const marker = newMarker();
 	const copyStart = Buffer.from(`${marker} copy\n`);
 	let head = Buffer.alloc(0);
 	let copying = false;
 	await ssh.run(
-		scriptArgv(OVERLAY_SCRIPT, 'lvb-overlay-backup', [job.uri, job.uuid, job.quiesce, marker, job.pendingFile, job.pendingContent, String(overlays.length), String(specs.length), ...overlays, ...specs, ...job.command]),
+		overlayJobArgv(job, marker),
 		{
 			label: 'snapshot backup',
 			signal,
@@ -359,9 +364,14 @@ export async function runOnOverlays(
  * checked against what this code writes (lib/backup validates the pending file).
  */
 export async function mergeOverlays(ssh: SshConnection, uri: string, uuid: string, overlays: string[], pendingFile: string): Promise<void> {
-	const script = `export LC_ALL=C
+	await runVirsh(ssh, mergeArgv(uri, uuid, overlays, pendingFile), uri, 'virsh blockcommit');
+}
+
+const MERGE_SCRIPT = `export LC_ALL=C
 uri=$1 dom=$2 pending=$3; shift 3
 ${MERGE_FUNCTION}
 merge $# "$@" && rm -f -- "$pending"`;
-	await runVirsh(ssh, scriptArgv(script, 'lvb-merge', [uri, uuid, pendingFile, ...overlays]), uri, 'virsh blockcommit');
+
+export function mergeArgv(uri: string, uuid: string, overlays: string[], pendingFile: string): string[] {
+	return scriptArgv(MERGE_SCRIPT, 'lvb-merge', [uri, uuid, pendingFile, ...overlays]);
 }

@@ -102,6 +102,19 @@ describe('snapshot method', () => {
 		expect(host(`qemu-img compare -U ${q(`${next.path}/vda.qcow2`)} ${q(vm.disks[0].path)} 2>&1 || true`).trim()).toBe('Images are identical.');
 	});
 
+	test('a symlink planted at the pending temp name is not followed', async () => {
+		const canary = `${vm.dir}/canary-tmp`;
+		host(`printf 'keep me' > ${q(canary)} && mkdir -p ${q(vmDir())} && ln -sfn ${q(canary)} ${q(`${vmDir()}/${PENDING}.tmp`)}`);
+		try {
+			const result = await backup(vm.name, destination.dest, { method: 'snapshot' });
+			expect(result.method).toBe('snapshot-commit');
+			expect(host(`cat ${q(canary)}`)).toBe('keep me');
+			expect(host(`ls -A ${q(vmDir())}`).split('\n')).not.toContain(`${PENDING}.tmp`);
+		} finally {
+			host(`rm -f ${q(canary)} ${q(`${vmDir()}/${PENDING}.tmp`)}`);
+		}
+	});
+
 	test.each([
 		['a canary file', (canary: string) => canary],
 		['a folder (trailing slash: empty file name)', (canary: string) => `${canary.slice(0, canary.lastIndexOf('/'))}/`],
