@@ -68,6 +68,22 @@ describe('snapshot method', () => {
 		expect(host(`ls -A ${q(vmDir())}`).split('\n')).not.toContain(PENDING);
 	});
 
+	test('push method: a cancel mid-job leaves no backup job running and no half-written folder', async () => {
+		const controller = new AbortController();
+		const running = withSsh(labTarget(), (ssh) =>
+			backupVm(ssh, request(vm.name, destination.dest, { method: 'push', mode: 'full' }), {
+				signal: controller.signal,
+				onProgress: (progress) => {
+					if (progress.phase === 'copy') controller.abort();
+				},
+			}),
+		);
+		await expect(running).rejects.toMatchObject({ code: 'ABORTED' });
+		await hostWorkEnded(destination.dest);
+		expect(host(`LC_ALL=C virsh -q domjobinfo ${q(vm.name)} --rawstats | head -1`).trim()).toBe('Job type: 0');
+		expect(host(`find ${q(destination.dest)} \\( -name '*.partial' -o -name '.lvb-incomplete' \\) -print`).trim()).toBe('');
+	});
+
 	test('overlays live beside the disk, not in the destination', async () => {
 		const ssh = await SshConnection.connect(labTarget());
 		let seen = '';
