@@ -220,6 +220,11 @@ export async function snapshotBackup(context: StrategyContext, vmDir: string, id
 	return { consistency: snapshot.frozen ? 'application' : 'crash', seconds: copy.seconds() };
 }
 
+/** A value read from the destination, quoted (no line breaks) and cut short, for an error message. */
+function shown(value: string): string {
+	return JSON.stringify(value.length > 200 ? `${value.slice(0, 200)}…` : value);
+}
+
 /**
  * The pending file as read back from the destination, which others may write: accepted only when
  * it is what snapshotBackup writes for THIS VM, each overlay at the very path overlayPath gives for
@@ -243,24 +248,25 @@ export function validatePendingOverlays(text: string, vm: DiscoveredVm, vmDir: s
 	}
 	const record = parsed as { uuid?: unknown; overlays?: unknown } | null;
 	if (typeof record !== 'object' || record === null || Array.isArray(record)) return refuse('not a JSON object');
-	if (record.uuid !== vm.uuid) return refuse(`it is for VM ${JSON.stringify(record.uuid)}, not ${vm.uuid}`);
+	// Only a UUID-shaped value is shown: the file may be a planted link to something else.
+	if (record.uuid !== vm.uuid) return refuse(`it is for ${typeof record.uuid === 'string' && /^[0-9a-f-]{36}$/i.test(record.uuid) ? `VM ${record.uuid}` : 'no valid VM UUID'}, not ${vm.uuid}`);
 	if (!Array.isArray(record.overlays) || record.overlays.length === 0) return refuse('no overlay list');
 	const seen = new Set<string>();
 	return record.overlays.map((entry: unknown) => {
 		const { target, overlay } = (entry ?? {}) as { target?: unknown; overlay?: unknown };
 		if (typeof target !== 'string' || typeof overlay !== 'string') return refuse('an overlay entry without target and path');
 		const disk = vm.disks.find((d) => d.target === target);
-		if (!disk) return refuse(`the VM has no disk ${JSON.stringify(target)}`);
+		if (!disk) return refuse(`the VM has no disk ${shown(target)}`);
 		if (seen.has(target)) return refuse(`disk ${target} is listed twice`);
 		seen.add(target);
 		const name = posix.basename(overlay);
 		const suffix = `-${target}.qcow2`;
 		const id = name.startsWith(OVERLAY_PREFIX) && name.endsWith(suffix) ? name.slice(OVERLAY_PREFIX.length, -suffix.length) : '';
-		if (!isBackupId(id)) return refuse(`${JSON.stringify(overlay)} is not an overlay name of ours for disk ${target}`);
+		if (!isBackupId(id)) return refuse(`${shown(overlay)} is not an overlay name of ours for disk ${target}`);
 		const onOverlay = disk.source.path === overlay && disk.backingStore.length > 0;
 		const bases = onOverlay ? [{ type: 'file' as const, source: { path: disk.backingStore[0] } }] : disk.type === 'file' && disk.source.path ? [disk] : [];
 		const expected = [...bases.map((base) => overlayPath(base, vmDir, id, target)), overlayPath({ type: 'block', source: {} }, vmDir, id, target)];
-		if (!expected.includes(overlay)) return refuse(`${JSON.stringify(overlay)} is not where an overlay of disk ${target} is made (${expected.join(' or ')})`);
+		if (!expected.includes(overlay)) return refuse(`${shown(overlay)} is not where an overlay of disk ${target} is made (${expected.join(' or ')})`);
 		return { target, overlay };
 	});
 }
