@@ -182,11 +182,12 @@ const OVERLAY_PREFIX = '.lvb-overlay-';
 /**
  * Where a snapshot backup puts a disk's overlay: beside the disk file, so that the guest's writes
  * during the copy land where its disk lives and a full destination cannot stop them; for a block
- * device (whose folder is /dev), in the VM's backup folder.
+ * device (whose folder is /dev), in the VM's backup folder. The VM's UUID in the name keeps VMs
+ * whose disks share a folder apart.
  */
-export function overlayPath(disk: Pick<DiscoveredDisk, 'type' | 'source'>, vmDir: string, id: string, target: string): string {
+export function overlayPath(disk: Pick<DiscoveredDisk, 'type' | 'source'>, vmDir: string, uuid: string, id: string, target: string): string {
 	const dir = disk.type === 'file' ? posix.dirname(disk.source.path as string) : vmDir;
-	return `${dir === '/' ? '' : dir}/${OVERLAY_PREFIX}${id}-${target}.qcow2`;
+	return `${dir === '/' ? '' : dir}/${OVERLAY_PREFIX}${uuid}-${id}-${target}.qcow2`;
 }
 
 /**
@@ -198,7 +199,7 @@ export function overlayPath(disk: Pick<DiscoveredDisk, 'type' | 'source'>, vmDir
  */
 export async function snapshotBackup(context: StrategyContext, vmDir: string, id: string): Promise<StrategyResult> {
 	const { vm } = context;
-	const overlays: DiskOverlay[] = context.disks.map((plan) => ({ target: plan.disk.target, overlay: overlayPath(plan.disk, vmDir, id, plan.disk.target) }));
+	const overlays: DiskOverlay[] = context.disks.map((plan) => ({ target: plan.disk.target, overlay: overlayPath(plan.disk, vmDir, vm.uuid, id, plan.disk.target) }));
 	const copy = convert({ ...context, forceShare: true });
 	const snapshot = await runOnOverlays(
 		context.ssh,
@@ -229,8 +230,8 @@ function shown(value: string): string {
  * The pending file as read back from the destination, which others may write: accepted only when
  * it is what snapshotBackup writes for THIS VM, each overlay at the very path overlayPath gives for
  * that disk's base as the domain XML names it (the overlay's own base when the VM still runs on
- * it), or in the VM's backup folder (block devices, and runs before overlays moved beside the
- * disk). Anything else is refused before anything is changed.
+ * it: beside it, or in the VM's backup folder had it been a block device). Anything else is refused
+ * before anything is changed.
  */
 export function validatePendingOverlays(text: string, vm: DiscoveredVm, vmDir: string): DiskOverlay[] {
 	const file = `${vmDir}/${PENDING_FILE}`;
@@ -258,14 +259,18 @@ export function validatePendingOverlays(text: string, vm: DiscoveredVm, vmDir: s
 		const disk = vm.disks.find((d) => d.target === target);
 		if (!disk) return refuse(`the VM has no disk ${shown(target)}`);
 		if (seen.has(target)) return refuse(`disk ${target} is listed twice`);
+		if (!disk.source.path) return refuse(`disk ${target} has no source file`);
 		seen.add(target);
 		const name = posix.basename(overlay);
+		const prefix = `${OVERLAY_PREFIX}${vm.uuid}-`;
 		const suffix = `-${target}.qcow2`;
-		const id = name.startsWith(OVERLAY_PREFIX) && name.endsWith(suffix) ? name.slice(OVERLAY_PREFIX.length, -suffix.length) : '';
+		const id = name.startsWith(prefix) && name.endsWith(suffix) ? name.slice(prefix.length, -suffix.length) : '';
 		if (!isBackupId(id)) return refuse(`${shown(overlay)} is not an overlay name of ours for disk ${target}`);
+		const inVmDir = overlayPath({ type: 'block', source: {} }, vmDir, vm.uuid, id, target);
 		const onOverlay = disk.source.path === overlay && disk.backingStore.length > 0;
-		const bases = onOverlay ? [{ type: 'file' as const, source: { path: disk.backingStore[0] } }] : disk.type === 'file' && disk.source.path ? [disk] : [];
-		const expected = [...bases.map((base) => overlayPath(base, vmDir, id, target)), overlayPath({ type: 'block', source: {} }, vmDir, id, target)];
+		const expected = onOverlay
+			? [overlayPath({ type: 'file', source: { path: disk.backingStore[0] } }, vmDir, vm.uuid, id, target), inVmDir]
+			: [overlayPath(disk, vmDir, vm.uuid, id, target)];
 		if (!expected.includes(overlay)) return refuse(`${shown(overlay)} is not where an overlay of disk ${target} is made (${expected.join(' or ')})`);
 		return { target, overlay };
 	});

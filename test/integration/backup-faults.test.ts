@@ -97,18 +97,20 @@ describe('snapshot method', () => {
 		});
 		await expect(running).rejects.toMatchObject({ code: 'SSH_CONNECTION_LOST' });
 		await hostWorkEnded(destination.dest);
-		expect(seen).toMatch(new RegExp(`vda +${vm.dir}/\\.lvb-overlay-\\d{8}T\\d{6}Z(-\\d+)?-vda\\.qcow2`));
-		expect(seen).toMatch(new RegExp(`vdb +${vm.dir}/\\.lvb-overlay-\\d{8}T\\d{6}Z(-\\d+)?-vdb\\.qcow2`));
+		const uuid = host(`virsh domuuid ${q(vm.name)}`).trim();
+		expect(seen).toMatch(new RegExp(`vda +${vm.dir}/\\.lvb-overlay-${uuid}-\\d{8}T\\d{6}Z(-\\d+)?-vda\\.qcow2`));
+		expect(seen).toMatch(new RegExp(`vdb +${vm.dir}/\\.lvb-overlay-${uuid}-\\d{8}T\\d{6}Z(-\\d+)?-vdb\\.qcow2`));
 	});
 
 	test('a run that died on the overlays (host killed too) is merged back by the next run', async () => {
 		const before = sources();
 		// What a SIGKILLed run leaves: the VM on overlays beside its disks, and the pending file.
 		const id = '20260101T000000Z';
-		const overlays = vm.disks.map((disk) => ({ target: disk.target, overlay: `${vm.dir}/.lvb-overlay-${id}-${disk.target}.qcow2` }));
+		const uuid = host(`virsh domuuid ${q(vm.name)}`).trim();
+		const overlays = vm.disks.map((disk) => ({ target: disk.target, overlay: `${vm.dir}/.lvb-overlay-${uuid}-${id}-${disk.target}.qcow2` }));
 		const specs = overlays.map((o) => `--diskspec ${q(`${o.target},snapshot=external,file=${o.overlay}`)}`).join(' ');
 		host(`mkdir -p ${q(vmDir())} && virsh -q snapshot-create-as ${q(vm.name)} --disk-only --atomic --no-metadata ${specs} >/dev/null`);
-		host(`printf '%s' ${q(JSON.stringify({ uuid: host(`virsh domuuid ${q(vm.name)}`).trim(), overlays }))} > ${q(`${vmDir()}/${PENDING}`)}`);
+		host(`printf '%s' ${q(JSON.stringify({ uuid, overlays }))} > ${q(`${vmDir()}/${PENDING}`)}`);
 		expect(sources()).toContain('.lvb-overlay-');
 		const next = await backup(vm.name, destination.dest, { method: 'snapshot' });
 		expect(next.warnings).toContain('merged back the disk overlays an interrupted snapshot backup had left on the VM');

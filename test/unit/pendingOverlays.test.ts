@@ -50,7 +50,7 @@ function vm(disks: DiscoveredDisk[]): DiscoveredVm {
 }
 
 const pending = (overlays: unknown, uuid: unknown = UUID) => JSON.stringify({ uuid, overlays });
-const overlay = (dir: string, target = 'vda', id = ID) => `${dir}/.lvb-overlay-${id}-${target}.qcow2`;
+const overlay = (dir: string, target = 'vda', id = ID, uuid = UUID) => `${dir}/.lvb-overlay-${uuid}-${id}-${target}.qcow2`;
 
 describe('validatePendingOverlays accepts what a snapshot backup writes', () => {
 	test('the VM still on overlays beside its disks (bases in the live XML backing store)', () => {
@@ -63,27 +63,34 @@ describe('validatePendingOverlays accepts what a snapshot backup writes', () => 
 
 	test('overlays already merged (the VM back on its disks), files maybe left', () => {
 		const merged = vm([disk('vda', 'file', '/var/lib/libvirt/images/web01.qcow2')]);
-		const entries = [{ target: 'vda', overlay: overlayPath(merged.disks[0], VM_DIR, ID, 'vda') }];
+		const entries = [{ target: 'vda', overlay: overlayPath(merged.disks[0], VM_DIR, UUID, ID, 'vda') }];
 		expect(entries[0].overlay).toBe(overlay('/var/lib/libvirt/images'));
 		expect(validatePendingOverlays(pending(entries), merged, VM_DIR)).toEqual(entries);
 	});
 
 	test('a block device: overlay in the VM backup folder, not in /dev', () => {
 		const lvm = vm([disk('vda', 'block', '/dev/vg0/web01')]);
-		expect(overlayPath(lvm.disks[0], VM_DIR, ID, 'vda')).toBe(overlay(VM_DIR));
+		expect(overlayPath(lvm.disks[0], VM_DIR, UUID, ID, 'vda')).toBe(overlay(VM_DIR));
 		expect(validatePendingOverlays(pending([{ target: 'vda', overlay: overlay(VM_DIR) }]), lvm, VM_DIR)).toHaveLength(1);
 	});
 
-	test('a pending file of the previous version (overlays in the VM backup folder)', () => {
-		const running = vm([disk('vda', 'file', overlay(VM_DIR, 'vda', '20261101T000000Z-1'), ['/images/web01.qcow2'])]);
+	test('a block device the VM still runs an overlay on (in the VM backup folder)', () => {
+		const running = vm([disk('vda', 'file', overlay(VM_DIR, 'vda', '20261101T000000Z-1'), ['/dev/vg0/web01'])]);
 		const entries = [{ target: 'vda', overlay: overlay(VM_DIR, 'vda', '20261101T000000Z-1') }];
 		expect(validatePendingOverlays(pending(entries), running, VM_DIR)).toEqual(entries);
+	});
+
+	test('two VMs with disks in one folder get different overlay names', () => {
+		const a = disk('vda', 'file', '/var/lib/libvirt/images/a.qcow2');
+		const b = disk('vda', 'file', '/var/lib/libvirt/images/b.qcow2');
+		expect(overlayPath(a, '/backups/a', UUID, ID, 'vda')).not.toBe(overlayPath(b, '/backups/b', '6f1c7d0e-0000-4000-8000-00000000000b', ID, 'vda'));
 	});
 });
 
 describe('validatePendingOverlays refuses anything else, before anything is changed', () => {
 	const base = '/var/lib/libvirt/images/web01.qcow2';
-	const onDisk = vm([disk('vda', 'file', base), disk('sdb', 'block', '/dev/sdb')]);
+	const cdrom: DiscoveredDisk = { ...disk('hdc', 'file', ''), device: 'cdrom', source: {} };
+	const onDisk = vm([disk('vda', 'file', base), disk('sdb', 'block', '/dev/sdb'), cdrom]);
 	const good = overlay('/var/lib/libvirt/images');
 	test.each([
 		['not JSON', '{"uuid":', /not JSON/],
@@ -102,11 +109,14 @@ describe('validatePendingOverlays refuses anything else, before anything is chan
 		['a folder (trailing slash: empty file name)', pending([{ target: 'vda', overlay: '/var/lib/libvirt/images/' }]), /not an overlay name of ours/],
 		['an empty path', pending([{ target: 'vda', overlay: '' }]), /not an overlay name of ours/],
 		['our name, another disk', pending([{ target: 'vda', overlay: overlay('/var/lib/libvirt/images', 'vdb') }]), /not an overlay name of ours for disk vda/],
-		['our name without an id', pending([{ target: 'vda', overlay: '/var/lib/libvirt/images/.lvb-overlay--vda.qcow2' }]), /not an overlay name of ours/],
-		['our name, a folder elsewhere', pending([{ target: 'vda', overlay: overlay('/etc') }]), /is not where an overlay of disk vda is made \(\/var\/lib\/libvirt\/images\/\.lvb-overlay-.* or \/backups\/web01\/\.lvb-overlay-/],
+		['our name without an id', pending([{ target: 'vda', overlay: `/var/lib/libvirt/images/.lvb-overlay-${UUID}--vda.qcow2` }]), /not an overlay name of ours/],
+		['our name without the UUID (previous versions)', pending([{ target: 'vda', overlay: `/var/lib/libvirt/images/.lvb-overlay-${ID}-vda.qcow2` }]), /not an overlay name of ours/],
+		['the overlay name of another VM', pending([{ target: 'vda', overlay: overlay('/var/lib/libvirt/images', 'vda', ID, '00000000-0000-4000-8000-000000000000') }]), /not an overlay name of ours/],
+		['a disk without a source', pending([{ target: 'hdc', overlay: overlay('/var/lib/libvirt/images', 'hdc') }]), /disk hdc has no source file/],
+		['our name, a folder elsewhere', pending([{ target: 'vda', overlay: overlay('/etc') }]), /is not where an overlay of disk vda is made \(\/var\/lib\/libvirt\/images\/\.lvb-overlay-6f1c7d0e-.*-vda\.qcow2\)/],
 		['our name through ..', pending([{ target: 'vda', overlay: overlay('/var/lib/libvirt/images/../../../etc') }]), /is not where an overlay/],
 		['our name through a sub-folder and ..', pending([{ target: 'vda', overlay: overlay('/var/lib/libvirt/images/x/..') }]), /is not where an overlay/],
-		['our name with a doubled slash', pending([{ target: 'vda', overlay: '/var/lib/libvirt/images//.lvb-overlay-20261203T120000Z-vda.qcow2' }]), /is not where an overlay/],
+		['our name with a doubled slash', pending([{ target: 'vda', overlay: overlay('/var/lib/libvirt/images/') }]), /is not where an overlay/],
 		['our name beside a block device', pending([{ target: 'sdb', overlay: overlay('/dev', 'sdb') }]), /is not where an overlay of disk sdb is made \(\/backups\/web01\//],
 	])('%s', (_label, text, reason) => {
 		expect(() => validatePendingOverlays(text, onDisk, VM_DIR)).toThrow(reason);
