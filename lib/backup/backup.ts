@@ -17,7 +17,7 @@ import {
 	type Quiesce,
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
-import { PENDING_FILE, finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
+import { finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
 import { backupDir, backupId, checkDestination, vmBackupDir } from '../store/layout';
 import { acquireVmLock } from '../store/lock';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
@@ -211,11 +211,7 @@ async function backupLocked(
 	let succeeded = false;
 	try {
 		const written = snapshot
-			? await snapshotBackup(context, {
-					file: `${vmDir}/${PENDING_FILE}`,
-					uuid: vm.uuid,
-					overlays: plans.map((plan) => ({ target: plan.disk.target, overlay: `${vmDir}/.lvb-overlay-${id}-${plan.disk.target}.qcow2` })),
-				})
+			? await snapshotBackup(context, vmDir, id)
 			: live
 				? await pushBackup(context)
 				: await offlineConvert(context);
@@ -360,7 +356,7 @@ async function recoverFromInterruptedRun(
 	warnings: string[],
 ): Promise<void> {
 	if (folder.pending) {
-		await recoverPendingOverlays(ssh, uri, `${vmDir}/${PENDING_FILE}`, folder.pending);
+		await recoverPendingOverlays(ssh, uri, vm, vmDir, folder.pending);
 		warnings.push('merged back the disk overlays an interrupted snapshot backup had left on the VM');
 	}
 	if (state?.backupJobActive) {

@@ -4,12 +4,14 @@
  * strategy creates the folder (with the incomplete marker) and writes `<file>.partial` images in
  * ONE remote command, and leaves hashing and the manifest to backup.ts.
  */
+import { posix } from 'node:path';
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
-import { backupXml, checkpointXml, commitOverlays, runPushBackupJob, snapshotOverlays, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
+import { backupXml, checkpointXml, mergeOverlays, runOnOverlays, runPushBackupJob, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { INCOMPLETE_MARKER, type Consistency } from '../store/manifest';
+import { INCOMPLETE_MARKER, isBackupId, type Consistency } from '../store/manifest';
+import { PENDING_FILE } from './hostFiles';
 
 export interface Progress {
 	phase: 'copy' | 'hash' | 'finalize';
@@ -68,8 +70,16 @@ done
 echo "$m done $i"
 `;
 
-/** Shut-off VM: each disk flattened (backing chain included) into a standalone sparse qcow2. */
-export async function offlineConvert(context: StrategyContext): Promise<StrategyResult> {
+interface Convert {
+	argv: string[];
+	/** Feeds the command's output: reports progress, times each disk. */
+	onStdout(chunk: Buffer): void;
+	/** Seconds spent writing each disk's image (call when the command has ended). */
+	seconds(): Map<string, number>;
+}
+
+/** The command that writes every disk's image, and the reader of its progress. */
+function convert(context: StrategyContext): Convert {
 	const args = context.disks.flatMap((plan) => {
 		const source = plan.disk.source.path as string;
 		if (!source.startsWith('/')) throw new LibvirtBackupError('INVALID_INPUT', `Disk ${plan.disk.target} has a relative source path "${source}"`);
@@ -85,10 +95,8 @@ export async function offlineConvert(context: StrategyContext): Promise<Strategy
 	const finishDisk = () => {
 		if (current >= 0) seconds.set(context.disks[current].disk.target, (Date.now() - currentStarted) / 1000);
 	};
-	await context.ssh.run(scriptArgv(CONVERT_SCRIPT, 'lvb-convert', [context.dir, INCOMPLETE_MARKER, context.compress ? '1' : '0', context.forceShare ? '1' : '0', marker, ...args]), {
-		label: 'qemu-img convert',
-		signal: context.signal,
-		timeoutMs: context.timeoutMs,
+	return {
+		argv: scriptArgv(CONVERT_SCRIPT, 'lvb-convert', [context.dir, INCOMPLETE_MARKER, context.compress ? '1' : '0', context.forceShare ? '1' : '0', marker, ...args]),
 		onStdout: (chunk) => {
 			output += chunk.toString('utf8');
 			const sections = splitSections(output, marker);
@@ -110,9 +118,18 @@ export async function offlineConvert(context: StrategyContext): Promise<Strategy
 			const lastMarker = output.lastIndexOf(`${marker} `);
 			if (lastMarker > 0) output = output.slice(lastMarker);
 		},
-	});
-	if (!seconds.has(context.disks.at(-1)!.disk.target)) finishDisk();
-	return { consistency: 'offline', seconds };
+		seconds: () => {
+			if (!seconds.has(context.disks.at(-1)!.disk.target)) finishDisk();
+			return seconds;
+		},
+	};
+}
+
+/** Shut-off VM: each disk flattened (backing chain included) into a standalone sparse qcow2. */
+export async function offlineConvert(context: StrategyContext): Promise<StrategyResult> {
+	const command = convert(context);
+	await context.ssh.run(command.argv, { label: 'qemu-img convert', signal: context.signal, timeoutMs: context.timeoutMs, onStdout: command.onStdout });
+	return { consistency: 'offline', seconds: command.seconds() };
 }
 
 /** Running or paused VM: one push-mode backup job for all disks, frozen guest when possible. */
@@ -160,53 +177,113 @@ export async function pushBackup(context: StrategyContext): Promise<StrategyResu
 	return { consistency: result.frozen ? 'application' : 'crash', seconds: new Map(context.disks.map((plan) => [plan.disk.target, elapsed])) };
 }
 
+const OVERLAY_PREFIX = '.lvb-overlay-';
+
+/**
+ * Where a snapshot backup puts a disk's overlay: beside the disk file, so that the guest's writes
+ * during the copy land where its disk lives and a full destination cannot stop them; for a block
+ * device (whose folder is /dev), in the VM's backup folder. The VM's UUID in the name keeps VMs
+ * whose disks share a folder apart.
+ */
+export function overlayPath(disk: Pick<DiscoveredDisk, 'type' | 'source'>, vmDir: string, uuid: string, id: string, target: string): string {
+	const dir = disk.type === 'file' ? posix.dirname(disk.source.path as string) : vmDir;
+	return `${dir === '/' ? '' : dir}/${OVERLAY_PREFIX}${uuid}-${id}-${target}.qcow2`;
+}
+
 /**
  * Fallback for hosts without push-mode backup-begin: overlays on the disks (one atomic snapshot,
- * one point in time), copy the now-unchanging bases, then merge the overlays back (blockcommit
- * --active --pivot). The pending file is written BEFORE the snapshot and removed after the merge,
- * so a run that dies in between is rolled back by the next one (see recoverPendingOverlays).
+ * one point in time), copy the now-unchanging bases, merge the overlays back (blockcommit --active
+ * --pivot), all in one host script that merges whatever happens to this process or its connection.
+ * The pending file is written before the snapshot and removed after the merge, so a run whose host
+ * script was killed too is rolled back by the next one (see recoverPendingOverlays).
  */
-export async function snapshotBackup(context: StrategyContext, pending: PendingOverlays): Promise<StrategyResult> {
-	const { ssh, uri, vm } = context;
-	await writePendingOverlays(ssh, pending);
-	let snapshotTaken = false;
+export async function snapshotBackup(context: StrategyContext, vmDir: string, id: string): Promise<StrategyResult> {
+	const { vm } = context;
+	const overlays: DiskOverlay[] = context.disks.map((plan) => ({ target: plan.disk.target, overlay: overlayPath(plan.disk, vmDir, vm.uuid, id, plan.disk.target) }));
+	const copy = convert({ ...context, forceShare: true });
+	const snapshot = await runOnOverlays(
+		context.ssh,
+		{
+			uri: context.uri,
+			uuid: vm.uuid,
+			overlays,
+			allTargets: vm.disks.map((disk) => disk.target),
+			quiesce: vm.state === 'paused' ? 'off' : context.quiesce,
+			pendingFile: `${vmDir}/${PENDING_FILE}`,
+			pendingContent: JSON.stringify({ uuid: vm.uuid, overlays }),
+			command: copy.argv,
+		},
+		copy.onStdout,
+		context.signal,
+		context.timeoutMs,
+	);
+	if (snapshot.noFreezeReason) context.warn(`${snapshot.noFreezeReason}: crash-consistent`);
+	return { consistency: snapshot.frozen ? 'application' : 'crash', seconds: copy.seconds() };
+}
+
+/** A value read from the destination, quoted (no line breaks) and cut short, for an error message. */
+function shown(value: string): string {
+	return JSON.stringify(value.length > 200 ? `${value.slice(0, 200)}…` : value);
+}
+
+/**
+ * The pending file as read back from the destination, which others may write: accepted only when
+ * it is what snapshotBackup writes for THIS VM, each overlay at the very path overlayPath gives for
+ * that disk's base as the domain XML names it (the overlay's own base when the VM still runs on
+ * it: beside it, or in the VM's backup folder had it been a block device). Anything else is refused
+ * before anything is changed.
+ */
+export function validatePendingOverlays(text: string, vm: DiscoveredVm, vmDir: string): DiskOverlay[] {
+	const file = `${vmDir}/${PENDING_FILE}`;
+	const refuse = (why: string): never => {
+		throw new LibvirtBackupError(
+			'BACKUP_FAILED',
+			`${file} was not accepted (${why}); nothing was changed. If an interrupted snapshot backup left VM "${vm.name}" on .lvb-overlay-* files (virsh domblklist), merge them with virsh blockcommit --active --pivot; then delete this file.`,
+		);
+	};
+	let parsed: unknown;
 	try {
-		const snapshot = await snapshotOverlays(ssh, uri, vm.uuid, pending.overlays, vm.disks.map((disk) => disk.target), vm.state === 'paused' ? 'off' : context.quiesce);
-		snapshotTaken = true;
-		if (snapshot.noFreezeReason) context.warn(`${snapshot.noFreezeReason}: crash-consistent`);
-		const written = await offlineConvert({ ...context, forceShare: true });
-		return { consistency: snapshot.frozen ? 'application' : 'crash', seconds: written.seconds };
-	} finally {
-		// Merge back whatever happened; if this fails too, the pending file stays for the next run.
-		if (snapshotTaken) await commitOverlays(ssh, uri, vm.uuid, pending.overlays);
-		await removePendingOverlays(ssh, pending.file);
-	}
-}
-
-export interface PendingOverlays {
-	/** `<vm dir>/.lvb-pending.json` */
-	file: string;
-	uuid: string;
-	overlays: DiskOverlay[];
-}
-
-async function writePendingOverlays(ssh: SshConnection, pending: PendingOverlays): Promise<void> {
-	const content = JSON.stringify({ uuid: pending.uuid, overlays: pending.overlays });
-	await ssh.run(scriptArgv(`printf '%s' "$2" >"$1.tmp" && sync -- "$1.tmp" && mv -f -- "$1.tmp" "$1"`, 'lvb-pending', [pending.file, content]), { label: 'write pending state' });
-}
-
-async function removePendingOverlays(ssh: SshConnection, file: string): Promise<void> {
-	await ssh.run(['rm', '-f', '--', file], { label: 'remove pending state' });
-}
-
-/** A VM left on our overlays by an interrupted snapshot backup: merge them back first. */
-export async function recoverPendingOverlays(ssh: SshConnection, uri: string, file: string, text: string): Promise<void> {
-	let pending: { uuid: string; overlays: DiskOverlay[] };
-	try {
-		pending = JSON.parse(text);
+		parsed = JSON.parse(text);
 	} catch {
-		throw new LibvirtBackupError('BACKUP_FAILED', `${file} is not readable JSON: merge the VM's disk overlays back by hand (virsh blockcommit --active --pivot), then delete it`);
+		return refuse('not JSON');
 	}
-	await commitOverlays(ssh, uri, pending.uuid, pending.overlays);
-	await removePendingOverlays(ssh, file);
+	const record = parsed as { uuid?: unknown; overlays?: unknown } | null;
+	if (typeof record !== 'object' || record === null || Array.isArray(record)) return refuse('not a JSON object');
+	// Only a UUID-shaped value is shown: the file may be a planted link to something else.
+	if (record.uuid !== vm.uuid) return refuse(`it is for ${typeof record.uuid === 'string' && /^[0-9a-f-]{36}$/i.test(record.uuid) ? `VM ${record.uuid}` : 'no valid VM UUID'}, not ${vm.uuid}`);
+	if (!Array.isArray(record.overlays) || record.overlays.length === 0) return refuse('no overlay list');
+	const seen = new Set<string>();
+	return record.overlays.map((entry: unknown) => {
+		const { target, overlay } = (entry ?? {}) as { target?: unknown; overlay?: unknown };
+		if (typeof target !== 'string' || typeof overlay !== 'string') return refuse('an overlay entry without target and path');
+		const disk = vm.disks.find((d) => d.target === target);
+		if (!disk) return refuse(`the VM has no disk ${shown(target)}`);
+		if (seen.has(target)) return refuse(`disk ${target} is listed twice`);
+		if (!disk.source.path) return refuse(`disk ${target} has no source file`);
+		seen.add(target);
+		const name = posix.basename(overlay);
+		const prefix = `${OVERLAY_PREFIX}${vm.uuid}-`;
+		const suffix = `-${target}.qcow2`;
+		const id = name.startsWith(prefix) && name.endsWith(suffix) ? name.slice(prefix.length, -suffix.length) : '';
+		if (!isBackupId(id)) return refuse(`${shown(overlay)} is not an overlay name of ours for disk ${target}`);
+		const inVmDir = overlayPath({ type: 'block', source: {} }, vmDir, vm.uuid, id, target);
+		const onOverlay = disk.source.path === overlay && disk.backingStore.length > 0;
+		const expected = onOverlay
+			? [overlayPath({ type: 'file', source: { path: disk.backingStore[0] } }, vmDir, vm.uuid, id, target), inVmDir]
+			: [overlayPath(disk, vmDir, vm.uuid, id, target)];
+		if (!expected.includes(overlay)) return refuse(`${shown(overlay)} is not where an overlay of disk ${target} is made (${expected.join(' or ')})`);
+		return { target, overlay };
+	});
+}
+
+/** A VM left on our overlays by a snapshot backup killed outright: merge them back first. */
+export async function recoverPendingOverlays(ssh: SshConnection, uri: string, vm: DiscoveredVm, vmDir: string, text: string): Promise<void> {
+	const overlays = validatePendingOverlays(text, vm, vmDir);
+	await mergeOverlays(
+		ssh,
+		uri,
+		vm.uuid,
+		overlays.map((entry) => entry.overlay),
+		`${vmDir}/${PENDING_FILE}`,
+	);
 }

@@ -4,5 +4,5 @@ export { backupXml, checkpointXml, parseDomainXml, parseCheckpointSizes } from '
 export type { BackupDiskTarget, DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
 export { dumpDomainXml, virshVersion, virshFailure, runVirsh } from './virsh';
 export type { LibvirtVersions } from './virsh';
-export { abortJob, backupState, commitOverlays, deleteCheckpoints, listCheckpoints, runPushBackupJob, snapshotOverlays } from './jobs';
-export type { BackupState, DiskOverlay, JobProgress, PushJob, PushJobResult, Quiesce } from './jobs';
+export { abortJob, backupState, deleteCheckpoints, listCheckpoints, mergeOverlays, runOnOverlays, runPushBackupJob } from './jobs';
+export type { BackupState, DiskOverlay, JobProgress, OverlayJob, PushJob, PushJobResult, Quiesce } from './jobs';

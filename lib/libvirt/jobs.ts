@@ -45,7 +45,9 @@ const PUSH_SCRIPT = `export LC_ALL=C
 uri=$1 dom=$2 dir=$3 marker=$4 backup=$5 checkpoint=$6 quiesce=$7 m=$8
 frozen=0 started=0
 thaw() { if [ $frozen = 1 ]; then virsh -q -c "$uri" domfsthaw --domain "$dom" >/dev/null; frozen=0; fi; }
-trap 'thaw; [ $started = 1 ] && virsh -q -c "$uri" domjobabort --domain "$dom" >/dev/null 2>&1; exit 143' TERM INT HUP
+# The channel is gone (PIPE: a write to it failed): clean up without writing to it, and without
+# being cut short by the next signal (the watchdog's TERM follows a closed stdout).
+trap 'trap "" TERM INT HUP PIPE; exec >/dev/null 2>&1; thaw; [ $started = 1 ] && virsh -q -c "$uri" domjobabort --domain "$dom"; exit 143' TERM INT HUP PIPE
 mkdir -- "$dir" && : >"$dir/$marker" || exit 1
 printf '%s' "$backup" >"$dir/.lvb-backup.xml" || exit 1
 set -- --backupxml "$dir/.lvb-backup.xml"
@@ -53,18 +55,24 @@ if [ -n "$checkpoint" ]; then
   printf '%s' "$checkpoint" >"$dir/.lvb-checkpoint.xml" || exit 1
   set -- "$@" --checkpointxml "$dir/.lvb-checkpoint.xml"
 fi
+# Each flag is set BEFORE its call: the TERM that ends a call midway must still thaw or abort
+# (both are harmless when the call had not taken effect).
 if [ "$quiesce" != off ]; then
+  frozen=1
   if out=$(virsh -q -c "$uri" domfsfreeze --domain "$dom" 2>&1); then
-    frozen=1; echo "$m frozen"
+    echo "$m frozen"
   else
+    frozen=0
     echo "$m nofreeze"; printf '%s\n' "$out"
     [ "$quiesce" = require ] && exit 0
   fi
 fi
+started=1
 virsh -q -c "$uri" backup-begin --domain "$dom" "$@" >/dev/null; rc=$?
+# A refused job may be refused because another one runs: that one is not ours to abort.
+[ $rc = 0 ] || started=0
 thaw
 [ $rc = 0 ] || exit $rc
-started=1
 echo "$m started"
 # domjobinfo can fail once as a job ends ("backup job data missing"): retry before giving up.
 jobinfo() {
@@ -105,6 +113,11 @@ function describeAgentFailure(text: string): string {
 	return tail(text, 1) || 'filesystems could not be frozen';
 }
 
+/** The remote command of a push job; its sections are introduced by `marker`. */
+export function pushJobArgv(job: PushJob, marker: string): string[] {
+	return scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpointXml ?? '', job.quiesce, marker]);
+}
+
 export async function runPushBackupJob(
 	ssh: SshConnection,
 	job: PushJob,
@@ -115,7 +128,7 @@ export async function runPushBackupJob(
 	const marker = newMarker();
 	let output = '';
 	let reported = 0;
-	const argv = scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpointXml ?? '', job.quiesce, marker]);
+	const argv = pushJobArgv(job, marker);
 	await runVirsh(ssh, argv, job.uri, 'virsh backup-begin', signal, {
 		timeoutMs,
 		onStdout: (chunk) => {
@@ -210,23 +223,132 @@ export interface DiskOverlay {
 }
 
 /**
- * Fallback for hosts without `backup-begin` (libvirt < 7.2): an external disk-only snapshot puts
- * overlays on the selected disks (atomic, quiesced when asked and possible), so the bases stop
- * changing and can be copied. `commitOverlays` must follow, always.
+ * `merge COUNT OVERLAY...`: for each overlay the VM runs on (libvirt matches the exact path to a
+ * disk's active image, so no other disk can be committed), merge it into its base and pivot the VM
+ * back (a commit left waiting for its pivot by a killed virsh is pivoted), then delete the file: a
+ * regular file only, and only when the domain no longer names it. Signals are ignored meanwhile,
+ * and inherited as ignored by virsh: a TERM midway would leave the VM in a half-done block job.
  */
-export async function snapshotOverlays(ssh: SshConnection, uri: string, uuid: string, disks: DiskOverlay[], allTargets: string[], quiesce: Quiesce): Promise<PushJobResult> {
-	const script = `export LC_ALL=C
-uri=$1 dom=$2 quiesce=$3 m=$4; shift 4
-try() { virsh -q -c "$uri" snapshot-create-as --domain "$dom" --name "lvb-overlay-$$" --disk-only --atomic --no-metadata "$@" >/dev/null; }
-if [ "$quiesce" != off ] && out=$(try --quiesce "$@" 2>&1); then echo "$m frozen"; exit 0; fi
-[ "$quiesce" != off ] && { echo "$m nofreeze"; printf '%s\\n' "$out"; [ "$quiesce" = require ] && exit 0; }
-try "$@" && echo "$m created"`;
-	const selected = new Map(disks.map((disk) => [disk.target, disk.overlay]));
+const MERGE_FUNCTION = `merge() {
+  trap '' TERM INT HUP PIPE
+  rc=0 n=$1; shift
+  while [ $n -gt 0 ]; do
+    overlay=$1; shift; n=$((n-1))
+    if virsh -q -c "$uri" domblkinfo --domain "$dom" --device "$overlay" >/dev/null 2>&1; then
+      virsh -q -c "$uri" blockjob --domain "$dom" --path "$overlay" --pivot >/dev/null 2>&1 ||
+      virsh -q -c "$uri" blockcommit --domain "$dom" --path "$overlay" --active --pivot --wait --delete >/dev/null || { rc=1; continue; }
+    fi
+    xml=$(virsh -q -c "$uri" dumpxml --domain "$dom") || { rc=1; continue; }
+    case $xml in *"\${overlay##*/}"*) echo "the VM still uses $overlay: left in place" >&2; rc=1; continue;; esac
+    if [ -L "$overlay" ] || { [ -e "$overlay" ] && [ ! -f "$overlay" ]; }; then
+      echo "$overlay is not a regular file: left in place" >&2; rc=1; continue
+    fi
+    rm -f -- "$overlay" || rc=1
+  done
+  return $rc
+}`;
+
+/**
+ * The snapshot method in ONE remote script, so that the host itself merges the overlays back
+ * whatever happens to the client: write the pending file (for a run killed outright, which only the
+ * next run can finish), one atomic disk-only snapshot (quiesced when asked and possible), the copy
+ * command while the VM writes to the overlays, then merge. The merge is the EXIT trap, and TERM
+ * (the watchdog's, when the channel closes) exits through it.
+ */
+const OVERLAY_SCRIPT = `export LC_ALL=C
+uri=$1 dom=$2 quiesce=$3 m=$4 pending=$5 content=$6 np=$7 ns=$8; shift 8
+# "$@" is: np overlay paths, ns snapshot-create-as words (--diskspec ...), the copy command.
+${MERGE_FUNCTION}
+snapshot() {
+  shift "$np"
+  # Keep only the ns words: rotate them to the end, drop what is before them.
+  i=0; while [ $i -lt "$ns" ]; do set -- "$@" "$1"; shift; i=$((i+1)); done
+  shift $(($# - ns))
+  virsh -q -c "$uri" snapshot-create-as --domain "$dom" --name "lvb-overlay-$$" --disk-only --atomic --no-metadata $flag "$@" >/dev/null
+}
+copy() { shift $((np + ns)); "$@"; }
+# Exclusive create: no symlink, FIFO or device planted at the temp name is opened.
+rm -f -- "$pending.tmp"
+printf '%s' "$content" | dd of="$pending.tmp" conv=excl,fsync oflag=nofollow status=none && mv -fT -- "$pending.tmp" "$pending" || exit 1
+# The channel is gone (PIPE: a write to it failed, TERM: the watchdog saw it close): merge
+# without writing to it, and without being cut short by the next signal.
+trap 'trap "" TERM INT HUP PIPE; exec >/dev/null 2>&1; exit 143' TERM INT HUP PIPE
+trap 'rc=$?; trap - EXIT; trap "" TERM INT HUP PIPE; if merge "$np" "$@"; then rm -f -- "$pending"; elif [ $rc = 0 ]; then rc=1; fi; exit $rc' EXIT
+flag=
+[ "$quiesce" != off ] && flag=--quiesce
+if out=$(snapshot "$@" 2>&1); then
+  if [ -n "$flag" ]; then echo "$m frozen"; else echo "$m created"; fi
+elif [ -n "$flag" ]; then
+  echo "$m nofreeze"; printf '%s\\n' "$out"
+  [ "$quiesce" = require ] && exit 0
+  flag=
+  snapshot "$@" || exit 1
+  echo "$m created"
+else
+  printf '%s\\n' "$out" >&2; exit 1
+fi
+echo "$m copy"
+copy "$@"`;
+
+export interface OverlayJob {
+	uri: string;
+	uuid: string;
+	/** The selected disks; every other disk of the domain gets no overlay. */
+	overlays: DiskOverlay[];
+	allTargets: string[];
+	quiesce: Quiesce;
+	/** Where the overlays are recorded until they are merged, and what it holds. */
+	pendingFile: string;
+	pendingContent: string;
+	/** Copies the bases while the VM writes to the overlays. */
+	command: string[];
+}
+
+/** The remote command of an overlay job; its sections are introduced by `marker`. */
+export function overlayJobArgv(job: OverlayJob, marker: string): string[] {
+	const selected = new Map(job.overlays.map((disk) => [disk.target, disk.overlay]));
 	// virsh splits --diskspec on commas; a literal comma in a path is written twice.
-	const specs = allTargets.flatMap((target) => ['--diskspec', selected.has(target) ? `${target},snapshot=external,file=${selected.get(target)!.replace(/,/g, ',,')}` : `${target},snapshot=no`]);
+	const specs = job.allTargets.flatMap((target) => ['--diskspec', selected.has(target) ? `${target},snapshot=external,file=${selected.get(target)!.replace(/,/g, ',,')}` : `${target},snapshot=no`]);
+	const overlays = job.overlays.map((disk) => disk.overlay);
+	return scriptArgv(OVERLAY_SCRIPT, 'lvb-overlay-backup', [job.uri, job.uuid, job.quiesce, marker, job.pendingFile, job.pendingContent, String(overlays.length), String(specs.length), ...overlays, ...specs, ...job.command]);
+}
+
+/**
+ * Fallback for hosts without `backup-begin` (libvirt < 7.2): overlays on the selected disks so that
+ * their bases stop changing, `job.command` copies them, the overlays are merged back. The copy
+ * command's output goes to `onCopyOutput`. A VM is never left on the overlays by a cancel, a
+ * timeout or a dropped connection: the host merges them.
+ */
+export async function runOnOverlays(
+	ssh: SshConnection,
+	job: OverlayJob,
+	onCopyOutput: (chunk: Buffer) => void,
+	signal?: AbortSignal,
+	timeoutMs?: number,
+): Promise<PushJobResult> {
 	const marker = newMarker();
-	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-snapshot', [uri, uuid, quiesce, marker, ...specs]), uri, 'virsh snapshot-create-as');
-	const sections = splitSections(stdout, marker);
+	const copyStart = Buffer.from(`${marker} copy\n`);
+	let head = Buffer.alloc(0);
+	let copying = false;
+	await ssh.run(
+		overlayJobArgv(job, marker),
+		{
+			label: 'snapshot backup',
+			signal,
+			timeoutMs,
+			onStdout: (chunk) => {
+				if (copying) return onCopyOutput(chunk);
+				head = Buffer.concat([head, chunk]);
+				const at = head.indexOf(copyStart);
+				if (at < 0) return;
+				copying = true;
+				const rest = head.subarray(at + copyStart.length);
+				head = head.subarray(0, at);
+				if (rest.length > 0) onCopyOutput(rest);
+			},
+		},
+	);
+	const sections = splitSections(head.toString('utf8'), marker);
 	const noFreeze = sections.find((section) => section.kind === 'nofreeze');
 	const noFreezeReason = noFreeze ? describeAgentFailure(noFreeze.body) : undefined;
 	const frozen = sections.some((section) => section.kind === 'frozen');
@@ -237,23 +359,19 @@ try "$@" && echo "$m created"`;
 }
 
 /**
- * Merges each overlay back into its base and pivots the VM onto the base again, then removes the
- * overlay file. A disk whose active image is not our overlay (already merged) is left alone: a
- * commit there would merge the VM's own backing chain.
+ * Finishes what a snapshot backup killed outright (host script included) left: merges the overlays
+ * the VM still runs on, deletes them, then the pending file. The overlay paths must already be
+ * checked against what this code writes (lib/backup validates the pending file).
  */
-export async function commitOverlays(ssh: SshConnection, uri: string, uuid: string, disks: DiskOverlay[]): Promise<void> {
-	const script = `export LC_ALL=C
-uri=$1 dom=$2; shift 2
-rc=0
-xml=$(virsh -q -c "$uri" dumpxml --domain "$dom") || exit 1
-while [ $# -gt 0 ]; do
-  target=$1 overlay=$2; shift 2
-  name=\${overlay##*/}
-  case $xml in *"$name"*)
-    virsh -q -c "$uri" blockcommit --domain "$dom" --path "$target" --active --pivot --wait >/dev/null || { rc=1; continue; } ;;
-  esac
-  rm -f -- "$overlay"
-done
-exit $rc`;
-	await runVirsh(ssh, scriptArgv(script, 'lvb-commit', [uri, uuid, ...disks.flatMap((disk) => [disk.target, disk.overlay])]), uri, 'virsh blockcommit');
+export async function mergeOverlays(ssh: SshConnection, uri: string, uuid: string, overlays: string[], pendingFile: string): Promise<void> {
+	await runVirsh(ssh, mergeArgv(uri, uuid, overlays, pendingFile), uri, 'virsh blockcommit');
+}
+
+const MERGE_SCRIPT = `export LC_ALL=C
+uri=$1 dom=$2 pending=$3; shift 3
+${MERGE_FUNCTION}
+merge $# "$@" && rm -f -- "$pending"`;
+
+export function mergeArgv(uri: string, uuid: string, overlays: string[], pendingFile: string): string[] {
+	return scriptArgv(MERGE_SCRIPT, 'lvb-merge', [uri, uuid, pendingFile, ...overlays]);
 }

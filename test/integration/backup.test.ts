@@ -226,21 +226,4 @@ describe('snapshot + blockcommit fallback (for hosts without backup-begin)', () 
 		expect(sources()).toBe(before);
 		expect(host(`ls -A ${q(`${destination.dest}/${vm.name}`)}`).split('\n').filter(Boolean).sort()).toEqual(['.lvb.lock', result.id].sort());
 	});
-
-	test('a run that dies while the VM is on overlays is rolled back by the next run', async () => {
-		const before = sources();
-		const ssh = await SshConnection.connect(labTarget());
-		const running = backupVm(ssh, request(vm.name, destination.dest, { method: 'snapshot' }), {
-			onProgress: (progress) => {
-				if (progress.phase === 'copy') ssh.close();
-			},
-		});
-		await expect(running).rejects.toMatchObject({ code: 'SSH_CONNECTION_LOST' });
-		expect(sources()).toContain('.lvb-overlay-'); // left on the overlays: the client could not merge
-		const next = await backup(vm.name, destination.dest, { method: 'snapshot' });
-		expect(next.warnings).toContain('merged back the disk overlays an interrupted snapshot backup had left on the VM');
-		expect(sources()).toBe(before);
-		expect(host(`find ${q(destination.dest)} \\( -name '.lvb-overlay-*' -o -name '.lvb-pending.json' -o -name '*.partial' \\) -print`).trim()).toBe('');
-		for (const disk of vm.disks) expect(compare(`${next.path}/${disk.target}.qcow2`, disk.path)).toBe('Images are identical.');
-	});
 });
