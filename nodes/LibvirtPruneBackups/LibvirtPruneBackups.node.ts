@@ -175,7 +175,7 @@ export class LibvirtPruneBackups implements INodeType {
 				signal,
 			);
 			if (result.dryRun && result.pruned > 0) {
-				const how = asTool ? 'As an AI tool this node never removes backups' : 'Turn off Dry Run to prune.';
+				const how = asTool ? 'As an AI tool this node never removes backups.' : 'Turn off Dry Run to prune.';
 				this.addExecutionHints({ message: `Dry run: ${result.pruned} backup(s) would be pruned, nothing was removed. ${how}`, location: 'outputPane' });
 			}
 			const failed = result.items.filter((item) => item.error);
