@@ -43,7 +43,7 @@ export class LibvirtPruneBackups implements INodeType {
 		version: 1,
 		subtitle: '={{$parameter["dryRun"] ? "dry run" : "prune"}}',
 		description:
-			'Remove old backups by a retention policy read from manifests (Proxmox Backup Server rules). Protected backups, the newest valid backup of each VM and full backups a kept incremental needs are never removed; files that are not our backups are never touched. Outputs one item per backup with keep/prune, the reasons and the bytes freed (freedBytes), or one summary item.',
+			'Remove old backups by a retention policy read from manifests (Proxmox Backup Server rules). Protected backups, the newest valid backup of each VM and full backups a kept incremental needs are never removed; files that are not our backups are never touched. Outputs one item per backup with keep/prune, the reasons and the bytes freed (freedBytes), or one summary item. As an AI agent tool it only reports what would be pruned (dry run).',
 		defaults: { name: 'Prune Old Backups' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
