@@ -69,6 +69,15 @@ export class LibvirtSshApi implements ICredentialType {
 				'Whether to accept ANY host key. Anyone who can intercept the connection could then read your backups and run commands as this user. Only for throwaway lab hosts.',
 		},
 		{
+			// n8n shows no message for a passing credential test, so this is the editor's warning.
+			displayName:
+				'Host key NOT verified: anyone who can intercept the connection can read your backups and run commands as this user. Every node run warns about it. Pin the host key above instead.',
+			name: 'skipHostKeyVerificationNotice',
+			type: 'notice',
+			default: '',
+			displayOptions: { show: { skipHostKeyVerification: [true] } },
+		},
+		{
 			displayName: 'Sudo',
 			name: 'sudoMode',
 			type: 'options',

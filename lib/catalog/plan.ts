@@ -6,7 +6,7 @@
 import { LibvirtBackupError } from '../errors';
 import { backupTime } from '../store/layout';
 import type { BackupKind } from '../store/manifest';
-import { RetentionInputError, RetentionPolicyError, planRetention, type BackupRef, type RetentionPolicy } from '../retention';
+import { MAX_WINDOW_YEARS, RetentionInputError, RetentionPolicyError, planRetention, type BackupRef, type RetentionPolicy } from '../retention';
 import type { Catalog } from './list';
 
 export interface PrunePlanEntry {
@@ -35,10 +35,29 @@ export interface PrunePlanOptions {
 }
 
 export const DEFAULT_STALE_AFTER_MS = 24 * 3_600_000;
+/**
+ * An unfinished folder younger than an hour may be a backup still being written (the form's
+ * minimum too); the longest age is the retention window limit, so the cutoff stays a real date.
+ */
+const MIN_STALE_AFTER_MS = 3_600_000;
+const MAX_STALE_AFTER_MS = MAX_WINDOW_YEARS * 365.2425 * 86_400_000;
 
-/** Validates a policy before anything is read or locked: an empty or malformed one is refused. */
+/** Validates a policy and options before anything is read or locked: an empty or malformed one is refused. */
 export function checkPolicy(policy: RetentionPolicy, options: PrunePlanOptions): void {
+	staleAfter(options);
 	retention(() => planRetention([], policy, options.now, options.timeZone ?? 'UTC'));
+}
+
+function staleAfter(options: PrunePlanOptions): number {
+	const ms = options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS;
+	if (typeof ms !== 'number' || !(ms >= MIN_STALE_AFTER_MS && ms <= MAX_STALE_AFTER_MS)) {
+		throw new LibvirtBackupError(
+			'INVALID_INPUT',
+			`staleAfterMs must be a number of milliseconds from ${MIN_STALE_AFTER_MS} (1 h) to ${MAX_STALE_AFTER_MS} (${MAX_WINDOW_YEARS} years), got ${typeof ms === 'string' ? JSON.stringify(ms) : String(ms)}`,
+			{ field: 'staleAfterMs' },
+		);
+	}
+	return ms;
 }
 
 /** One entry per backup and per incomplete folder of the catalog. */
@@ -84,7 +103,7 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 		return entry;
 	});
 
-	const staleAfterMs = options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS;
+	const staleAfterMs = staleAfter(options);
 	const staleBefore = options.now.getTime() - staleAfterMs;
 	for (const folder of catalog.incomplete) {
 		const started = backupTime(folder.id);

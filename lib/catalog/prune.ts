@@ -3,7 +3,7 @@
  * (so it never races a running backup), re-read that VM's folder, re-plan and let the host remove
  * exactly the planned folders after re-checking each one. A dry run reads once and changes nothing.
  */
-import { isLibvirtBackupError } from '../errors';
+import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { acquireVmLock, type VmLock } from '../store/lock';
 import { checkDestination } from '../store/layout';
 import type { RetentionPolicy } from '../retention';
@@ -14,7 +14,7 @@ import { DEFAULT_STALE_AFTER_MS, checkPolicy, planPrune, type PrunePlanEntry } f
 
 export interface PruneRequest {
 	dest: string;
-	/** Only these VMs (names as in the manifests); empty = every VM under the destination. */
+	/** Only these VMs (names as in the manifests); unset = every VM under the destination. An empty list is refused. */
 	vmNames?: string[];
 	policy: RetentionPolicy;
 	dryRun: boolean;
@@ -54,6 +54,11 @@ export async function pruneBackups(ssh: SshConnection, request: PruneRequest, si
 	const now = request.now ?? new Date();
 	const planOptions = { now, timeZone: request.timeZone, staleAfterMs: request.staleAfterMs ?? DEFAULT_STALE_AFTER_MS };
 	checkPolicy(request.policy, planOptions);
+	// An empty list is what a filter or expression that matched nothing yields; reading it as "all
+	// VMs" would prune every VM's backups.
+	if (request.vmNames?.length === 0) {
+		throw new LibvirtBackupError('INVALID_INPUT', 'No VM selected: the VM list is empty. Leave VM Names unset to prune every VM under the destination.', { field: 'vmNames' });
+	}
 	const execsBefore = ssh.execCount;
 	const catalog = await listCatalog(ssh, dest, { vmNames: request.vmNames }, signal);
 

@@ -1,4 +1,4 @@
-import { type CalendarDuration, isZeroDuration, parseDuration } from './duration';
+import { type CalendarDuration, checkWindowLength, isZeroDuration, parseDuration } from './duration';
 import { RetentionPolicyError, describeValue } from './errors';
 import type { RetentionPolicy } from './types';
 
@@ -36,7 +36,13 @@ const KNOWN_FIELDS = new Set<string>([...COUNT_RULES.map((r) => r.field), 'keepW
 export const EMPTY_POLICY_MESSAGE =
 	'Retention policy is empty: set at least one keep-* rule or retention days; refusing to prune everything';
 
-function readCount(field: string, value: unknown): number {
+/**
+ * The largest keep-* count. Larger ones are refused, not clamped: no store holds a million backups
+ * of one VM, and past 2^53 a count is not even an exact whole number.
+ */
+export const MAX_KEEP_COUNT = 1_000_000;
+
+function readCount(field: string, value: unknown, max = MAX_KEEP_COUNT): number {
 	if (value === undefined) return 0;
 	if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
 		throw new RetentionPolicyError(
@@ -45,6 +51,7 @@ function readCount(field: string, value: unknown): number {
 			value,
 		);
 	}
+	if (value > max) throw new RetentionPolicyError(`${field} must be a whole number from 0 to ${max}, got ${describeValue(value)}`, field, value);
 	return value;
 }
 
@@ -76,14 +83,14 @@ export function normalizePolicy(policy: RetentionPolicy): NormalizedPolicy {
 	const keepWithin = typeof policy.keepWithin === 'string' ? policy.keepWithin.trim() : policy.keepWithin;
 	if (keepWithin !== undefined && keepWithin !== '') {
 		const duration = parseDuration('keepWithin', keepWithin);
+		checkWindowLength('keepWithin', keepWithin, duration);
 		if (!isZeroDuration(duration)) windows.push({ reason: `keep-within ${keepWithin}`, duration });
 	}
-	const retentionDays = readCount('retentionDays', fields.retentionDays);
+	const retentionDays = readCount('retentionDays', fields.retentionDays, Number.POSITIVE_INFINITY);
 	if (retentionDays > 0) {
-		windows.push({
-			reason: `retention-days ${retentionDays}`,
-			duration: { years: 0, months: 0, days: retentionDays, hours: 0 },
-		});
+		const duration = { years: 0, months: 0, days: retentionDays, hours: 0 };
+		checkWindowLength('retentionDays', retentionDays, duration);
+		windows.push({ reason: `retention-days ${retentionDays}`, duration });
 	}
 
 	if (counts.length === 0 && windows.length === 0) throw new RetentionPolicyError(EMPTY_POLICY_MESSAGE);

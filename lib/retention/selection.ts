@@ -91,7 +91,7 @@ export function applyWindowRule(
 	nowMs: number,
 	clock: ZoneClock,
 ): void {
-	const cutoffMs = cutoffBefore(nowMs, rule.duration, clock);
+	const cutoffMs = cutoffBefore(nowMs, rule.duration, clock, rule.reason);
 	for (const candidate of backups) {
 		if (candidate.timeMs > cutoffMs) candidate.reasons.push(rule.reason);
 	}

@@ -10,9 +10,11 @@ import type { BackupKind } from '../../lib/store/manifest';
 import { listCatalog, type CatalogBackup, type CatalogFilter } from '../../lib/catalog';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
-import { destinationProperty, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
+import { MAX_WINDOW_YEARS } from '../../lib/retention';
+import { checkNumber, destinationProperty, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
 
 const DAY_MS = 86_400_000;
+const DAYS = { min: 0, max: Math.floor(MAX_WINDOW_YEARS * 365.2425) };
 
 export class LibvirtListBackups implements INodeType {
 	description: INodeTypeDescription = {
@@ -94,15 +96,17 @@ export class LibvirtListBackups implements INodeType {
 			const options = this.getNodeParameter('options', itemIndex, {}) as {
 				includeIncomplete?: boolean;
 				includeQuarantined?: boolean;
-				newerThanDays?: number;
-				olderThanDays?: number;
+				newerThanDays?: unknown;
+				olderThanDays?: unknown;
 			};
 			const now = Date.now();
+			const newerThanDays = checkNumber('Newer Than (Days)', options.newerThanDays ?? 0, DAYS);
+			const olderThanDays = checkNumber('Older Than (Days)', options.olderThanDays ?? 0, DAYS);
 			const filter: CatalogFilter = {
 				vmNames: readVmNames(this, itemIndex),
 				kinds: this.getNodeParameter('kinds', itemIndex, []) as BackupKind[],
-				newerThan: options.newerThanDays ? new Date(now - options.newerThanDays * DAY_MS) : undefined,
-				olderThan: options.olderThanDays ? new Date(now - options.olderThanDays * DAY_MS) : undefined,
+				newerThan: newerThanDays ? new Date(now - newerThanDays * DAY_MS) : undefined,
+				olderThan: olderThanDays ? new Date(now - olderThanDays * DAY_MS) : undefined,
 			};
 			const catalog = await listCatalog(ssh, String(this.getNodeParameter('destination', itemIndex)), filter, signal);
 

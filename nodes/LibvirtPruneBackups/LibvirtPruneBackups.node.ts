@@ -8,8 +8,8 @@ import {
 	type INodeTypeDescription,
 } from 'n8n-workflow';
 import { DEFAULT_STALE_AFTER_MS, pruneBackups, type PruneItem, type PruneResult } from '../../lib/catalog';
-import type { RetentionPolicy } from '../../lib/retention';
-import { destinationProperty, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
+import { MAX_KEEP_COUNT, MAX_WINDOW_YEARS, type RetentionPolicy } from '../../lib/retention';
+import { checkBoolean, checkNumber, destinationProperty, readNumber, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 
@@ -21,6 +21,9 @@ const COUNT_RULES: Array<[keyof RetentionPolicy, string, string]> = [
 	['keepMonthly', 'Keep Monthly', 'Keep the newest backup of each of the last N months that have backups'],
 	['keepYearly', 'Keep Yearly', 'Keep the newest backup of each of the last N years that have backups'],
 ];
+
+const HOUR_MS = 3_600_000;
+const MAX_STALE_AFTER_HOURS = MAX_WINDOW_YEARS * 365.2425 * 24;
 
 const ruleProperties: INodeProperties[] = COUNT_RULES.map(([name, displayName, description]) => ({
 	displayName,
@@ -40,7 +43,7 @@ export class LibvirtPruneBackups implements INodeType {
 		version: 1,
 		subtitle: '={{$parameter["dryRun"] ? "dry run" : "prune"}}',
 		description:
-			'Remove old backups by a retention policy read from manifests (Proxmox Backup Server rules). Protected backups, the newest valid backup of each VM and full backups a kept incremental needs are never removed; files that are not our backups are never touched. Outputs one item per backup with keep/prune, the reasons and the bytes freed (freedBytes), or one summary item.',
+			'Remove old backups by a retention policy read from manifests (Proxmox Backup Server rules). Protected backups, the newest valid backup of each VM and full backups a kept incremental needs are never removed; files that are not our backups are never touched. Outputs one item per backup with keep/prune, the reasons and the bytes freed (freedBytes), or one summary item. As an AI agent tool it only reports what would be pruned (dry run).',
 		defaults: { name: 'Prune Old Backups' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
@@ -50,11 +53,19 @@ export class LibvirtPruneBackups implements INodeType {
 			destinationProperty,
 			vmNamesProperty,
 			{
+				displayName: 'As a tool for an AI agent this node only reports what would be pruned (dry run): it never removes backups',
+				name: 'toolDryRunNotice',
+				type: 'notice',
+				default: '',
+				displayOptions: { show: { '@tool': [true] } },
+			},
+			{
 				displayName: 'Dry Run',
 				name: 'dryRun',
 				type: 'boolean',
 				default: true,
 				description: 'Whether to only report what would be pruned. Turn off to remove backups.',
+				displayOptions: { hide: { '@tool': [true] } },
 			},
 			...ruleProperties,
 			{
@@ -105,7 +116,7 @@ export class LibvirtPruneBackups implements INodeType {
 						name: 'staleAfterHours',
 						type: 'number',
 						typeOptions: { minValue: 1 },
-						default: DEFAULT_STALE_AFTER_MS / 3_600_000,
+						default: DEFAULT_STALE_AFTER_MS / HOUR_MS,
 						description: 'Folders our backups left unfinished (only partial files, no manifest) are removed once they started this long ago',
 					},
 					{
@@ -124,22 +135,30 @@ export class LibvirtPruneBackups implements INodeType {
 	methods = { credentialTest: { libvirtSshConnectionTest } };
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+		// n8n runs a usableAsTool node as the type `<name>Tool` (convertNodeToAiTool): an AI agent's
+		// call, which must never remove backups whatever the workflow JSON says about Dry Run.
+		const asTool = this.getNode().type.endsWith('Tool');
 		return await executePerItem(this, async (ssh, _host, itemIndex, signal) => {
 			const options = this.getNodeParameter('options', itemIndex, {}) as {
 				ifLocked?: 'fail' | 'skip';
 				output?: 'backups' | 'summary';
-				staleAfterHours?: number;
+				staleAfterHours?: unknown;
 				timeZone?: string;
 			};
 			const policy: RetentionPolicy = {};
-			for (const [name] of COUNT_RULES) {
-				const count = this.getNodeParameter(name, itemIndex, 0) as number;
+			for (const [name, label] of COUNT_RULES) {
+				const count = readNumber(this, name, label, itemIndex, 0, { min: 0, max: MAX_KEEP_COUNT, integer: true });
 				if (count) Object.assign(policy, { [name]: count });
 			}
 			const keepWithin = String(this.getNodeParameter('keepWithin', itemIndex, '')).trim();
 			if (keepWithin) policy.keepWithin = keepWithin;
-			const retentionDays = this.getNodeParameter('retentionDays', itemIndex, 0) as number;
+			// The engine refuses a window over MAX_WINDOW_YEARS with the field named.
+			const retentionDays = readNumber(this, 'retentionDays', 'Retention Days', itemIndex, 0, { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
 			if (retentionDays) policy.retentionDays = retentionDays;
+			const staleAfterHours = checkNumber('Stale Unfinished Backups After (Hours)', options.staleAfterHours ?? DEFAULT_STALE_AFTER_MS / HOUR_MS, {
+				min: 1,
+				max: MAX_STALE_AFTER_HOURS,
+			});
 
 			const result = await pruneBackups(
 				ssh,
@@ -147,16 +166,17 @@ export class LibvirtPruneBackups implements INodeType {
 					dest: String(this.getNodeParameter('destination', itemIndex)),
 					vmNames: readVmNames(this, itemIndex),
 					policy,
-					dryRun: this.getNodeParameter('dryRun', itemIndex, true) as boolean,
+					dryRun: asTool || checkBoolean('Dry Run', this.getNodeParameter('dryRun', itemIndex, true)),
 					timeZone: options.timeZone?.trim() || this.getTimezone(),
-					staleAfterMs: (options.staleAfterHours ?? DEFAULT_STALE_AFTER_MS / 3_600_000) * 3_600_000,
+					staleAfterMs: staleAfterHours * HOUR_MS,
 					ifLocked: options.ifLocked ?? 'fail',
 					lockHolder: `n8n Prune Old Backups (workflow ${this.getWorkflow().id ?? '?'}, execution ${this.getExecutionId()})`,
 				},
 				signal,
 			);
 			if (result.dryRun && result.pruned > 0) {
-				this.addExecutionHints({ message: `Dry run: ${result.pruned} backup(s) would be pruned, nothing was removed. Turn off Dry Run to prune.`, location: 'outputPane' });
+				const how = asTool ? 'As an AI tool this node never removes backups.' : 'Turn off Dry Run to prune.';
+				this.addExecutionHints({ message: `Dry run: ${result.pruned} backup(s) would be pruned, nothing was removed. ${how}`, location: 'outputPane' });
 			}
 			const failed = result.items.filter((item) => item.error);
 			if (failed.length > 0) {

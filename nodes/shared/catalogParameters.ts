@@ -1,5 +1,6 @@
-/** Parameters List Backups and Prune Old Backups share, with the same names and wording. */
+/** Parameters List Backups and Prune Old Backups share, with the same names and wording, and their readers. */
 import type { IExecuteFunctions, INodeProperties } from 'n8n-workflow';
+import { LibvirtBackupError } from '../../lib/errors';
 
 export const destinationProperty: INodeProperties = {
 	displayName: 'Destination',
@@ -20,8 +21,21 @@ export const vmNamesProperty: INodeProperties = {
 	description: 'Only backups of these VMs (comma or newline separated, exact names). Empty means all.',
 };
 
-export function readVmNames(context: IExecuteFunctions, itemIndex: number): string[] {
-	return parseNameList(context.getNodeParameter('vmNames', itemIndex, ''));
+/** The VMs to select, or undefined for every VM (see selectVmNames). */
+export function readVmNames(context: IExecuteFunctions, itemIndex: number): string[] | undefined {
+	return selectVmNames(context.getNode().parameters.vmNames, context.getNodeParameter('vmNames', itemIndex, ''));
+}
+
+/**
+ * Every VM only when the field itself is empty. A field that is filled in but names no VM (",", an
+ * expression that yields "" or []) is refused: it is what a filter that matched nothing produces,
+ * and reading it as "every VM" would prune every VM's backups.
+ */
+export function selectVmNames(rawParameter: unknown, resolved: unknown): string[] | undefined {
+	const names = parseNameList(resolved);
+	if (names.length > 0) return names;
+	if (rawParameter === undefined || rawParameter === '') return undefined;
+	throw new LibvirtBackupError('INVALID_INPUT', `VM Names is set but names no VM (it resolved to ${show(resolved)}). Leave the field empty to select every VM.`, { field: 'vmNames' });
 }
 
 /**
@@ -38,4 +52,34 @@ export function parseNameList(value: unknown): string[] {
 		.split(/[,\n]/)
 		.map((name) => name.trim())
 		.filter(Boolean);
+}
+
+export interface NumberLimits {
+	min: number;
+	max: number;
+	integer?: boolean;
+}
+
+/** A number parameter as typed or as an expression made it (a decimal string is accepted). */
+export function readNumber(context: IExecuteFunctions, name: string, label: string, itemIndex: number, fallback: number, limits: NumberLimits): number {
+	return checkNumber(label, context.getNodeParameter(name, itemIndex, fallback), limits);
+}
+
+/** NaN, text, Infinity or a value out of range is an error naming the parameter, never dropped. */
+export function checkNumber(label: string, value: unknown, { min, max, integer = false }: NumberLimits): number {
+	const number = typeof value === 'number' ? value : typeof value === 'string' && /^\s*-?\d+(\.\d+)?\s*$/.test(value) ? Number(value) : Number.NaN;
+	if (!(number >= min && number <= max) || (integer && !Number.isInteger(number))) {
+		throw new LibvirtBackupError('INVALID_INPUT', `${label} must be a ${integer ? 'whole number' : 'number'} from ${min} to ${max}, got ${show(value)}`);
+	}
+	return number;
+}
+
+/** Only a real boolean: an expression yielding "" or "false" must not silently pick a side. */
+export function checkBoolean(label: string, value: unknown): boolean {
+	if (typeof value !== 'boolean') throw new LibvirtBackupError('INVALID_INPUT', `${label} must be true or false, got ${show(value)}`);
+	return value;
+}
+
+function show(value: unknown): string {
+	return typeof value === 'string' || Array.isArray(value) ? JSON.stringify(value) : String(value);
 }

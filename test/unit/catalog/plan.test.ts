@@ -1,8 +1,9 @@
 /** planPrune: from a catalog to keep/prune decisions, with the reasons a person reads. */
 import type { Manifest } from '../../../lib/store/manifest';
-import { planPrune, type Catalog, type CatalogBackup, type IncompleteFolder, type PrunePlanEntry } from '../../../lib/catalog';
+import { checkPolicy, planPrune, pruneBackups, type Catalog, type CatalogBackup, type IncompleteFolder, type PrunePlanEntry } from '../../../lib/catalog';
 import type { VerificationRecord } from '../../../lib/store';
 import { isLibvirtBackupError } from '../../../lib/errors';
+import type { SshConnection } from '../../../lib/ssh';
 import { manifest } from './local';
 
 const NOW = new Date('2026-11-28T12:00:00Z');
@@ -132,5 +133,56 @@ describe('planPrune', () => {
 
 	test('an unknown time zone is refused as INVALID_INPUT', () => {
 		expect(() => planPrune(catalog([]), { keepLast: 1 }, { now: NOW, timeZone: 'Mars/Olympus' })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }));
+	});
+});
+
+describe('bad numbers are refused before anything is planned or removed', () => {
+	function refusal(run: () => unknown): unknown {
+		try {
+			run();
+		} catch (error) {
+			return error;
+		}
+		return undefined;
+	}
+	const withStale = catalog([backup('web01', '20261127T010000Z')], [incomplete('web01', '20261128T115900Z')]);
+
+	test.each([0, -1, -3_600_000, 60_000, 3_599_999, Number.NaN, Number.POSITIVE_INFINITY, 1e308, '6' as unknown as number])('staleAfterMs %p is INVALID_INPUT naming it', (staleAfterMs) => {
+		const plan = refusal(() => planPrune(withStale, { keepLast: 5 }, { now: NOW, staleAfterMs }));
+		expect(isLibvirtBackupError(plan, 'INVALID_INPUT') && plan.message).toMatch(/^staleAfterMs must be a number of milliseconds from 3600000 \(1 h\) to 31556952000000 \(1000 years\), got /);
+		expect(isLibvirtBackupError(refusal(() => checkPolicy({ keepLast: 5 }, { now: NOW, staleAfterMs }))) ).toBe(true);
+	});
+
+	test('one hour is the shortest stale age: a folder started 1 minute ago stays', () => {
+		const plan = planPrune(withStale, { keepLast: 5 }, { now: NOW, staleAfterMs: 3_600_000 });
+		expect(plan[1]).toMatchObject({ id: '20261128T115900Z', action: 'keep' });
+	});
+
+	test.each([
+		[{ keepLast: 1e308 }, 'keepLast must be a whole number from 0 to 1000000, got 1e+308'],
+		[{ keepWithin: '999999999d' }, 'keepWithin "999999999d" is longer than 1000 years'],
+		[{ retentionDays: 99_999_999 }, 'retentionDays 99999999 is longer than 1000 years'],
+	])('policy %j is INVALID_INPUT with the field', (policy, message) => {
+		const error = refusal(() => planPrune(withStale, policy, { now: NOW, timeZone: 'Europe/Berlin' }));
+		expect(isLibvirtBackupError(error, 'INVALID_INPUT') && [error.message, error.details]).toEqual([expect.stringContaining(message), { field: Object.keys(policy)[0] }]);
+	});
+});
+
+describe('pruneBackups refuses an empty VM selection before touching the host', () => {
+	const untouchable = new Proxy({}, {
+		get() {
+			throw new Error('the host was used');
+		},
+	}) as SshConnection;
+
+	test('vmNames [] is INVALID_INPUT, not "every VM"', async () => {
+		await expect(pruneBackups(untouchable, { dest: DEST, vmNames: [], policy: { keepLast: 1 }, dryRun: false })).rejects.toMatchObject({
+			code: 'INVALID_INPUT',
+			message: 'No VM selected: the VM list is empty. Leave VM Names unset to prune every VM under the destination.',
+		});
+	});
+
+	test('a bad stale age is refused before the host is used', async () => {
+		await expect(pruneBackups(untouchable, { dest: DEST, policy: { keepLast: 1 }, dryRun: false, staleAfterMs: 0 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
 	});
 });
