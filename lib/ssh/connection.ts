@@ -6,6 +6,7 @@ import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from
 import { LibvirtBackupError, tail } from '../errors';
 import { commandLine, type SudoMode } from '../shell';
 import { fingerprintOf, preferredHostKeyAlgorithms, type HostKeyPin } from './hostKeys';
+import { startTimer } from './timer';
 
 export type SshAuth =
 	| { method: 'privateKey'; privateKey: string; passphrase?: string }
@@ -172,13 +173,13 @@ export class SshConnection {
 		const done = new Promise<RunResult>((resolve, reject) => {
 			const stdout: Buffer[] = [];
 			let stderr = Buffer.alloc(0);
-			let timer: NodeJS.Timeout | undefined;
+			let cancelTimer: (() => void) | undefined;
 			let settled = false;
 
 			const finish = (error?: LibvirtBackupError, result?: RunResult) => {
 				if (settled) return;
 				settled = true;
-				if (timer) clearTimeout(timer);
+				cancelTimer?.();
 				options.signal?.removeEventListener('abort', onAbort);
 				this.pending.delete(onLost);
 				if (error) {
@@ -194,10 +195,10 @@ export class SshConnection {
 			this.pending.add(onLost);
 			if (options.signal?.aborted) return onAbort();
 			options.signal?.addEventListener('abort', onAbort, { once: true });
-			if (options.timeoutMs) {
-				timer = setTimeout(
-					() => finish(new LibvirtBackupError('COMMAND_TIMEOUT', `${label} did not finish within ${Math.round(options.timeoutMs! / 1000)} s and was stopped on the host`)),
-					options.timeoutMs,
+			const timeoutMs = options.timeoutMs;
+			if (timeoutMs) {
+				cancelTimer = startTimer(timeoutMs, () =>
+					finish(new LibvirtBackupError('COMMAND_TIMEOUT', `${label} did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped on the host`)),
 				);
 			}
 
