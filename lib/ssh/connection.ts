@@ -45,8 +45,15 @@ export interface RunResult {
 	stderr: string;
 }
 
-const KEEPALIVE_INTERVAL_MS = 10_000;
+/**
+ * A link that silently drops packets ends this side after about (COUNT_MAX + 1) x INTERVAL = 20 s
+ * without an answer: before the host's watchdog gives up on the heartbeat (WATCHDOG_SILENCE_SECONDS),
+ * so the client reports the lost connection rather than a command killed on the host.
+ */
+const KEEPALIVE_INTERVAL_MS = 5_000;
 const KEEPALIVE_COUNT_MAX = 3;
+/** Each channel's stdin gets a byte this often; the host's watchdog ends the command when they stop. */
+const HEARTBEAT_INTERVAL_MS = 5_000;
 const STDERR_KEEP_BYTES = 64 * 1024;
 
 export class SshConnection {
@@ -146,7 +153,8 @@ export class SshConnection {
 
 	/**
 	 * Starts argv on the host and returns once its channel is open. `stop()` closes the channel,
-	 * which makes the remote watchdog kill the command; `done` then rejects with ABORTED.
+	 * which makes the remote watchdog kill the command; `done` then rejects with ABORTED. The channel's
+	 * stdin carries the sudo password (sudo mode 'password') and then only heartbeat bytes.
 	 */
 	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
 		if (this.lost) throw this.lost;
@@ -168,6 +176,7 @@ export class SshConnection {
 			});
 		});
 		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
+		const heartbeat = setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
 
 		let stop: () => void = () => undefined;
 		const done = new Promise<RunResult>((resolve, reject) => {
@@ -180,6 +189,7 @@ export class SshConnection {
 				if (settled) return;
 				settled = true;
 				cancelTimer?.();
+				clearInterval(heartbeat);
 				options.signal?.removeEventListener('abort', onAbort);
 				this.pending.delete(onLost);
 				if (error) {
