@@ -55,6 +55,9 @@ const KEEPALIVE_COUNT_MAX = 3;
 /** Each channel's stdin gets a byte this often; the host's watchdog ends the command when they stop. */
 const HEARTBEAT_INTERVAL_MS = 5_000;
 const STDERR_KEEP_BYTES = 64 * 1024;
+/** What sudo writes (first-use lecture, then its answer) before the command can write anything. */
+const SUDO_MESSAGE_BYTES = 4096;
+const SUDO_REFUSED = /^Sorry, try again\.$/m;
 
 export class SshConnection {
 	private execs = 0;
@@ -216,10 +219,17 @@ export class SshConnection {
 				if (options.onStdout) options.onStdout(chunk);
 				else stdout.push(chunk);
 			});
+			let stderrSeen = 0;
 			channel.stderr.on('data', (chunk: Buffer) => {
 				options.onStderr?.(chunk);
 				stderr = Buffer.concat([stderr, chunk]);
 				if (stderr.length > STDERR_KEEP_BYTES) stderr = stderr.subarray(stderr.length - STDERR_KEEP_BYTES);
+				// A refused password makes `sudo -S` read the next stdin line as another try: the heartbeat
+				// would feed it empty tries for a while. Its complaint comes first on stderr.
+				if (this.target.sudo.mode === 'password' && stderrSeen < SUDO_MESSAGE_BYTES && SUDO_REFUSED.test(stderr.toString('utf8'))) {
+					finish(sudoPasswordRefused(label, this.target));
+				}
+				stderrSeen += chunk.length;
 			});
 			channel.on('close', () => {
 				const result = { exitCode: exitCode ?? -1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: stderr.toString('utf8') };
@@ -262,6 +272,13 @@ export async function withSsh<T>(target: SshTarget, work: (ssh: SshConnection) =
 
 export function describe(target: Pick<SshTarget, 'host' | 'port' | 'username'>): string {
 	return `${target.username}@${target.host}:${target.port}`;
+}
+
+function sudoPasswordRefused(label: string, target: SshTarget): LibvirtBackupError {
+	return new LibvirtBackupError(
+		'SUDO_FAILED',
+		`sudo on ${target.host} refused the sudo password of ${target.username}, so ${label} was not run. Check the sudo password in the credential: it is the password of ${target.username} on the host.`,
+	);
 }
 
 function commandError(label: string, target: SshTarget, result: RunResult): LibvirtBackupError {
