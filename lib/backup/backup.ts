@@ -75,6 +75,8 @@ export interface BackupResult {
 }
 
 export const CHECKPOINT_PREFIX = 'lvb-';
+/** Longest Timeout (Minutes) accepted: 7 days. A single copy step that needs longer is not a backup anyone waits for. */
+export const MAX_TIMEOUT_MINUTES = 7 * 24 * 60;
 /** qcow2 metadata and rounding: ask for a little more than the data itself. */
 const SPACE_MARGIN = 1.02;
 
@@ -99,6 +101,9 @@ export function checkBackupRequest(request: BackupRequest): void {
 	}
 	for (const disk of request.disks ?? []) if (!/^[A-Za-z0-9_.-]+$/.test(disk)) fail(`"${disk}" is not a disk target name (like vda or sdb)`);
 	if (request.timeoutMs !== undefined && !(request.timeoutMs > 0)) fail(`timeout must be a positive number of minutes; got ${request.timeoutMs / 60_000}`);
+	if (request.timeoutMs !== undefined && request.timeoutMs > MAX_TIMEOUT_MINUTES * 60_000) {
+		fail(`timeout (minutes) must be at most ${MAX_TIMEOUT_MINUTES} (7 days); got ${request.timeoutMs / 60_000}`);
+	}
 }
 
 export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks: BackupHooks = {}): Promise<BackupResult> {

@@ -6,6 +6,7 @@ import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from
 import { LibvirtBackupError, tail } from '../errors';
 import { commandLine, type SudoMode } from '../shell';
 import { fingerprintOf, preferredHostKeyAlgorithms, type HostKeyPin } from './hostKeys';
+import { startTimer } from './timer';
 
 export type SshAuth =
 	| { method: 'privateKey'; privateKey: string; passphrase?: string }
@@ -44,9 +45,19 @@ export interface RunResult {
 	stderr: string;
 }
 
-const KEEPALIVE_INTERVAL_MS = 10_000;
+/**
+ * A link that silently drops packets ends this side after about (COUNT_MAX + 1) x INTERVAL = 20 s
+ * without an answer: before the host's watchdog gives up on the heartbeat (WATCHDOG_SILENCE_SECONDS),
+ * so the client reports the lost connection rather than a command killed on the host.
+ */
+const KEEPALIVE_INTERVAL_MS = 5_000;
 const KEEPALIVE_COUNT_MAX = 3;
+/** Each channel's stdin gets a byte this often; the host's watchdog ends the command when they stop. */
+const HEARTBEAT_INTERVAL_MS = 5_000;
 const STDERR_KEEP_BYTES = 64 * 1024;
+/** What sudo writes (first-use lecture, then its answer) before the command can write anything. */
+const SUDO_MESSAGE_BYTES = 4096;
+const SUDO_REFUSED = /^Sorry, try again\.$/m;
 
 export class SshConnection {
 	private execs = 0;
@@ -145,7 +156,8 @@ export class SshConnection {
 
 	/**
 	 * Starts argv on the host and returns once its channel is open. `stop()` closes the channel,
-	 * which makes the remote watchdog kill the command; `done` then rejects with ABORTED.
+	 * which makes the remote watchdog kill the command; `done` then rejects with ABORTED. The channel's
+	 * stdin carries the sudo password (sudo mode 'password') and then only heartbeat bytes.
 	 */
 	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
 		if (this.lost) throw this.lost;
@@ -167,18 +179,20 @@ export class SshConnection {
 			});
 		});
 		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
+		const heartbeat = setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
 
 		let stop: () => void = () => undefined;
 		const done = new Promise<RunResult>((resolve, reject) => {
 			const stdout: Buffer[] = [];
 			let stderr = Buffer.alloc(0);
-			let timer: NodeJS.Timeout | undefined;
+			let cancelTimer: (() => void) | undefined;
 			let settled = false;
 
 			const finish = (error?: LibvirtBackupError, result?: RunResult) => {
 				if (settled) return;
 				settled = true;
-				if (timer) clearTimeout(timer);
+				cancelTimer?.();
+				clearInterval(heartbeat);
 				options.signal?.removeEventListener('abort', onAbort);
 				this.pending.delete(onLost);
 				if (error) {
@@ -194,10 +208,10 @@ export class SshConnection {
 			this.pending.add(onLost);
 			if (options.signal?.aborted) return onAbort();
 			options.signal?.addEventListener('abort', onAbort, { once: true });
-			if (options.timeoutMs) {
-				timer = setTimeout(
-					() => finish(new LibvirtBackupError('COMMAND_TIMEOUT', `${label} did not finish within ${Math.round(options.timeoutMs! / 1000)} s and was stopped on the host`)),
-					options.timeoutMs,
+			const timeoutMs = options.timeoutMs;
+			if (timeoutMs) {
+				cancelTimer = startTimer(timeoutMs, () =>
+					finish(new LibvirtBackupError('COMMAND_TIMEOUT', `${label} did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped on the host`)),
 				);
 			}
 
@@ -205,10 +219,17 @@ export class SshConnection {
 				if (options.onStdout) options.onStdout(chunk);
 				else stdout.push(chunk);
 			});
+			let stderrSeen = 0;
 			channel.stderr.on('data', (chunk: Buffer) => {
 				options.onStderr?.(chunk);
 				stderr = Buffer.concat([stderr, chunk]);
 				if (stderr.length > STDERR_KEEP_BYTES) stderr = stderr.subarray(stderr.length - STDERR_KEEP_BYTES);
+				// A refused password makes `sudo -S` read the next stdin line as another try: the heartbeat
+				// would feed it empty tries for a while. Its complaint comes first on stderr.
+				if (this.target.sudo.mode === 'password' && stderrSeen < SUDO_MESSAGE_BYTES && SUDO_REFUSED.test(stderr.toString('utf8'))) {
+					finish(sudoPasswordRefused(label, this.target));
+				}
+				stderrSeen += chunk.length;
 			});
 			channel.on('close', () => {
 				const result = { exitCode: exitCode ?? -1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: stderr.toString('utf8') };
@@ -251,6 +272,13 @@ export async function withSsh<T>(target: SshTarget, work: (ssh: SshConnection) =
 
 export function describe(target: Pick<SshTarget, 'host' | 'port' | 'username'>): string {
 	return `${target.username}@${target.host}:${target.port}`;
+}
+
+function sudoPasswordRefused(label: string, target: SshTarget): LibvirtBackupError {
+	return new LibvirtBackupError(
+		'SUDO_FAILED',
+		`sudo on ${target.host} refused the sudo password of ${target.username}, so ${label} was not run. Check the sudo password in the credential: it is the password of ${target.username} on the host.`,
+	);
 }
 
 function commandError(label: string, target: SshTarget, result: RunResult): LibvirtBackupError {

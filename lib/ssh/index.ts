@@ -2,3 +2,4 @@ export { SshConnection, withSsh, describe as describeTarget } from './connection
 export type { SshAuth, SshTarget, RunOptions, RunResult, RemoteProcess } from './connection';
 export { parseHostKeyPins, fingerprintOf } from './hostKeys';
 export type { HostKeyPin } from './hostKeys';
+export { startTimer } from './timer';

@@ -1,6 +1,6 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType, INodeTypeDescription } from 'n8n-workflow';
 import { NodeConnectionTypes } from 'n8n-workflow';
-import { backupVm, type BackupMode, type BackupRequest } from '../../lib/backup';
+import { backupVm, MAX_TIMEOUT_MINUTES, type BackupMode, type BackupRequest } from '../../lib/backup';
 import type { Quiesce } from '../../lib/libvirt';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
@@ -93,9 +93,9 @@ export class LibvirtBackupVmDisk implements INodeType {
 				displayName: 'Timeout (Minutes)',
 				name: 'timeoutMinutes',
 				type: 'number',
-				typeOptions: { minValue: 1 },
+				typeOptions: { minValue: 1, maxValue: MAX_TIMEOUT_MINUTES },
 				default: 240,
-				description: 'Longest a single copy step may take before it is stopped on the host and the backup is discarded',
+				description: `Longest a single copy step may take before it is stopped on the host and the backup is discarded (at most ${MAX_TIMEOUT_MINUTES}, 7 days)`,
 			},
 		],
 	};

@@ -12,7 +12,7 @@ SYSTEM_URI="qemu:///system"
 # Unix group that may use the qemu:///system socket (like Debian's "libvirt" group). Members of it
 # (lvbpass) get full libvirt access; everyone else except root gets "Permission denied".
 LIBVIRT_GROUP=libvirt
-LAB_USERS=(lvbpass lvbnovirsh lvbnoperm lvbsudo)
+LAB_USERS=(lvbpass lvbnovirsh lvbnoperm lvbsudo lvbsudopw)
 
 log() { printf '[lab] %s\n' "$*" >&2; }
 die() { printf '[lab] ERROR: %s\n' "$*" >&2; exit 1; }

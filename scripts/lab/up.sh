@@ -48,7 +48,7 @@ write_if_changed() {
 # ---------------------------------------------------------------------------------------------
 # 1. Packages (fast no-op when installed). Never libvirt-daemon-system (drags systemd upgrades).
 PKGS=(openssh-server openssh-client libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu
-	qemu-utils qemu-system-x86 iproute2 openssl sudo util-linux mount)
+	qemu-utils qemu-system-x86 iproute2 openssl sudo util-linux mount iptables)
 installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PKGS[@]}" 2>/dev/null || true)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -91,8 +91,11 @@ done
 # lvbpass is in the libvirt socket group (full libvirt access without sudo); the others are not.
 id -nG lvbpass | tr ' ' '\n' | grep -qx "$LIBVIRT_GROUP" || usermod -aG "$LIBVIRT_GROUP" lvbpass
 
-# lvbsudo: passwordless sudo; its own account has no libvirt access.
-if printf 'lvbsudo ALL=(root) NOPASSWD: ALL\n' | write_if_changed "$LAB/state/sudoers" 0440 ||
+# lvbsudo: passwordless sudo; lvbsudopw: sudo that asks for its password, every time (no cached
+# credentials, no first-use lecture: a wrong password must be asked and refused on each run).
+# Neither account has libvirt access of its own.
+if printf '%s\n' 'lvbsudo ALL=(root) NOPASSWD: ALL' 'Defaults:lvbsudopw timestamp_timeout=0, lecture=never' 'lvbsudopw ALL=(root) ALL' |
+	write_if_changed "$LAB/state/sudoers" 0440 ||
 	! cmp -s "$LAB/state/sudoers" /etc/sudoers.d/lvb-lab; then
 	visudo -cqf "$LAB/state/sudoers" >/dev/null || die "generated sudoers file is invalid"
 	install -m 0440 -o root -g root "$LAB/state/sudoers" /etc/sudoers.d/lvb-lab
@@ -109,16 +112,23 @@ gen_secret() {
 	fi
 }
 gen_secret lvbpass.password lvb-pw
+gen_secret lvbsudopw.password lvb-sudo-pw
 gen_secret encrypted.passphrase lvb-pp
-PASSWORD=$(<"$LAB/secrets/lvbpass.password")
 PASSPHRASE=$(<"$LAB/secrets/encrypted.passphrase")
-# Set lvbpass's password when the shadow hash does not match it (fresh user or new secret).
-hash=$(getent shadow lvbpass | cut -d: -f2)
-salt=$(cut -d'$' -f3 <<<"$hash")
-if [[ $hash != \$6\$* ]] || [[ "$(printf '%s\n' "$PASSWORD" | openssl passwd -6 -salt "$salt" -stdin)" != "$hash" ]]; then
-	log "setting lvbpass password"
-	usermod -p "$(printf '%s\n' "$PASSWORD" | openssl passwd -6 -stdin)" lvbpass
-fi
+# set_password USER: the user's password is its secret; set when the shadow hash does not match it
+# (fresh user or new secret).
+set_password() {
+	local user=$1 password hash salt
+	password=$(<"$LAB/secrets/$user.password")
+	hash=$(getent shadow "$user" | cut -d: -f2)
+	salt=$(cut -d'$' -f3 <<<"$hash")
+	if [[ $hash != \$6\$* ]] || [[ "$(printf '%s\n' "$password" | openssl passwd -6 -salt "$salt" -stdin)" != "$hash" ]]; then
+		log "setting $user password"
+		usermod -p "$(printf '%s\n' "$password" | openssl passwd -6 -stdin)" "$user"
+	fi
+}
+set_password lvbpass
+set_password lvbsudopw
 
 # ---------------------------------------------------------------------------------------------
 # 3. Keys (generated once). Client keys are OpenSSH-format ed25519 unless noted.
@@ -131,7 +141,7 @@ gen_key() { # gen_key FILE TYPE PASSPHRASE [extra ssh-keygen args]
 }
 gen_key "$LAB/ssh/ssh_host_ed25519_key" ed25519 ""
 gen_key "$LAB/ssh/wrong_host_ed25519_key" ed25519 "" # never served: for host-key mismatch tests
-for k in root lvbpass lvbnovirsh lvbnoperm lvbsudo unauthorized; do
+for k in root lvbpass lvbnovirsh lvbnoperm lvbsudo lvbsudopw unauthorized; do
 	gen_key "$LAB/keys/$k" ed25519 ""
 done
 gen_key "$LAB/keys/encrypted" ed25519 "$PASSPHRASE"
@@ -214,7 +224,7 @@ Subsystem sftp internal-sftp
 # such rc file; with SHLVL=1 bash counts itself nested and skips it, so the lab measures our code.
 Match User lvbnovirsh
 	SetEnv PATH=$NOVIRSH_BIN LIBVIRT_DEFAULT_URI=$SYSTEM_URI SHLVL=1
-Match User lvbpass,lvbnoperm,lvbsudo
+Match User lvbpass,lvbnoperm,lvbsudo,lvbsudopw
 	SetEnv LIBVIRT_DEFAULT_URI=$SYSTEM_URI SHLVL=1
 Match User root
 	SetEnv SHLVL=1

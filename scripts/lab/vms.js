@@ -669,6 +669,7 @@ function writeLabJson(dom, fleet, hostile) {
 			novirsh: keyUser('lvbnovirsh', 'lvbnovirsh', { libvirt: 'none', virshOnPath: false }),
 			noperm: keyUser('lvbnoperm', 'lvbnoperm', { libvirt: 'none' }),
 			sudo: keyUser('lvbsudo', 'lvbsudo', { libvirt: 'sudo' }),
+			sudoPassword: keyUser('lvbsudopw', 'lvbsudopw', { password: secret('lvbsudopw.password'), libvirt: 'sudo' }),
 			unauthorized: keyUser('root', 'unauthorized', { libvirt: 'none', authorized: false }),
 		},
 		systemUri: SYSTEM_URI,

@@ -60,7 +60,7 @@ describe('lab description', () => {
 });
 
 describe('ssh', () => {
-	test.each(['root', 'rsa', 'password', 'novirsh', 'noperm', 'sudo'] as const)('key login as %s', (name) => {
+	test.each(['root', 'rsa', 'password', 'novirsh', 'noperm', 'sudo', 'sudoPassword'] as const)('key login as %s', (name) => {
 		const r = sshExec(name, 'id -un');
 		expect(r.stderr).toBe('');
 		expect(r.code).toBe(0);
@@ -120,6 +120,16 @@ describe('lab users', () => {
 		const viaSudo = sshExec('sudo', 'sudo -n virsh -c qemu:///system domstate --domain lvb-running');
 		expect(viaSudo.code).toBe(0);
 		expect(viaSudo.stdout.trim()).toBe('running');
+	});
+
+	test('lvbsudopw reaches libvirt only through sudo, with its password', () => {
+		expect(sshExec('sudoPassword', 'virsh -c qemu:///system list --all').stderr).toContain('Permission denied');
+		const noPassword = sshExec('sudoPassword', 'sudo -n true');
+		expect(noPassword.code).toBe(1);
+		expect(noPassword.stderr).toMatch(/a password is required/);
+		const viaSudo = sshExec('sudoPassword', "sudo -S -p '' virsh -c qemu:///system domstate --domain lvb-running", { input: `${lab.users.sudoPassword.password}\n` });
+		expect(viaSudo.stdout.trim()).toBe('running');
+		expect(viaSudo.code).toBe(0);
 	});
 
 	test('lvbpass (libvirt group) reaches libvirt directly', () => {

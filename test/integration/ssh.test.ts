@@ -206,6 +206,13 @@ describe('remote commands', () => {
 		}
 	});
 
+	test('a time bound longer than a Node timer can hold does not stop the command at once', async () => {
+		await withSsh(labTarget(), async (ssh) => {
+			// 36 000 minutes (Backup VM Disk's Timeout): above 2^31-1 ms, a bare setTimeout fires after 1 ms.
+			expect((await ssh.run(['sleep', '1'], { timeoutMs: 36_000 * 60_000 })).exitCode).toBe(0);
+		});
+	});
+
 	test('sudo mode runs the command as root', async () => {
 		await withSsh(labTarget('sudo'), async (ssh) => {
 			expect((await ssh.run(['id', '-u'])).stdout.trim()).toBe('0');

@@ -56,6 +56,8 @@ export interface LabUsers {
 	noperm: LabUser;
 	/** lvbsudo: passwordless sudo; virsh only works as `sudo -n virsh ...`. */
 	sudo: LabUser;
+	/** lvbsudopw: sudo that asks for `password` on every run; virsh only works through sudo. */
+	sudoPassword: LabUser;
 	/** username root, key not in any authorized_keys. */
 	unauthorized: LabUser;
 }

@@ -2,7 +2,7 @@
 import { parseHostKeyPins, type SshTarget } from '../../lib/ssh';
 import { loadLab } from './lab';
 
-export type LabUser = 'root' | 'encrypted' | 'rsa' | 'password' | 'novirsh' | 'noperm' | 'sudo' | 'unauthorized';
+export type LabUser = 'root' | 'encrypted' | 'rsa' | 'password' | 'novirsh' | 'noperm' | 'sudo' | 'sudoPassword' | 'unauthorized';
 
 export function labTarget(user: LabUser = 'root', overrides: Partial<SshTarget> = {}): SshTarget {
 	const lab = loadLab();
@@ -13,7 +13,7 @@ export function labTarget(user: LabUser = 'root', overrides: Partial<SshTarget> 
 		username: account.username,
 		auth: { method: 'privateKey', privateKey: account.privateKey, passphrase: account.passphrase },
 		hostKeys: { pins: parseHostKeyPins(lab.knownHostsLine) },
-		sudo: { mode: user === 'sudo' ? 'nopasswd' : 'none' },
+		sudo: user === 'sudo' ? { mode: 'nopasswd' } : user === 'sudoPassword' ? { mode: 'password', password: account.password } : { mode: 'none' },
 		readyTimeoutMs: 10_000,
 		...overrides,
 	};

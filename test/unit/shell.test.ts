@@ -132,4 +132,34 @@ describe('quoteArg / commandLine', () => {
 		expect(found).toBe(1); // pgrep: no process matched
 		expect(fs.existsSync(marker)).toBe(false);
 	});
+
+	test('a heartbeat on stdin keeps the command running past the silence limit', async () => {
+		const child = spawn('/bin/sh', ['-c', commandLine(['sh', '-c', 'sleep 4; exit 5'], { silenceLimitSeconds: 2 })], { stdio: ['pipe', 'ignore', 'ignore'] });
+		const beat = setInterval(() => child.stdin.write('\n'), 300);
+		const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+		clearInterval(beat);
+		expect(code).toBe(5);
+	});
+
+	test('the watchdog kills the command tree when stdin stays open but silent (network gone)', async () => {
+		const marker = `/tmp/lvb-silence-${process.pid}`;
+		const fs = await import('node:fs');
+		fs.rmSync(marker, { force: true });
+		const child = spawn('/bin/sh', ['-c', commandLine(['sh', '-c', `sleep 30; touch ${marker}`], { silenceLimitSeconds: 1 })], {
+			stdio: ['pipe', 'ignore', 'ignore'],
+		});
+		const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+		expect(await closed).toBe(143); // stdin is still open: only the silence ended it
+		child.stdin.end();
+		const ps = spawn('pgrep', ['-f', `sleep 30; touch ${marker}`]);
+		expect(await new Promise<number | null>((resolve) => ps.on('close', resolve))).toBe(1);
+		expect(fs.existsSync(marker)).toBe(false);
+	});
+
+	test('the silence limit (30 s by default) reaches the watchdog as data, also under sudo', () => {
+		const line = commandLine(['true'], { sudo: 'password' });
+		expect(line).toMatch(/^sudo -S -p '' -- sh -c '/);
+		expect(line).toMatch(/ lvb-watchdog 30 true$/);
+	});
 });
+
