@@ -82,7 +82,7 @@ function manifests(): Manifest[] {
 function catalogOf(all: Manifest[]): Catalog {
 	const backups = all.map((manifest): CatalogBackup => {
 		const vmDir = manifest.vm.name;
-		return { dest: DEST, vmDir, vm: vmDir, id: manifest.id, path: `${DEST}/${vmDir}/${manifest.id}`, manifest, protected: false, diskBytes: manifest.disks[0].bytes };
+		return { dest: DEST, vmDir, vm: vmDir, id: manifest.id, path: `${DEST}/${vmDir}/${manifest.id}`, manifest, protected: false, diskBytes: manifest.disks[0].bytes, missingFiles: [] };
 	});
 	return { dest: DEST, backups, incomplete: [], quarantined: [] };
 }

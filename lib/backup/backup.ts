@@ -17,13 +17,15 @@ import {
 	type Quiesce,
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
+import { readCatalog, type Catalog } from '../catalog/list';
 import { finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
-import { backupDir, backupId, checkDestination, vmBackupDir } from '../store/layout';
+import { CHECKPOINT_PREFIX, checkpointPrefix, isDestinationCheckpoint, planBackup, selectDisks, type BackupMode, type NewFullPolicy, type StoreState } from './plan';
+import { backupDir, backupId, checkDestination, vmBackupDir, vmDirName } from '../store/layout';
 import { acquireVmLock } from '../store/lock';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
-import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type DiskPlan, type Progress, type StrategyContext } from './strategies';
+import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type Progress, type StrategyContext } from './strategies';
 
-export type BackupMode = 'auto' | 'full' | 'incremental' | 'copy';
+export type { BackupMode } from './plan';
 
 export interface BackupRequest {
 	uri: string;
@@ -37,6 +39,8 @@ export interface BackupRequest {
 	quiesce: Quiesce;
 	/** How a running VM is copied: push-mode backup-begin, or the snapshot + blockcommit fallback (auto: push when the host has it). */
 	method?: 'auto' | 'push' | 'snapshot';
+	/** When auto mode starts a new chain although the old one is still usable (nothing set: never). */
+	newFullAfter?: NewFullPolicy;
 	timeoutMs?: number;
 	/** Who holds the lock (shown to a second job that finds the VM locked). */
 	holder: string;
@@ -74,12 +78,12 @@ export interface BackupResult {
 	warnings: string[];
 }
 
-export const CHECKPOINT_PREFIX = 'lvb-';
+export { CHECKPOINT_PREFIX } from './plan';
 /** Longest Timeout (Minutes) accepted: 7 days. A single copy step that needs longer is not a backup anyone waits for. */
 export const MAX_TIMEOUT_MINUTES = 7 * 24 * 60;
-/** qcow2 metadata and rounding: ask for a little more than the data itself. */
-const SPACE_MARGIN = 1.02;
-
+/** New Full Backup After bounds: a chain longer than this is no plan anyone means. */
+export const MAX_NEW_FULL_INCREMENTALS = 10_000;
+export const MAX_NEW_FULL_DAYS = 3650;
 const CHOICES = {
 	mode: ['auto', 'full', 'incremental', 'copy'],
 	compression: ['none', 'qcow2-compressed'],
@@ -103,6 +107,12 @@ export function checkBackupRequest(request: BackupRequest): void {
 	if (request.timeoutMs !== undefined && !(request.timeoutMs > 0)) fail(`timeout must be a positive number of minutes; got ${request.timeoutMs / 60_000}`);
 	if (request.timeoutMs !== undefined && request.timeoutMs > MAX_TIMEOUT_MINUTES * 60_000) {
 		fail(`timeout (minutes) must be at most ${MAX_TIMEOUT_MINUTES} (7 days); got ${request.timeoutMs / 60_000}`);
+	}
+	for (const [field, max] of [['incrementals', MAX_NEW_FULL_INCREMENTALS], ['days', MAX_NEW_FULL_DAYS]] as const) {
+		const value = request.newFullAfter?.[field];
+		if (value !== undefined && !(Number.isInteger(value) && value >= 0 && value <= max)) {
+			fail(`New Full Backup After: ${field} must be a whole number from 0 (no limit) to ${max}; got ${JSON.stringify(value)}`);
+		}
 	}
 }
 
@@ -138,11 +148,14 @@ async function backupLocked(
 	const live = vm.state === 'running' || vm.state === 'paused';
 	const plannedId = backupId(started);
 	let disks = selectDisks(vm, request.disks);
-	// Independent questions to libvirt and to the file system: one round trip for both.
-	let [state, folder] = await Promise.all([
-		live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
-		inspectVmFolder(ssh, vmDir, plannedId, measured(disks)),
-	]);
+	// Independent questions to libvirt and to the file system, asked at once.
+	const look = () =>
+		Promise.all([
+			live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
+			inspectVmFolder(ssh, vmDir, plannedId, measured(disks)),
+			readCatalog(ssh, request.dest, [vmDirName(vm.name)], hooks.signal),
+		]);
+	let [state, folder, catalog] = await look();
 	if (state?.backupJobActive || folder.incomplete.length > 0 || folder.pending) {
 		await recoverFromInterruptedRun(ssh, request.uri, vm, vmDir, state, folder, warnings);
 		// Merged overlays change the disks' sources: look at the VM again.
@@ -150,54 +163,31 @@ async function backupLocked(
 			[vm] = (await discoverVms(ssh, request.uri, { domains: [vm.uuid], excludeDevices: [] }, hooks.signal)).vms;
 			disks = selectDisks(vm, request.disks);
 		}
-		[state, folder] = await Promise.all([
-			live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
-			inspectVmFolder(ssh, vmDir, plannedId, measured(disks)),
-		]);
-	}
-	const snapshot = live && (request.method === 'snapshot' || (request.method !== 'push' && state?.pushBackupSupported === false));
-	if (live && request.method === 'push' && state?.pushBackupSupported === false) {
-		throw new LibvirtBackupError('BACKUP_FAILED', 'This host has no push-mode backup-begin (libvirt >= 7.2 needed): set Method to Auto or Snapshot');
-	}
-	if (snapshot && request.mode === 'incremental') warnings.push('incremental backups need push-mode backup-begin (libvirt >= 7.2): full backup instead');
-
-	const wantsChain = request.mode === 'auto' || request.mode === 'incremental';
-	const previous = wantsChain ? folder.latest : undefined;
-	const chain: Chain = !live
-		? { reason: 'the VM is not running' }
-		: snapshot
-			? { reason: 'snapshot backups are always full' }
-			: !previous
-				? { reason: 'no previous backup' }
-				: usableChain(vm, disks, previous, state!);
-	if (request.mode === 'incremental' && 'reason' in chain && !snapshot) warnings.push(`incremental not possible (${chain.reason}): full backup instead`);
-	if (request.mode === 'auto' && 'reason' in chain && previous) warnings.push(`full backup: ${chain.reason}`);
-	const parent = 'parent' in chain ? chain.parent : undefined;
-	const kind: BackupKind = request.mode === 'copy' ? 'copy' : parent ? 'incremental' : 'full';
-	if (request.compression !== 'none' && kind === 'incremental') warnings.push('incremental images are not compressed');
-
-	const needed = Math.ceil(disks.reduce((sum, disk) => sum + (parent && 'dirty' in chain ? (chain.dirty.get(disk.target) ?? fullEstimate(disk, folder)) : fullEstimate(disk, folder)), 0) * SPACE_MARGIN);
-	if (needed > folder.free.bytes) {
-		throw new LibvirtBackupError('NO_SPACE', `Not enough space on ${folder.free.mount}: need ${formatBytes(needed)}, ${formatBytes(folder.free.bytes)} free`, {
-			needed,
-			free: folder.free.bytes,
-		});
+		[state, folder, catalog] = await look();
 	}
 
 	const id = freeId(plannedId, folder.taken);
-	const dir = backupDir(request.dest, vm.name, id);
-	// Bitmaps live only in qcow2 images: a VM without one can have no checkpoint.
-	const checkpoint = live && !snapshot && kind !== 'copy' && disks.some((disk) => disk.format === 'qcow2') ? `${CHECKPOINT_PREFIX}${id}` : undefined;
-	const plans: DiskPlan[] = disks.map((disk) => {
-		const parentDisk = parent?.disks.find((d) => d.target === disk.target);
-		const incremental = parent?.checkpoint && parentDisk && disk.format === 'qcow2';
-		return {
-			disk,
-			file: `${disk.target}.qcow2`,
-			...(incremental ? { incrementalFrom: parent.checkpoint, backingFile: `../${parent.id}/${parentDisk.file}` } : {}),
-		};
+	const prefix = checkpointPrefix(checkDestination(request.dest));
+	const plan = planBackup({
+		request: { mode: request.mode, method: request.method, disks: request.disks, compression: request.compression, newFull: request.newFullAfter },
+		vm,
+		host: state,
+		store: storeState(catalog),
+		id,
+		checkpointPrefix: prefix,
+		now: started,
+		fullBytes: new Map(disks.map((disk) => [disk.target, fullEstimate(disk, folder)])),
 	});
-	const compress = request.compression === 'qcow2-compressed' && kind !== 'incremental';
+	warnings.push(...plan.warnings);
+	if (plan.neededBytes > folder.free.bytes) {
+		throw new LibvirtBackupError('NO_SPACE', `Not enough space on ${folder.free.mount}: need ${formatBytes(plan.neededBytes)}, ${formatBytes(folder.free.bytes)} free`, {
+			needed: plan.neededBytes,
+			free: folder.free.bytes,
+		});
+	}
+	const { kind, parent, checkpoint, compress, disks: plans } = plan;
+	const snapshot = plan.method === 'snapshot-commit';
+	const dir = backupDir(request.dest, vm.name, id);
 	const context: StrategyContext = {
 		ssh,
 		uri: request.uri,
@@ -258,7 +248,7 @@ async function backupLocked(
 			finishedAt: finished.toISOString(),
 			kind,
 			...(parent ? { parent: parent.id } : {}),
-			method: snapshot ? 'snapshot-commit' : live ? 'push' : 'offline-convert',
+			method: plan.method,
 			consistency: written.consistency,
 			...(checkpoint ? { checkpoint } : {}),
 			disks: manifestDisks,
@@ -267,7 +257,7 @@ async function backupLocked(
 		context.onProgress({ phase: 'finalize', percent: 100, message: 'writing manifest' });
 		await finalizeBackupFolder(ssh, dir, plans.map((plan) => plan.file), manifest, domainXml);
 		succeeded = true;
-		if (checkpoint) await pruneOldCheckpoints(ssh, request.uri, vm, checkpoint, [...(state?.checkpoints ?? [])], warnings);
+		if (checkpoint) await pruneOldCheckpoints(ssh, request.uri, vm, checkpoint, prefix, state?.checkpoints ?? [], warnings);
 		return {
 			vm: vm.name,
 			uuid: vm.uuid,
@@ -316,34 +306,16 @@ function fullEstimate(disk: DiscoveredDisk, folder: VmFolder): number {
 	return Math.min(disk.virtualBytes ?? allocated, allocated || (disk.virtualBytes ?? 0));
 }
 
-function selectDisks(vm: DiscoveredVm, targets: string[] | undefined): DiscoveredDisk[] {
-	if (targets && targets.length > 0) {
-		return targets.map((target) => {
-			const disk = vm.disks.find((d) => d.target === target);
-			if (!disk) throw new LibvirtBackupError('INVALID_INPUT', `VM "${vm.name}" has no disk "${target}" (it has: ${vm.disks.map((d) => d.target).join(', ')})`);
-			if (!disk.backupable) throw new LibvirtBackupError('INVALID_INPUT', `Disk ${target} of VM "${vm.name}" cannot be backed up: ${disk.reason}`);
-			return disk;
-		});
-	}
-	const disks = vm.disks.filter((disk) => disk.backupable);
-	if (disks.length === 0) throw new LibvirtBackupError('INVALID_INPUT', `VM "${vm.name}" has no disk that can be backed up: ${vm.reasons.join('; ') || 'no disks'}`);
-	return disks;
-}
-
-type Chain = { parent: Manifest; dirty: Map<string, number> } | { reason: string };
-
-/** An incremental needs the previous backup's checkpoint in libvirt and its images on disk. */
-function usableChain(vm: DiscoveredVm, disks: DiscoveredDisk[], previous: NonNullable<VmFolder['latest']>, state: BackupState): Chain {
-	const parent = previous.manifest;
-	if (parent.vm.uuid !== vm.uuid) return { reason: `the previous backup ${parent.id} is of another VM with the same name` };
-	if (!parent.checkpoint) return { reason: `the previous backup ${parent.id} has no checkpoint` };
-	if (previous.missingFiles.length > 0) return { reason: `the previous backup ${parent.id} is missing ${previous.missingFiles.join(', ')}` };
-	const missingDisks = disks.filter((disk) => !parent.disks.some((d) => d.target === disk.target)).map((disk) => disk.target);
-	if (missingDisks.length > 0) return { reason: `the previous backup ${parent.id} has no ${missingDisks.join(', ')}` };
-	if (!state.checkpoints.includes(parent.checkpoint)) return { reason: `checkpoint ${parent.checkpoint} no longer exists in libvirt` };
-	const dirty = state.dirtyBytes.get(parent.checkpoint);
-	if (!dirty) return { reason: `checkpoint ${parent.checkpoint} is unusable: libvirt reports no changed-block size for it` };
-	return { parent, dirty };
+/** The VM's backups as the planner sees them; folders whose manifest cannot be used are named, never built on. */
+function storeState(catalog: Catalog): StoreState {
+	return {
+		backups: catalog.backups.map((backup) => ({
+			manifest: backup.manifest,
+			missingFiles: backup.missingFiles,
+			...(backup.verification ? { verification: backup.verification.status } : {}),
+		})),
+		unreadable: catalog.incomplete.filter((folder) => folder.unreadableManifest).map((folder) => ({ id: folder.id, reason: folder.reason })),
+	};
 }
 
 /**
@@ -381,11 +353,23 @@ async function discardFailedBackup(ssh: SshConnection, uri: string, vm: Discover
 	}
 }
 
-/** Only the newest checkpoint is needed for the next incremental; older ones of ours cost I/O. */
-async function pruneOldCheckpoints(ssh: SshConnection, uri: string, vm: DiscoveredVm, keep: string, known: string[], warnings: string[]): Promise<void> {
-	const ours = known.filter((name) => name.startsWith(CHECKPOINT_PREFIX) && name !== keep);
+/**
+ * Only the newest checkpoint is needed for this destination's next incremental; older ones cost
+ * I/O. Those of other destinations are their chains: left alone.
+ */
+async function pruneOldCheckpoints(
+	ssh: SshConnection,
+	uri: string,
+	vm: DiscoveredVm,
+	keep: string,
+	prefix: string,
+	known: readonly string[],
+	warnings: string[],
+): Promise<void> {
+	const ours = known.filter((name) => isDestinationCheckpoint(name, prefix) && name !== keep);
 	try {
-		await deleteCheckpoints(ssh, uri, vm.uuid, ours);
+		const broken = await deleteCheckpoints(ssh, uri, vm.uuid, ours);
+		if (broken.length > 0) warnings.push(`removed checkpoint(s) whose bitmap QEMU had lost: ${broken.join(', ')}`);
 	} catch (error) {
 		warnings.push(`old checkpoints could not be removed: ${(error as Error).message}`);
 	}

@@ -9,7 +9,7 @@ import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
-import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId, parseManifest, type Manifest } from '../store/manifest';
+import { INCOMPLETE_MARKER, MANIFEST_FILE, type Manifest } from '../store/manifest';
 
 /** Written before a snapshot-fallback backup puts overlays on a VM, removed after they are merged. */
 export const PENDING_FILE = '.lvb-pending.json';
@@ -105,8 +105,6 @@ export interface VmFolder {
 	taken: string[];
 	/** Overlays an interrupted snapshot-fallback backup left on the VM (JSON), if any. */
 	pending?: string;
-	/** The newest complete backup, with the image files its manifest names that are missing. */
-	latest?: { manifest: Manifest; missingFiles: string[] };
 	/** Per disk target asked about: bytes of data a flattening copy writes (`qemu-img map`), when known. */
 	dataBytes: Map<string, number>;
 }
@@ -157,15 +155,7 @@ for d in $ids; do
   [ -L "$d" ] && continue
   [ -f "$d/${INCOMPLETE_MARKER}" ] && [ ! -e "$d/${MANIFEST_FILE}" ] && [ ! -L "$d/${MANIFEST_FILE}" ] && echo "$m incomplete $d"
 done
-for d in $ids; do
-  [ -L "$d" ] && continue
-  [ -f "$d/${MANIFEST_FILE}" ] && [ ! -L "$d/${MANIFEST_FILE}" ] || continue
-  echo "$m manifest $d"
-  readf "$d/${MANIFEST_FILE}" || exit 1
-  echo "$m files $d"
-  ls -1 -- "$d"
-  exit 0
-done`;
+exit 0`;
 	const marker = newMarker();
 	const args = disks.flatMap((disk) => [disk.target, disk.format, disk.path]);
 	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-inspect', [vmDir, id, marker, ...args]), { label: 'inspect backup folder', timeoutMs: INSPECT_TIMEOUT_MS });
@@ -187,19 +177,11 @@ done`;
 		const [target, bytes] = [section.arg, Number(section.body.trim() || NaN)];
 		if (Number.isSafeInteger(bytes) && bytes >= 0) dataBytes.set(target, bytes);
 	}
-	const manifestSection = body('manifest');
-	let latest: VmFolder['latest'];
-	if (manifestSection && isBackupId(manifestSection.arg)) {
-		const manifest = parseManifest(manifestSection.body, `${vmDir}/${manifestSection.arg}/${MANIFEST_FILE}`);
-		const present = new Set((body('files')?.body ?? '').split('\n'));
-		latest = { manifest, missingFiles: manifest.disks.map((disk) => disk.file).filter((file) => !present.has(file)) };
-	}
 	return {
 		free,
 		incomplete: sections.filter((section) => section.kind === 'incomplete').map((section) => section.arg),
 		taken: (body('taken')?.body ?? '').split('\n').filter(Boolean),
 		pending: body('pending')?.body.trim(),
-		latest,
 		dataBytes,
 	};
 }

@@ -3,6 +3,7 @@
  * out. Pure (no I/O), so every chain rule is a table test (test/unit/backup/plan.test.ts), the way
  * retention is. backup.ts gathers the state, calls planBackup, and carries the plan out.
  */
+import { createHash } from 'node:crypto';
 import { LibvirtBackupError } from '../errors';
 import type { DiscoveredDisk, DiscoveredVm } from '../libvirt';
 import type { BackupKind, BackupMethod, Manifest } from '../store/manifest';
@@ -59,6 +60,8 @@ export interface PlanInput {
 	store: StoreState;
 	/** The new backup's id (also names its checkpoint). */
 	id: string;
+	/** Names this destination's checkpoints (checkpointPrefix), so each destination keeps its own chain. */
+	checkpointPrefix: string;
 	now: Date;
 	/** Upper bound of what a full copy of each selected disk writes (measured on the host). */
 	fullBytes: ReadonlyMap<string, number>;
@@ -94,6 +97,21 @@ export interface BackupPlan {
 }
 
 export const CHECKPOINT_PREFIX = 'lvb-';
+/** Checkpoints named before they were per destination: `lvb-<backup id>`. */
+const LEGACY_CHECKPOINT = /^lvb-\d{8}T\d{6}Z/;
+
+/**
+ * `lvb-<8 hex of the destination path>-`: one VM backed up to two destinations keeps a checkpoint
+ * (and so an incremental chain) for each, and a backup to one never deletes the other's.
+ */
+export function checkpointPrefix(dest: string): string {
+	return `${CHECKPOINT_PREFIX}${createHash('sha256').update(dest).digest('hex').slice(0, 8)}-`;
+}
+
+/** Our checkpoints that a backup to this destination may delete: its own, and those named before checkpoints were per destination. */
+export function isDestinationCheckpoint(name: string, prefix: string): boolean {
+	return name.startsWith(prefix) || LEGACY_CHECKPOINT.test(name);
+}
 /** qcow2 metadata and rounding: ask for a little more than the data itself. */
 const SPACE_MARGIN = 1.02;
 
@@ -117,7 +135,7 @@ export function planBackup(input: PlanInput): BackupPlan {
 	if (request.compression !== 'none' && kind === 'incremental') warnings.push('incremental images are not compressed');
 
 	// Bitmaps live only in qcow2 images: a VM without one can have no checkpoint.
-	const checkpoint = live && !snapshot && kind !== 'copy' && disks.some((disk) => disk.format === 'qcow2') ? `${CHECKPOINT_PREFIX}${id}` : undefined;
+	const checkpoint = live && !snapshot && kind !== 'copy' && disks.some((disk) => disk.format === 'qcow2') ? `${input.checkpointPrefix}${id}` : undefined;
 	const steps = disks.map((disk): DiskStep => {
 		const full = input.fullBytes.get(disk.target) ?? 0;
 		const parentDisk = parent?.disks.find((candidate) => candidate.target === disk.target);
@@ -164,7 +182,7 @@ function chooseParent(input: PlanInput, live: boolean, snapshot: boolean, disks:
 	if (request.mode === 'full') return full('full backup requested', false);
 	if (request.mode === 'copy') return full('copy requested', false);
 	if (!live) return full('the VM is not running', false);
-	if (snapshot) return full('snapshot backups are always full (incrementals need push-mode backup-begin, libvirt >= 7.2)', request.mode === 'incremental');
+	if (snapshot) return full('snapshot backups are always full; incrementals need push-mode backup-begin, libvirt >= 7.2', request.mode === 'incremental');
 
 	const ours = input.store.backups.filter((backup) => backup.manifest.vm.uuid === vm.uuid);
 	const byId = new Map(ours.map((backup) => [backup.manifest.id, backup]));

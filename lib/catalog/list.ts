@@ -71,12 +71,16 @@ export interface CatalogBackup extends BackupLocation {
 	protected: boolean;
 	/** Bytes the folder's files occupy on disk: what removing it frees. */
 	diskBytes: number;
+	/** Image files the manifest names that are not regular files in the folder. */
+	missingFiles: string[];
 }
 
 export interface IncompleteFolder extends BackupLocation {
 	reason: string;
 	/** The folder carries our `.lvb-incomplete` marker and holds nothing but what our writer leaves. */
 	writerLeftovers: boolean;
+	/** It has a manifest that cannot be used (damaged, a future format, another backup's): a backup no one can build on. */
+	unreadableManifest: boolean;
 	diskBytes: number;
 }
 
@@ -211,10 +215,11 @@ function classify(raw: RawFolder, dest: string, catalog: Catalog, dirNameOf: (vm
 	}
 	if (!isBackupId(raw.name)) return;
 	const location = backupLocation(dest, raw.vmDir, raw.name);
-	const incomplete = (reason: string) => catalog.incomplete.push({ ...location, reason, writerLeftovers: isWriterLeftovers(raw), diskBytes });
+	const manifestEntry = raw.entries.get(MANIFEST_FILE);
+	const incomplete = (reason: string) =>
+		catalog.incomplete.push({ ...location, reason, writerLeftovers: isWriterLeftovers(raw), unreadableManifest: !raw.link && manifestEntry !== undefined, diskBytes });
 	if (raw.link) return void incomplete('symbolic link: never followed');
 
-	const manifestEntry = raw.entries.get(MANIFEST_FILE);
 	const text = raw.texts.get(MANIFEST_FILE);
 	if (!manifestEntry) {
 		return void incomplete(raw.entries.has(INCOMPLETE_MARKER) ? 'no manifest: the backup was not finished' : 'no manifest and no incomplete marker: not written by this package');
@@ -237,6 +242,7 @@ function classify(raw: RawFolder, dest: string, catalog: Catalog, dirNameOf: (vm
 		verification: verificationText === undefined ? undefined : parseVerification(verificationText, manifest.id),
 		protected: raw.entries.has(PROTECTED_MARKER),
 		diskBytes,
+		missingFiles: manifest.disks.map((disk) => disk.file).filter((file) => raw.entries.get(file)?.type !== 'file'),
 	});
 }
 

@@ -207,13 +207,31 @@ export async function listCheckpoints(ssh: SshConnection, uri: string, uuid: str
 	return stdout.split('\n').map((line) => line.trim()).filter(Boolean);
 }
 
-export async function deleteCheckpoints(ssh: SshConnection, uri: string, uuid: string, names: string[]): Promise<void> {
-	if (names.length === 0) return;
-	const script = `uri=$1 dom=$2; shift 2
+/**
+ * Deletes checkpoints (libvirt merges each one's bitmap into its parent's, which keeps older
+ * checkpoints usable). A checkpoint whose bitmap QEMU no longer has cannot be deleted that way:
+ * only its metadata is removed then, and its name is returned.
+ */
+export async function deleteCheckpoints(ssh: SshConnection, uri: string, uuid: string, names: readonly string[]): Promise<string[]> {
+	if (names.length === 0) return [];
+	const script = `export LC_ALL=C
+uri=$1 dom=$2 m=$3; shift 3
 rc=0
-for c in "$@"; do virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$c" || rc=1; done
+for c in "$@"; do
+  err=$(virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$c" 2>&1 >/dev/null) && continue
+  case $err in
+    *"not found in backing chain"*)
+      virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$c" --metadata >/dev/null && { echo "$m metadata $c"; continue; };;
+    *) printf '%s\\n' "$err" >&2;;
+  esac
+  rc=1
+done
 exit $rc`;
-	await runVirsh(ssh, scriptArgv(script, 'lvb-checkpoint-delete', [uri, uuid, ...names]), uri, 'virsh checkpoint-delete');
+	const marker = newMarker();
+	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-checkpoint-delete', [uri, uuid, marker, ...names]), uri, 'virsh checkpoint-delete');
+	return splitSections(stdout, marker)
+		.filter((section) => section.kind === 'metadata')
+		.map((section) => section.arg);
 }
 
 export interface DiskOverlay {

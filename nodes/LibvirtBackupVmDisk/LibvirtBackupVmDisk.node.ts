@@ -1,6 +1,6 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType, INodeTypeDescription } from 'n8n-workflow';
 import { NodeConnectionTypes } from 'n8n-workflow';
-import { backupVm, MAX_TIMEOUT_MINUTES, type BackupMode, type BackupRequest } from '../../lib/backup';
+import { backupVm, MAX_NEW_FULL_DAYS, MAX_NEW_FULL_INCREMENTALS, MAX_TIMEOUT_MINUTES, type BackupMode, type BackupRequest } from '../../lib/backup';
 import type { Quiesce } from '../../lib/libvirt';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
@@ -47,6 +47,24 @@ export class LibvirtBackupVmDisk implements INodeType {
 					{ name: 'Copy', value: 'copy', description: 'A standalone full backup that leaves the incremental chain alone' },
 				],
 				default: 'auto',
+			},
+			{
+				displayName: 'New Full Backup After (Incrementals)',
+				name: 'newFullAfterIncrementals',
+				type: 'number',
+				typeOptions: { minValue: 0, maxValue: MAX_NEW_FULL_INCREMENTALS },
+				displayOptions: { show: { mode: ['auto'] } },
+				default: 7,
+				description: 'Start a new chain with a full backup once the chain holds this many incrementals (0: no limit)',
+			},
+			{
+				displayName: 'New Full Backup After (Days)',
+				name: 'newFullAfterDays',
+				type: 'number',
+				typeOptions: { minValue: 0, maxValue: MAX_NEW_FULL_DAYS },
+				displayOptions: { show: { mode: ['auto'] } },
+				default: 7,
+				description: "Start a new chain with a full backup once the chain's full backup is this many days old (0: no limit)",
 			},
 			{
 				displayName: 'Disks',
@@ -105,11 +123,13 @@ export class LibvirtBackupVmDisk implements INodeType {
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const holder = `n8n execution ${this.getExecutionId() ?? '?'} (workflow "${this.getWorkflow().name ?? this.getWorkflow().id}")`;
 		return await executePerItem(this, async (ssh, { target, uri }, itemIndex, signal) => {
+			const mode = this.getNodeParameter('mode', itemIndex) as BackupMode;
 			const request: BackupRequest = {
 				uri,
 				vm: String(this.getNodeParameter('vm', itemIndex)).trim(),
 				dest: String(this.getNodeParameter('destination', itemIndex)),
-				mode: this.getNodeParameter('mode', itemIndex) as BackupMode,
+				mode,
+				newFullAfter: mode === 'auto' ? { incrementals: Number(this.getNodeParameter('newFullAfterIncrementals', itemIndex, 7)), days: Number(this.getNodeParameter('newFullAfterDays', itemIndex, 7)) } : undefined,
 				disks: String(this.getNodeParameter('disks', itemIndex, ''))
 					.split(',')
 					.map((disk) => disk.trim())

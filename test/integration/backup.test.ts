@@ -221,7 +221,7 @@ describe('snapshot + blockcommit fallback (for hosts without backup-begin)', () 
 		const before = sources();
 		const result = await backup(vm.name, destination.dest, { method: 'snapshot', mode: 'incremental' });
 		expect(result).toMatchObject({ kind: 'full', method: 'snapshot-commit', consistency: 'crash' });
-		expect(result.warnings).toContain('incremental backups need push-mode backup-begin (libvirt >= 7.2): full backup instead');
+		expect(result.warnings).toContain('incremental not possible (snapshot backups are always full; incrementals need push-mode backup-begin, libvirt >= 7.2): full backup instead');
 		for (const disk of vm.disks) expect(compare(`${result.path}/${disk.target}.qcow2`, disk.path)).toBe('Images are identical.');
 		expect(sources()).toBe(before);
 		expect(host(`ls -A ${q(`${destination.dest}/${vm.name}`)}`).split('\n').filter(Boolean).sort()).toEqual(['.lvb.lock', result.id].sort());

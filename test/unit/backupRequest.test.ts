@@ -6,6 +6,7 @@ describe('backup parameters are checked before anything touches the host', () =>
 	test('a complete request passes', () => {
 		expect(() => checkBackupRequest(good)).not.toThrow();
 		expect(() => checkBackupRequest({ ...good, method: 'snapshot', disks: ['vda', 'sdb'], timeoutMs: 60_000 })).not.toThrow();
+		expect(() => checkBackupRequest({ ...good, newFullAfter: { incrementals: 0, days: 3650 } })).not.toThrow();
 	});
 
 	test.each([
@@ -18,6 +19,10 @@ describe('backup parameters are checked before anything touches the host', () =>
 		[{ method: 'rsync' }, 'method must be one of auto, push, snapshot; got "rsync"'],
 		[{ disks: ['vda', '$(id)'] }, '"$(id)" is not a disk target name (like vda or sdb)'],
 		[{ timeoutMs: 0 }, 'timeout must be a positive number of minutes; got 0'],
+		[{ newFullAfter: { incrementals: -1 } }, 'New Full Backup After: incrementals must be a whole number from 0 (no limit) to 10000; got -1'],
+		[{ newFullAfter: { incrementals: 2.5 } }, 'New Full Backup After: incrementals must be a whole number from 0 (no limit) to 10000; got 2.5'],
+		[{ newFullAfter: { days: 3651 } }, 'New Full Backup After: days must be a whole number from 0 (no limit) to 3650; got 3651'],
+		[{ newFullAfter: { days: Number.NaN } }, 'New Full Backup After: days must be a whole number from 0 (no limit) to 3650; got null'],
 	])('%p is refused: %s', (override, message) => {
 		expect(() => checkBackupRequest({ ...good, ...(override as Partial<BackupRequest>) })).toThrow(message);
 	});

@@ -1,4 +1,4 @@
-import { planBackup, type HostState, type PlanInput, type PlanRequest, type StoredBackup } from '../../../lib/backup/plan';
+import { checkpointPrefix, isDestinationCheckpoint, planBackup, type HostState, type PlanInput, type PlanRequest, type StoredBackup } from '../../../lib/backup/plan';
 import type { DiscoveredDisk, DiscoveredVm } from '../../../lib/libvirt';
 import type { BackupKind, Manifest } from '../../../lib/store';
 
@@ -6,6 +6,7 @@ import type { BackupKind, Manifest } from '../../../lib/store';
 const UUID = '0f8fad5b-d9cb-469f-a165-70867728950e';
 const NOW = new Date('2026-12-10T02:00:00Z');
 const ID = '20261210T020000Z';
+const PREFIX = checkpointPrefix('/backups');
 
 function disk(target: string, format = 'qcow2', extra: Partial<DiscoveredDisk> = {}): DiscoveredDisk {
 	return {
@@ -67,6 +68,7 @@ function input(overrides: Partial<Omit<PlanInput, 'request'>> & { request?: Part
 		host: hostWith(INC2.manifest.checkpoint!),
 		store: { backups: [FULL, INC1, INC2] },
 		id: ID,
+		checkpointPrefix: PREFIX,
 		now: NOW,
 		fullBytes: new Map([['vda', 2 * 2 ** 30], ['vdb', 2 ** 30]]),
 		...rest,
@@ -206,7 +208,7 @@ describe('planBackup', () => {
 	it('an incremental disk names its parent image as backing file and is estimated by its changed bytes', () => {
 		const plan = planBackup(input());
 		expect(plan.disks).toEqual([expect.objectContaining({ file: 'vda.qcow2', incrementalFrom: 'lvb-20261207T020000Z', backingFile: '../20261207T020000Z/vda.qcow2', estimatedBytes: 4096 })]);
-		expect(plan.checkpoint).toBe(`lvb-${ID}`);
+		expect(plan.checkpoint).toBe(`${PREFIX}${ID}`);
 		expect(plan.neededBytes).toBe(Math.ceil(4096 * 1.02));
 	});
 
@@ -233,5 +235,16 @@ describe('planBackup', () => {
 		const plan = planBackup(input({ request: { compression: 'qcow2-compressed' } }));
 		expect(plan.compress).toBe(false);
 		expect(plan.warnings).toContain('incremental images are not compressed');
+	});
+
+	it('checkpoints are named per destination; a backup may delete those of its own destination and the old unnamed ones only', () => {
+		const here = checkpointPrefix('/backups');
+		const there = checkpointPrefix('/mnt/offsite');
+		expect(here).toMatch(/^lvb-[0-9a-f]{8}-$/);
+		expect(here).not.toBe(there);
+		expect(isDestinationCheckpoint(`${here}${ID}`, here)).toBe(true);
+		expect(isDestinationCheckpoint(`lvb-${ID}`, here)).toBe(true);
+		expect(isDestinationCheckpoint(`${there}${ID}`, here)).toBe(false);
+		expect(isDestinationCheckpoint('nightly-by-someone-else', here)).toBe(false);
 	});
 });

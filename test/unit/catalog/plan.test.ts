@@ -10,11 +10,11 @@ const NOW = new Date('2026-11-28T12:00:00Z');
 const DEST = '/backups';
 
 function backup(vmDir: string, id: string, extra: Partial<Manifest> = {}, more: Partial<CatalogBackup> = {}): CatalogBackup {
-	return { dest: DEST, vmDir, vm: vmDir, id, path: `${DEST}/${vmDir}/${id}`, manifest: manifest(vmDir, id, extra), protected: false, diskBytes: 1000, ...more };
+	return { dest: DEST, vmDir, vm: vmDir, id, path: `${DEST}/${vmDir}/${id}`, manifest: manifest(vmDir, id, extra), protected: false, diskBytes: 1000, missingFiles: [], ...more };
 }
 
 function incomplete(vmDir: string, id: string, writerLeftovers = true, reason = 'no manifest: the backup was not finished'): IncompleteFolder {
-	return { dest: DEST, vmDir, vm: vmDir, id, path: `${DEST}/${vmDir}/${id}`, reason, writerLeftovers, diskBytes: 50 };
+	return { dest: DEST, vmDir, vm: vmDir, id, path: `${DEST}/${vmDir}/${id}`, reason, writerLeftovers, unreadableManifest: false, diskBytes: 50 };
 }
 
 function catalog(backups: CatalogBackup[], folders: IncompleteFolder[] = []): Catalog {

@@ -77,6 +77,7 @@ describe('leavesAGoodBackup', () => {
 		...(status ? { verification: record(id, status) } : {}),
 		protected: false,
 		diskBytes: 1,
+		missingFiles: [],
 	});
 	const inc = (id: string, parent: string, status?: VerificationStatus) => backup(id, status, { kind: 'incremental', parent });
 

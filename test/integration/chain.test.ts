@@ -1,0 +1,118 @@
+/**
+ * The chain rules of Backup VM Disk on the host (issue 8): what an auto backup builds on after a
+ * copy, a broken bitmap, a failed verification, an unreadable manifest, a second destination, and
+ * when New Full Backup After starts a new chain. The choices themselves are table-tested in
+ * test/unit/backup/plan.test.ts; these show they hold against real libvirtd.
+ */
+import { backupVm, type BackupRequest, type BackupResult } from '../../lib/backup';
+import { quoteArg as q } from '../../lib/shell';
+import { withSsh } from '../../lib/ssh';
+import { loadLab } from '../support/lab';
+import { labTarget } from '../support/targets';
+import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
+
+jest.setTimeout(240_000);
+
+const lab = loadLab();
+
+function backup(vm: string, dest: string, overrides: Partial<BackupRequest> = {}): Promise<BackupResult> {
+	const request: BackupRequest = { uri: lab.systemUri, vm, dest, mode: 'auto', compression: 'none', quiesce: 'off', holder: `jest ${process.pid}`, host: 'lab', ...overrides };
+	return withSsh(labTarget(), (ssh) => backupVm(ssh, request));
+}
+
+function checkpoints(vm: TestVm): string[] {
+	return host(`virsh -q checkpoint-list --domain ${q(vm.name)} --name`).split('\n').map((line) => line.trim()).filter(Boolean).sort();
+}
+
+describe('chain rules on a running VM', () => {
+	let vm: TestVm;
+	let destination: { dest: string; cleanup(): void };
+	beforeEach(() => {
+		vm = createTestVm('chain', [{ target: 'vda', format: 'qcow2', virtualMiB: 64, writes: [{ pattern: 0x11, offsetMiB: 0, lengthMiB: 2 }] }]);
+		destination = testDestination('chain');
+	});
+	afterEach(() => {
+		vm.destroy();
+		destination.cleanup();
+	});
+
+	test('a copy leaves the chain alone: the next auto backup is an incremental on the full before it', async () => {
+		const full = await backup(vm.name, destination.dest);
+		const copy = await backup(vm.name, destination.dest, { mode: 'copy' });
+		expect(copy).toMatchObject({ kind: 'copy', checkpoint: undefined });
+		vm.guestWrite('vda', 0x22, 8, 1);
+		const next = await backup(vm.name, destination.dest);
+		expect(next).toMatchObject({ kind: 'incremental', parent: full.id, warnings: [] });
+	});
+
+	test('a checkpoint whose bitmap is gone: auto falls back to a full saying why, and the broken checkpoint is removed', async () => {
+		const full = await backup(vm.name, destination.dest);
+		// As after some crashes and guest-side tools: libvirt keeps the checkpoint, QEMU lost the bitmap.
+		const remove = JSON.stringify({ execute: 'block-dirty-bitmap-remove', arguments: { node: 'libvirt-1-format', name: full.checkpoint } });
+		host(`virsh -q qemu-monitor-command ${q(vm.name)} ${q(remove)}`);
+		const next = await backup(vm.name, destination.dest);
+		expect(next.kind).toBe('full');
+		expect(next.warnings.join('\n')).toMatch(new RegExp(`full backup: checkpoint ${full.checkpoint} is unusable: missing or broken bitmap for vda`));
+		expect(next.warnings.join('\n')).not.toMatch(/could not be removed/);
+		expect(checkpoints(vm)).toEqual([next.checkpoint]);
+		const after = await backup(vm.name, destination.dest);
+		expect(after).toMatchObject({ kind: 'incremental', parent: next.id, warnings: [] });
+	});
+
+	test('a chain with a backup that failed verification starts a new full, with a warning', async () => {
+		const full = await backup(vm.name, destination.dest);
+		const record = {
+			format: 'n8n-nodes-libvirt-backup/verification',
+			version: 1,
+			backupId: full.id,
+			verifiedAt: new Date().toISOString(),
+			status: 'invalid',
+			ok: false,
+			disks: [],
+			parents: [],
+			problems: ['vda.qcow2: sha256 differs'],
+		};
+		host(`printf '%s' ${q(JSON.stringify(record))} > ${q(`${full.path}/verification.json`)}`);
+		const next = await backup(vm.name, destination.dest);
+		expect(next.kind).toBe('full');
+		expect(next.warnings).toContain(`full backup: backup ${full.id} of the chain failed verification`);
+	});
+
+	test('an unreadable newer manifest is skipped with a warning, not a failure of every later backup', async () => {
+		const full = await backup(vm.name, destination.dest);
+		const bogus = `${destination.dest}/${vm.name}/29990101T000000Z`;
+		host(`mkdir -p ${q(bogus)} && printf '{"format": "something else"' > ${q(`${bogus}/manifest.json`)}`);
+		const next = await backup(vm.name, destination.dest);
+		expect(next).toMatchObject({ kind: 'incremental', parent: full.id });
+		expect(next.warnings.join('\n')).toMatch(/backup 29990101T000000Z was skipped: /);
+		expect(host(`ls ${q(bogus)}`).trim()).toBe('manifest.json');
+	});
+
+	test('one VM backed up to two destinations keeps an incremental chain in each', async () => {
+		const other = testDestination('chain-b');
+		try {
+			const fullA = await backup(vm.name, destination.dest);
+			const fullB = await backup(vm.name, other.dest);
+			expect(fullB.kind).toBe('full');
+			vm.guestWrite('vda', 0x33, 4, 1);
+			const nextA = await backup(vm.name, destination.dest);
+			expect(nextA).toMatchObject({ kind: 'incremental', parent: fullA.id, warnings: [] });
+			const nextB = await backup(vm.name, other.dest);
+			expect(nextB).toMatchObject({ kind: 'incremental', parent: fullB.id, warnings: [] });
+			// One checkpoint per destination: the newest of each chain.
+			expect(checkpoints(vm)).toEqual([nextA.checkpoint, nextB.checkpoint].sort());
+		} finally {
+			other.cleanup();
+		}
+	});
+
+	test('New Full Backup After 2 incrementals: full, incremental, incremental, then a new full', async () => {
+		const policy = { newFullAfter: { incrementals: 2 } };
+		const kinds = [];
+		for (let night = 0; night < 4; night++) {
+			vm.guestWrite('vda', 0x40 + night, night, 1);
+			kinds.push((await backup(vm.name, destination.dest, policy)).kind);
+		}
+		expect(kinds).toEqual(['full', 'incremental', 'incremental', 'full']);
+	});
+});
