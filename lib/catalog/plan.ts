@@ -74,7 +74,9 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 		const parent = manifest.parent === undefined ? undefined : positions.get(vmDir)?.get(manifest.parent);
 		return {
 			id: String(index),
-			vm: vmDir,
+			// Per VM folder and UUID: two VMs of one name (two hosts into one destination, or a VM
+			// re-created under an old name) never share counts or a newest-valid safeguard.
+			vm: `${vmDir}/${manifest.vm.uuid}`,
 			time: new Date(manifest.finishedAt),
 			kind: manifest.kind,
 			parent: parent === undefined ? undefined : String(parent),

@@ -16,11 +16,24 @@ export function applySafeguards({ byVm, byId }: CandidateSet): void {
 		for (const candidate of vmBackups) {
 			if (candidate.ref.protected === true) candidate.reasons.push('protected');
 		}
-		// A VM must never lose its last restorable backup, whatever the policy says.
-		const newestValid = vmBackups.find((candidate) => candidate.ref.valid !== false);
+		// A VM must never lose its last restorable backup, whatever the policy says: one that is not
+		// known invalid and whose every ancestor is in the store and not known invalid.
+		const newestValid = vmBackups.find((candidate) => restorable(candidate, byId));
 		newestValid?.reasons.push('newest valid backup');
 	}
 	keepAncestors(byVm, byId);
+}
+
+function restorable(candidate: Candidate, byId: ReadonlyMap<string, Candidate>): boolean {
+	const seen = new Set<Candidate>();
+	for (let current: Candidate | undefined = candidate; current !== undefined; ) {
+		if (current.ref.valid === false || seen.has(current)) return false;
+		seen.add(current);
+		if (current.ref.parent === undefined) return true;
+		current = byId.get(current.ref.parent);
+		if (current === undefined) return false;
+	}
+	return true;
 }
 
 /**

@@ -36,6 +36,27 @@ describe('planPrune', () => {
 		expect(plan[1]).toMatchObject({ removal: 'remove', bytes: 1000, kind: 'full', path: '/backups/web01/20261126T010000Z', timestamp: '2026-11-26T01:00:00.000Z' });
 	});
 
+	test('two VMs of the same name in one folder (two hosts, or a re-created VM) keep their own backups: groups are keyed by UUID', () => {
+		const other = { vm: { name: 'web01', uuid: '6f1c7d0e-0000-4000-8000-0000000000ff' } };
+		const plan = planPrune(
+			catalog([
+				backup('web01', '20261127T020000Z', other),
+				backup('web01', '20261127T010000Z'),
+				backup('web01', '20261126T020000Z', other),
+				backup('web01', '20261126T010000Z'),
+			]),
+			{ keepLast: 1 },
+			{ now: NOW },
+		);
+
+		expect(brief(plan)).toEqual([
+			['web01/20261127T020000Z', 'keep', 'keep-last 1/1', 'newest valid backup'],
+			['web01/20261127T010000Z', 'keep', 'keep-last 1/1', 'newest valid backup'],
+			['web01/20261126T020000Z', 'prune'],
+			['web01/20261126T010000Z', 'prune'],
+		]);
+	});
+
 	test('a full a kept incremental depends on is kept, and the reason names the incremental', () => {
 		const plan = planPrune(
 			catalog([

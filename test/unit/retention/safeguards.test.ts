@@ -86,6 +86,40 @@ describe('the newest valid backup of each VM is always kept', () => {
 	});
 });
 
+describe('the newest valid backup is one that can be restored: it and every ancestor not known invalid', () => {
+	// Issue 8: an incremental on a full that failed verification is no restorable backup.
+	test('an incremental whose full failed verification is not the newest valid backup; the older valid chain is', () => {
+		const backups = [
+			daily('inc', 0, { kind: 'incremental', parent: 'full', valid: true }),
+			daily('full', 1, { valid: false }),
+			daily('oldFull', 5, { valid: true }),
+		];
+
+		expect(reasonsById(planRetention(backups, { keepLast: 1 }, NOW))).toEqual({
+			inc: ['keep-last 1/1'],
+			full: ['parent of kept inc'],
+			oldFull: ['newest valid backup'],
+		});
+	});
+
+	test('an invalid grandparent also disqualifies the chain', () => {
+		const backups = [
+			daily('inc2', 0, { kind: 'incremental', parent: 'inc1' }),
+			daily('inc1', 1, { kind: 'incremental', parent: 'full' }),
+			daily('full', 2, { valid: false }),
+			daily('other', 3),
+		];
+
+		expect(reasonsById(planRetention(backups, { keepLast: 1 }, NOW)).other).toEqual(['newest valid backup']);
+	});
+
+	test('an incremental whose parent is not in the store is not restorable', () => {
+		const backups = [daily('orphan', 0, { kind: 'incremental', parent: 'gone' }), daily('full', 1)];
+
+		expect(reasonsById(planRetention(backups, { keepLast: 1 }, NOW))).toEqual({ orphan: ['keep-last 1/1'], full: ['newest valid backup'] });
+	});
+});
+
 describe('backup chains: ancestors of a kept backup are kept', () => {
 	// full <- inc1 <- inc2 <- inc3, one a day, plus an older chain oldFull <- oldInc.
 	const chain = [
@@ -155,7 +189,7 @@ describe('backup chains: ancestors of a kept backup are kept', () => {
 		expect(keptIds(backups, { keepLast: 1 })).toEqual(['new']);
 	});
 
-	test('a parent cycle in corrupt manifests terminates and keeps both members', () => {
+	test('a parent cycle in corrupt manifests terminates and keeps both members (neither is restorable, so neither is the newest valid backup)', () => {
 		const backups = [
 			daily('x', 0, { kind: 'incremental', parent: 'y' }),
 			daily('y', 1, { kind: 'incremental', parent: 'x' }),
@@ -163,7 +197,7 @@ describe('backup chains: ancestors of a kept backup are kept', () => {
 		];
 
 		expect(reasonsById(planRetention(backups, { keepLast: 1 }, NOW))).toEqual({
-			x: ['keep-last 1/1', 'newest valid backup', 'parent of kept y'],
+			x: ['keep-last 1/1', 'parent of kept y'],
 			y: ['parent of kept x'],
 			self: [],
 		});
