@@ -12,6 +12,7 @@ import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { QUARANTINE_SUFFIX, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from '../store/paths';
 import { parseVerification, type VerificationRecord } from '../store/verification';
+import { CONSOLIDATION_JOURNAL, FULL_PARTIAL_SUFFIX } from '../store/consolidation';
 
 /**
  * `sh -c LIST_SCRIPT lvb-list MARKER DEST [VMDIR...]`. Only `<vm dir>/<id-like name>` folders are
@@ -45,7 +46,7 @@ for d in $dirs; do echo "$d"; done
 globs= texts=
 for d in $dirs; do
   globs="$globs $d/* $d/.[!.]* $d/..?*"
-  for f in ${MANIFEST_FILE} ${VERIFICATION_FILE}; do
+  for f in ${MANIFEST_FILE} ${VERIFICATION_FILE} ${CONSOLIDATION_JOURNAL}; do
     [ -f "$d/$f" ] && [ ! -L "$d/$f" ] && texts="$texts $d/$f"
   done
 done
@@ -73,6 +74,11 @@ export interface CatalogBackup extends BackupLocation {
 	diskBytes: number;
 	/** Image files the manifest names that are not regular files in the folder. */
 	missingFiles: string[];
+	/**
+	 * An interrupted consolidation: the journal's text (a regular file; null when it is not one),
+	 * and the `*.lvb-full.partial` images present.
+	 */
+	consolidation?: { journal?: string | null; partials: string[] };
 }
 
 export interface IncompleteFolder extends BackupLocation {
@@ -243,7 +249,15 @@ function classify(raw: RawFolder, dest: string, catalog: Catalog, dirNameOf: (vm
 		protected: raw.entries.has(PROTECTED_MARKER),
 		diskBytes,
 		missingFiles: manifest.disks.map((disk) => disk.file).filter((file) => raw.entries.get(file)?.type !== 'file'),
+		...consolidationState(raw),
 	});
+}
+
+function consolidationState(raw: RawFolder): Pick<CatalogBackup, 'consolidation'> {
+	const journal = raw.entries.get(CONSOLIDATION_JOURNAL);
+	const partials = [...raw.entries.keys()].filter((name) => name.endsWith(FULL_PARTIAL_SUFFIX));
+	if (!journal && partials.length === 0) return {};
+	return { consolidation: { ...(journal ? { journal: journal.type === 'file' ? (raw.texts.get(CONSOLIDATION_JOURNAL) ?? '') : null } : {}), partials } };
 }
 
 function manifestVmName(text: string | undefined): string | undefined {

@@ -6,8 +6,8 @@
 import { LibvirtBackupError } from '../errors';
 import { backupTime } from '../store/layout';
 import type { BackupKind } from '../store/manifest';
-import { MAX_WINDOW_YEARS, RetentionInputError, RetentionPolicyError, planRetention, type BackupRef, type RetentionPolicy } from '../retention';
-import type { Catalog } from './list';
+import { MAX_WINDOW_YEARS, RetentionInputError, RetentionPolicyError, planRetention, type BackupRef, type Decision, type RetentionPolicy } from '../retention';
+import type { Catalog, CatalogBackup } from './list';
 
 export interface PrunePlanEntry {
 	vm: string;
@@ -17,13 +17,16 @@ export interface PrunePlanEntry {
 	kind: BackupKind | 'incomplete';
 	/** Start of the backup (its id), ISO 8601. */
 	timestamp: string;
-	action: 'keep' | 'prune';
+	/** consolidate: kept, and rebuilt into a standalone full first so the chain below it can go. */
+	action: 'keep' | 'prune' | 'consolidate';
 	/** Which rules keep it, or why it goes. */
 	reasons: string[];
 	/** On-disk bytes of the folder: what pruning it frees. */
 	bytes: number;
 	/** How the host removes it: a backup with our manifest, or our stale unfinished folder. */
 	removal?: 'remove' | 'stale';
+	/** consolidate: the backups the synthetic full is made from, this one first, down to its full. */
+	consolidateFrom?: string[];
 }
 
 export interface PrunePlanOptions {
@@ -32,6 +35,11 @@ export interface PrunePlanOptions {
 	timeZone?: string;
 	/** Our unfinished folders older than this (by their id) are removed; default 24 h. */
 	staleAfterMs?: number;
+	/**
+	 * When the policy drops the full of a chain whose later backup it keeps, rebuild the oldest
+	 * kept incremental into a standalone full instead of keeping the whole chain below it.
+	 */
+	consolidate?: boolean;
 }
 
 export const DEFAULT_STALE_AFTER_MS = 24 * 3_600_000;
@@ -85,7 +93,13 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 			valid: verification === undefined || verification.status === 'unverifiable' ? undefined : verification.ok,
 		};
 	});
-	const { decisions } = retention(() => planRetention(refs, policy, options.now, options.timeZone ?? 'UTC'));
+	let { decisions } = retention(() => planRetention(refs, policy, options.now, options.timeZone ?? 'UTC'));
+	const consolidations = options.consolidate ? planConsolidations(backups, positions, decisions) : new Map<number, number[]>();
+	if (consolidations.size > 0) {
+		// Once rebuilt, the backup is a full: retention again, with nothing below it to keep.
+		const rebuilt = refs.map((ref, index): BackupRef => (consolidations.has(index) ? { ...ref, kind: 'full', parent: undefined } : ref));
+		decisions = retention(() => planRetention(rebuilt, policy, options.now, options.timeZone ?? 'UTC')).decisions;
+	}
 	const entries = decisions.map((decision, index): PrunePlanEntry => {
 		const backup = backups[index];
 		const entry: PrunePlanEntry = {
@@ -102,6 +116,13 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 			bytes: backup.diskBytes,
 		};
 		if (decision.action === 'prune') entry.removal = 'remove';
+		const chain = consolidations.get(index);
+		if (chain) {
+			const below = chain.slice(1).map((member) => backups[member].id);
+			entry.action = 'consolidate';
+			entry.consolidateFrom = chain.map((member) => backups[member].id);
+			entry.reasons.push(`consolidate: rebuilt as a standalone full so ${below.join(', ')} below it can go`);
+		}
 		return entry;
 	});
 
@@ -130,6 +151,32 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 		});
 	}
 	return entries;
+}
+
+/**
+ * For each chain whose full the policy drops while keeping a later backup: the oldest backup a
+ * rule keeps (an incremental), mapped to its chain (itself first, down to the full). A chain with
+ * a gap, a member known invalid or missing an image, or an interrupted consolidation is left as
+ * it is: its ancestors stay as parents.
+ */
+function planConsolidations(backups: readonly CatalogBackup[], positions: ReadonlyMap<string, ReadonlyMap<string, number>>, decisions: readonly Decision[]): Map<number, number[]> {
+	const keptByRule = (index: number) => decisions[index].action === 'keep' && decisions[index].reasons.some((reason) => !reason.startsWith(PARENT_REASON));
+	const sound = (backup: CatalogBackup) => backup.verification?.status !== 'invalid' && backup.missingFiles.length === 0 && backup.consolidation?.journal === undefined;
+	const targets = new Map<number, number[]>();
+	backups.forEach((backup, index) => {
+		if (backup.manifest.kind !== 'incremental' || !keptByRule(index) || !sound(backup)) return;
+		const chain = [index];
+		for (let current = backup; current.manifest.kind === 'incremental'; ) {
+			const parent = positions.get(current.vmDir)?.get(current.manifest.parent ?? '');
+			if (parent === undefined || chain.includes(parent)) return;
+			const member = backups[parent];
+			if (keptByRule(parent) || !sound(member) || member.manifest.kind === 'copy' || member.manifest.vm.uuid !== backup.manifest.vm.uuid) return;
+			chain.push(parent);
+			current = member;
+		}
+		targets.set(index, chain);
+	});
+	return targets;
 }
 
 /** How lib/retention words the chain safeguard: 'parent of kept <child id>'. */

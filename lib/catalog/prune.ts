@@ -9,7 +9,9 @@ import { checkDestination } from '../store/layout';
 import type { RetentionPolicy } from '../retention';
 import type { SshConnection } from '../ssh';
 import { changeFolders, type ChangeOutcome } from './changes';
-import { listCatalog, readCatalog, type Catalog } from './list';
+import { consolidateBackup, discardConsolidation, resumeConsolidation } from './consolidate';
+import { listCatalog, readCatalog, type Catalog, type CatalogBackup } from './list';
+import { CONSOLIDATION_JOURNAL } from '../store/consolidation';
 import { DEFAULT_STALE_AFTER_MS, checkPolicy, planPrune, type PrunePlanEntry } from './plan';
 
 export interface PruneRequest {
@@ -25,6 +27,8 @@ export interface PruneRequest {
 	ifLocked?: 'fail' | 'skip';
 	/** Written into the lock file so a blocked job can say who holds it. */
 	lockHolder?: string;
+	/** Rebuild the oldest kept incremental of a chain whose full the policy drops (see planPrune). */
+	consolidate?: boolean;
 }
 
 export interface PruneItem extends PrunePlanEntry {
@@ -33,7 +37,9 @@ export interface PruneItem extends PrunePlanEntry {
 	removed: boolean;
 	/** Bytes this item frees (pruned) or would free (dry run); 0 when kept or not removed. */
 	freedBytes: number;
-	/** Why a planned removal did not happen. */
+	/** A consolidate entry: the synthetic full is in place (false in a dry run). */
+	consolidated?: boolean;
+	/** Why a planned removal or consolidation did not happen. */
 	error?: string;
 }
 
@@ -43,6 +49,8 @@ export interface PruneResult {
 	items: PruneItem[];
 	kept: number;
 	pruned: number;
+	/** Backups rebuilt (or, in a dry run, to be rebuilt) into standalone fulls. */
+	consolidated: number;
 	freedBytes: number;
 	/** VMs left alone because their lock was held (ifLocked: 'skip'). */
 	lockedVms: string[];
@@ -52,7 +60,7 @@ export interface PruneResult {
 export async function pruneBackups(ssh: SshConnection, request: PruneRequest, signal?: AbortSignal): Promise<PruneResult> {
 	const dest = checkDestination(request.dest);
 	const now = request.now ?? new Date();
-	const planOptions = { now, timeZone: request.timeZone, staleAfterMs: request.staleAfterMs ?? DEFAULT_STALE_AFTER_MS };
+	const planOptions = { now, timeZone: request.timeZone, staleAfterMs: request.staleAfterMs ?? DEFAULT_STALE_AFTER_MS, consolidate: request.consolidate ?? false };
 	checkPolicy(request.policy, planOptions);
 	// An empty list is what a filter or expression that matched nothing yields; reading it as "all
 	// VMs" would prune every VM's backups.
@@ -71,7 +79,8 @@ export async function pruneBackups(ssh: SshConnection, request: PruneRequest, si
 	// A VM with nothing to prune is not locked (nor is a lock file created in a foreign folder);
 	// one with something to prune is re-read and re-planned under its lock before anything goes.
 	for (const [vmDir, entries] of request.dryRun ? [] : byVmDir(plan)) {
-		if (!entries.some((entry) => entry.action === 'prune')) {
+		const interrupted = catalog.backups.some((backup) => backup.vmDir === vmDir && backup.consolidation !== undefined);
+		if (!interrupted && !entries.some((entry) => entry.action !== 'keep')) {
 			for (const entry of entries) items.push({ ...entry, dryRun: false, removed: false, freedBytes: 0 });
 			continue;
 		}
@@ -97,6 +106,7 @@ export async function pruneBackups(ssh: SshConnection, request: PruneRequest, si
 		items,
 		kept: items.length - pruned.length,
 		pruned: pruned.length,
+		consolidated: items.filter((item) => item.action === 'consolidate' && (item.dryRun || item.consolidated)).length,
 		freedBytes: items.reduce((total, item) => total + item.freedBytes, 0),
 		lockedVms,
 		sshExecs: ssh.execCount - execsBefore,
@@ -105,13 +115,64 @@ export async function pruneBackups(ssh: SshConnection, request: PruneRequest, si
 
 async function pruneVm(
 	ssh: SshConnection,
-	catalog: Catalog,
+	first: Catalog,
 	vmDir: string,
 	policy: RetentionPolicy,
-	options: { now: Date; timeZone?: string; staleAfterMs: number },
+	options: { now: Date; timeZone?: string; staleAfterMs: number; consolidate: boolean },
 	signal?: AbortSignal,
 ): Promise<PruneItem[]> {
-	const plan = planPrune(catalog, policy, options);
+	let catalog = first;
+	const errors = new Map<string, string>();
+	const failed = (error: unknown): string => {
+		if (signal?.aborted) throw error;
+		return (error as Error).message;
+	};
+	// A consolidation a crash interrupted is finished first: its chain is only safe to drop after.
+	let resumed = false;
+	for (const backup of catalog.backups) {
+		if (!backup.consolidation) continue;
+		const journal = backup.consolidation.journal;
+		if (journal === undefined) {
+			await discardConsolidation(ssh, backup, signal).catch((error: unknown) => errors.set(backup.id, `leftover partial images could not be removed: ${failed(error)}`));
+			resumed = true;
+			continue;
+		}
+		if (journal === null) {
+			errors.set(backup.id, `${CONSOLIDATION_JOURNAL} is not a regular file: the interrupted consolidation was left alone`);
+			continue;
+		}
+		try {
+			await resumeConsolidation(ssh, backup, journal, signal);
+			resumed = true;
+		} catch (error) {
+			errors.set(backup.id, `the interrupted consolidation could not be finished: ${failed(error)}`);
+		}
+	}
+	if (resumed) catalog = await readCatalog(ssh, catalog.dest, [vmDir], signal);
+	let plan = planPrune(catalog, policy, options);
+	const consolidations = plan.filter((entry) => entry.action === 'consolidate');
+	const consolidated = new Map<string, PrunePlanEntry>();
+	if (consolidations.length > 0) {
+		const byId = new Map(catalog.backups.filter((backup) => backup.vmDir === vmDir).map((backup) => [backup.id, backup]));
+		for (const entry of consolidations) {
+			const chain = (entry.consolidateFrom ?? []).map((id) => byId.get(id));
+			try {
+				if (chain.length === 0 || chain.some((member) => member === undefined)) throw new Error('its chain is not in the store');
+				const members = chain as CatalogBackup[];
+				await consolidateBackup(ssh, members[0], members, { now: options.now, signal });
+				consolidated.set(entry.id, entry);
+			} catch (error) {
+				errors.set(entry.id, `consolidation failed, the chain below it is kept: ${failed(error)}`);
+			}
+		}
+		// Planned again from what is there now: a rebuilt backup is a full, and only then does the
+		// chain below it go; one that failed still has its chain, which stays.
+		catalog = await readCatalog(ssh, catalog.dest, [vmDir], signal);
+		plan = planPrune(catalog, policy, { ...options, consolidate: false }).map((entry) => {
+			const done = consolidated.get(entry.id);
+			return done ? { ...entry, action: 'consolidate' as const, reasons: done.reasons, consolidateFrom: done.consolidateFrom } : entry;
+		});
+	}
 	const doomed = plan.filter((entry) => entry.action === 'prune' && entry.removal);
 	const outcomes = new Map<string, ChangeOutcome>();
 	if (doomed.length > 0) {
@@ -123,7 +184,10 @@ async function pruneVm(
 		const outcome = outcomes.get(entry.id);
 		const removed = outcome?.status === 'removed';
 		const item: PruneItem = { ...entry, dryRun: false, removed, freedBytes: removed ? entry.bytes : 0 };
+		if (entry.action === 'consolidate') item.consolidated = consolidated.has(entry.id);
 		if (entry.action === 'prune' && !removed) item.error = outcome ? `${outcome.status}: ${outcome.detail}` : 'not removed';
+		const error = errors.get(entry.id);
+		if (error) item.error = error;
 		return item;
 	});
 }

@@ -11,3 +11,5 @@ export { QUARANTINE_SUFFIX, STALE_FOLDER_FILES, backupLocation, isQuarantinedNam
 export type { BackupLocation } from './paths';
 export { VERIFICATION_FORMAT, VERIFICATION_VERSION, parseVerification, serializeVerification } from './verification';
 export type { DiskVerification, ParentVerification, QemuImgCheck, VerificationRecord } from './verification';
+export { CONSOLIDATION_FORMAT, CONSOLIDATION_JOURNAL, FULL_PARTIAL_SUFFIX, parseJournal, serializeJournal } from './consolidation';
+export type { ConsolidationJournal } from './consolidation';

@@ -56,6 +56,11 @@ export interface Manifest {
 	checkpoint?: string;
 	disks: ManifestDisk[];
 	warnings: string[];
+	/**
+	 * A synthetic full that Prune rebuilt from an incremental and its ancestors (a standalone copy
+	 * of the same point in time): when, and the backups it was made from, this one first.
+	 */
+	consolidated?: { at: string; from: string[] };
 }
 
 const SHA256 = /^[0-9a-f]{64}$/;
@@ -95,6 +100,13 @@ export function parseManifest(text: string, where: string): Manifest {
 		if (disk.backingFile !== undefined && !/^\.\.\/\d{8}T\d{6}Z(?:-\d+)?\/[^/]+$/.test(disk.backingFile)) throw fail(`disk ${disk.target} backing file ${JSON.stringify(disk.backingFile)} is not a sibling backup image`);
 	}
 	if (!Array.isArray(manifest.warnings)) throw fail('warnings missing');
+	if (manifest.consolidated !== undefined) {
+		const { at, from } = manifest.consolidated;
+		if (manifest.kind !== 'full') throw fail('only a full backup can be consolidated');
+		if (Number.isNaN(Date.parse(at)) || !Array.isArray(from) || from[0] !== manifest.id || !from.every((id) => typeof id === 'string' && isBackupId(id))) {
+			throw fail('consolidated: bad time or list of backups');
+		}
+	}
 	return manifest;
 }
 

@@ -67,6 +67,14 @@ export class LibvirtPruneBackups implements INodeType {
 				description: 'Whether to only report what would be pruned. Turn off to remove backups.',
 				displayOptions: { hide: { '@tool': [true] } },
 			},
+			{
+				displayName: 'Consolidate Chains',
+				name: 'consolidate',
+				type: 'boolean',
+				default: true,
+				description:
+					'Whether to rebuild the oldest kept incremental of a chain into a standalone full when the policy drops the full below it, so that chain can go. Off: a kept incremental keeps its whole chain.',
+			},
 			...ruleProperties,
 			{
 				displayName: 'Keep Within',
@@ -170,17 +178,19 @@ export class LibvirtPruneBackups implements INodeType {
 					timeZone: options.timeZone?.trim() || this.getTimezone(),
 					staleAfterMs: staleAfterHours * HOUR_MS,
 					ifLocked: options.ifLocked ?? 'fail',
+					consolidate: checkBoolean('Consolidate Chains', this.getNodeParameter('consolidate', itemIndex, true)),
 					lockHolder: `n8n Prune Old Backups (workflow ${this.getWorkflow().id ?? '?'}, execution ${this.getExecutionId()})`,
 				},
 				signal,
 			);
-			if (result.dryRun && result.pruned > 0) {
+			if (result.dryRun && result.pruned + result.consolidated > 0) {
 				const how = asTool ? 'As an AI tool this node never removes backups.' : 'Turn off Dry Run to prune.';
-				this.addExecutionHints({ message: `Dry run: ${result.pruned} backup(s) would be pruned, nothing was removed. ${how}`, location: 'outputPane' });
+				const what = result.consolidated > 0 ? ` and ${result.consolidated} consolidated, nothing was changed` : ', nothing was removed';
+				this.addExecutionHints({ message: `Dry run: ${result.pruned} backup(s) would be pruned${what}. ${how}`, location: 'outputPane' });
 			}
 			const failed = result.items.filter((item) => item.error);
 			if (failed.length > 0) {
-				this.addExecutionHints({ message: `${failed.length} planned removal(s) did not happen: see the error field of those items`, location: 'outputPane' });
+				this.addExecutionHints({ message: `${failed.length} planned removal(s) or consolidation(s) did not happen: see the error field of those items`, location: 'outputPane' });
 			}
 			return options.output === 'summary' ? [summaryItem(result)] : result.items.map(backupItem);
 		});
@@ -188,8 +198,22 @@ export class LibvirtPruneBackups implements INodeType {
 }
 
 function backupItem(item: PruneItem): IDataObject {
-	const { vm, id, path, kind, timestamp, action, reasons, bytes, freedBytes, dryRun, removed, error } = item;
-	return { vm, id, path, kind, timestamp, action, reasons, bytes, freedBytes, dryRun, removed, ...(error ? { error } : {}) };
+	const { vm, id, path, kind, timestamp, action, reasons, bytes, freedBytes, dryRun, removed, consolidated, consolidateFrom, error } = item;
+	return {
+		vm,
+		id,
+		path,
+		kind,
+		timestamp,
+		action,
+		reasons,
+		bytes,
+		freedBytes,
+		dryRun,
+		removed,
+		...(action === 'consolidate' ? { consolidated: consolidated ?? false, consolidateFrom } : {}),
+		...(error ? { error } : {}),
+	};
 }
 
 function summaryItem(result: PruneResult): IDataObject {
@@ -200,10 +224,11 @@ function summaryItem(result: PruneResult): IDataObject {
 		backups: result.items.length,
 		kept: result.kept,
 		pruned: result.pruned,
+		consolidated: result.consolidated,
 		removed: pruned.filter((item) => item.removed).length,
 		freedBytes: result.freedBytes,
 		lockedVms: result.lockedVms,
 		prunedPaths: pruned.map((item) => item.path),
-		errors: pruned.filter((item) => item.error).map((item) => ({ path: item.path, error: item.error ?? '' })),
+		errors: result.items.filter((item) => item.error).map((item) => ({ path: item.path, error: item.error ?? '' })),
 	};
 }
