@@ -7,7 +7,7 @@ import { quoteArg as q } from '../../lib/shell';
 import { loadLab } from '../support/lab';
 import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type ExecuteResult, type N8nInstance } from '../support/n8n';
 import { labCredentialData } from '../support/targets';
-import { host, testDestination } from '../support/testVm';
+import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
 
 jest.setTimeout(600_000);
 
@@ -25,6 +25,7 @@ let hookUrl: string;
 const notifications: { text: string }[] = [];
 let destination: { dest: string; cleanup(): void };
 let run: ExecuteResult;
+let credentialId: string;
 
 function escapeRegex(text: string): string {
 	return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -58,6 +59,7 @@ beforeAll(async () => {
 	const workflow = JSON.parse(await fs.readFile(WORKFLOW, 'utf8'));
 	const discover = workflow.nodes.find((node: { name: string }) => node.name === 'Discover VMs');
 	discover.parameters.nameRegex = `^(${[...VMS, NO_DISK_VM].map(escapeRegex).join('|')})$`;
+	credentialId = credential.id;
 	const id = await n8n.importWorkflow(workflow, { REPLACE_CREDENTIAL_ID: credential.id, [SHIPPED_DEST]: destination.dest, [SHIPPED_HOOK]: hookUrl });
 	run = await n8n.execute(id, 540_000);
 }, 20 * 60_000);
@@ -99,4 +101,55 @@ test('the summary reaches the chat webhook', () => {
 	const posted = notifications.find((n) => n.text.startsWith('Libvirt backup:'));
 	expect(posted?.text).toMatch(new RegExp(`^Libvirt backup: ${VMS.length} VMs backed up, 1 failed, 0 invalid, `));
 	for (const vm of VMS) expect(posted?.text).toContain(`${vm}: full `);
+});
+
+describe('three nights of the shipped workflow on one VM: the chain goes on, is consolidated and pruned', () => {
+	let vm: TestVm;
+	let nightsDest: { dest: string; cleanup(): void };
+	const nights: ExecuteResult[] = [];
+
+	beforeAll(async () => {
+		vm = createTestVm('nights', [{ target: 'vda', format: 'qcow2', virtualMiB: 32, writes: [{ pattern: 0x11, offsetMiB: 0, lengthMiB: 2 }] }]);
+		nightsDest = testDestination('nights');
+		const workflow = JSON.parse(await fs.readFile(WORKFLOW, 'utf8'));
+		workflow.name = 'Nightly, one VM';
+		const discover = workflow.nodes.find((node: { name: string }) => node.name === 'Discover VMs');
+		discover.parameters.nameRegex = `^${escapeRegex(vm.name)}$`;
+		const id = await n8n!.importWorkflow(workflow, { REPLACE_CREDENTIAL_ID: credentialId, [SHIPPED_DEST]: nightsDest.dest, [SHIPPED_HOOK]: hookUrl });
+		for (let night = 0; night < 3; night++) {
+			if (night > 0) vm.guestWrite('vda', 0x20 + night, 4 + night, 1);
+			nights.push(await n8n!.execute(id, 300_000));
+		}
+	}, 15 * 60_000);
+
+	afterAll(() => {
+		vm?.destroy();
+		nightsDest?.cleanup();
+	});
+
+	test('night 1 is a full; nights 2 and 3 are incrementals, each consolidated by Prune, whose chain below is pruned', () => {
+		for (const night of nights) {
+			if (night.run?.status !== 'success') throw new Error(`run failed (${night.exitCode}):\n${night.stdout.slice(-4000)}\n${night.stderr.slice(-2000)}`);
+		}
+		const backups = nights.map((night) => nodeOutput(night.run, 'Backup VM Disk')[0]);
+		expect(backups.map((b) => b.kind)).toEqual(['full', 'incremental', 'incremental']);
+		expect(backups[1].parent).toBe(backups[0].id);
+		expect(backups[2].parent).toBe(backups[1].id);
+		// Every night keeps only its newest backup (all are on one day): it is rebuilt as a full, and the chain below it goes.
+		const actions = nights.map((night) => nodeOutput(night.run, 'Prune Old Backups').map((item) => [item.id, item.action, item.error]));
+		expect(actions[0]).toEqual([[backups[0].id, 'keep', undefined]]);
+		expect(actions[1]).toEqual([
+			[backups[1].id, 'consolidate', undefined],
+			[backups[0].id, 'prune', undefined],
+		]);
+		expect(actions[2]).toEqual([
+			[backups[2].id, 'consolidate', undefined],
+			[backups[1].id, 'prune', undefined],
+		]);
+		expect(nodeOutput(nights[2].run, 'Summary')[0]).toMatchObject({ succeeded: 1, failed: 0, invalid: 0, pruned: 1, consolidated: 1 });
+		const manifest = JSON.parse(host(`cat ${q(`${backups[2].path}/manifest.json`)}`));
+		expect(manifest).toMatchObject({ kind: 'full', consolidated: { from: [backups[2].id, backups[1].id] } });
+		expect(host(`ls -A ${q(path.dirname(String(backups[2].path)))}`).split('\n').filter(Boolean).sort()).toEqual(['.lvb.lock', backups[2].id].sort());
+		expect(notifications).toContainEqual({ text: expect.stringMatching(/^Libvirt backup: 1 VMs backed up, 0 failed, 0 invalid, .*; 1 old backups pruned, 1 consolidated\./) });
+	});
 });
