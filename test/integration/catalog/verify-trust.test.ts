@@ -5,6 +5,7 @@
  * cannot vouch for its images, is still checked as before.
  */
 import { backupVm, type BackupRequest, type BackupResult } from '../../../lib/backup';
+import type { IExecuteFunctions, INodeExecutionData } from 'n8n-workflow';
 import { BackupVerifier, type BackupVerification, type VerifyOptions } from '../../../lib/catalog';
 import { VERIFICATION_FILE } from '../../../lib/store/manifest';
 import { parseVerification } from '../../../lib/store/verification';
@@ -12,6 +13,7 @@ import { quoteArg as q } from '../../../lib/shell';
 import { withSsh } from '../../../lib/ssh';
 import { flipByte, makeBackups, makeDest, onHost, readHostFile, removeDest } from '../../support/backupFixtures';
 import { loadLab } from '../../support/lab';
+import { LibvirtVerifyChecksum } from '../../../nodes/LibvirtVerifyChecksum/LibvirtVerifyChecksum.node';
 import { labTarget } from '../../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../../support/testVm';
 
@@ -27,6 +29,21 @@ function backup(vm: string, dest: string): Promise<BackupResult> {
 /** Each call is its own node run (a fresh verifier): nothing hashed by an earlier call is reused. */
 function verify(path: string, options: VerifyOptions = {}): Promise<BackupVerification> {
 	return withSsh(labTarget(), (ssh) => new BackupVerifier(ssh).verify(path, options));
+}
+
+/** Runs the Verify Checksum node on one backup with these parameters (If Invalid: keep). */
+async function runNode(backupPath: string, parameters: Record<string, unknown>): Promise<INodeExecutionData[][]> {
+	const context = {
+		getInputData: () => [{ json: {} }],
+		getNodeParameter: (name: string, _itemIndex: number, fallback?: unknown) => ({ backupPath, onInvalid: 'keep', ...parameters })[name] ?? fallback,
+		getCredentials: async () => ({ host: lab.host, port: lab.port, username: 'root', authMethod: 'privateKey', privateKey: lab.users.root.privateKey, hostKeys: lab.knownHostsLine, sudoMode: 'none' }),
+		getExecutionCancelSignal: () => undefined,
+		continueOnFail: () => false,
+		getNode: () => ({ id: 'n1', name: 'Verify Checksum', type: 'n8n-nodes-libvirt-backup.libvirtVerifyChecksum', typeVersion: 1, position: [0, 0], parameters: {} }),
+		getWorkflow: () => ({ id: 'wf1' }),
+		getExecutionId: () => 'ex1',
+	} as unknown as IExecuteFunctions;
+	return await new LibvirtVerifyChecksum().execute.call(context);
 }
 
 /** The host offset of the first data cluster of a qcow2: a byte there is guest data, not metadata qemu-img check would notice. */
@@ -132,5 +149,18 @@ describe('what a trusted parent still needs', () => {
 		const other = { ...record, disks: record.disks.map((disk) => ({ ...disk, expectedSha256: 'c'.repeat(64), actualSha256: 'c'.repeat(64) })) };
 		onHost(`printf '%s' ${q(JSON.stringify(other))} > ${q(`${full.path}/${VERIFICATION_FILE}`)}`);
 		expect(await verify(inc1.path)).toMatchObject({ status: 'invalid', parents: [{ id: FULL, status: 'invalid', trusted: false }] });
+	});
+
+	test('the node trusts by default; Re-Hash Whole Chain re-reads the parents', async () => {
+		const [full, , inc2] = chain();
+		expect(await verify(inc2.path)).toMatchObject({ status: 'valid' });
+		flipByte(`${full.path}/vda.qcow2`, 200_000);
+
+		const [trusting] = await runNode(inc2.path, {});
+		expect(trusting.map((item) => item.json)).toMatchObject([{ status: 'valid', parents: [{ id: INC1, trusted: true }, { id: FULL, trusted: true }] }]);
+
+		const [valid, invalid] = await runNode(inc2.path, { rehashChain: true });
+		expect(valid).toEqual([]);
+		expect(invalid.map((item) => item.json)).toMatchObject([{ status: 'invalid', parents: [{ id: INC1, trusted: false }, { id: FULL, status: 'invalid', trusted: false }] }]);
 	});
 });
