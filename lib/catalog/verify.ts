@@ -93,6 +93,7 @@ export class BackupVerifier {
 			records.flatMap((record): FolderChange[] => (record ? [{ op: 'record', id: record.backupId, data: serializeVerification(record) }] : [])),
 			{ signal: options.signal },
 		);
+		// The backup itself is always hashed, so it always gets a record.
 		const record = records[0]!;
 		const problems = [...record.problems];
 		const notRecorded = written.find((outcome) => outcome.id === backup.id && outcome.status !== 'recorded');
