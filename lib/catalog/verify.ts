@@ -1,7 +1,11 @@
 /**
- * Verify Checksum: re-hash every image of a backup and of the backups it builds on, compare with
- * the manifests, run `qemu-img check` on qcow2 images, record the result next to each manifest,
- * and optionally quarantine or delete a backup that failed (under the VM's lock).
+ * Verify Checksum: re-hash every image of a backup, compare with its manifest, run `qemu-img check`
+ * on qcow2 images, check the backups it builds on, record the result next to each manifest it
+ * re-hashed, and optionally quarantine or delete a backup that failed (under the VM's lock).
+ *
+ * A parent whose own record says its images were found valid is trusted, not re-hashed (each night
+ * would otherwise re-read the whole chain): its folder and images must still be there. Re-hashing
+ * the whole chain is an option.
  *
  * Only proven damage makes a backup invalid and lets it be removed: a hash that differs, qemu-img
  * check reporting corruption, an image or a parent backup that is gone. What could not be read or
@@ -34,6 +38,8 @@ export interface VerifyOptions {
 	/** Written into the lock file while a failed backup is quarantined or deleted. */
 	lockHolder?: string;
 	signal?: AbortSignal;
+	/** Re-hash every parent too, even one verified valid earlier (default: trust those). */
+	rehashChain?: boolean;
 }
 
 export interface BackupVerification extends BackupLocation {
@@ -68,18 +74,27 @@ export class BackupVerifier {
 
 		const chain = ancestry(backup, catalog);
 		const members = [backup, ...chain.found];
-		await this.hash(members, options.signal);
+		const trusted = new Map<string, VerificationRecord>();
+		if (!options.rehashChain) {
+			const now = new Date();
+			for (const parent of chain.found) {
+				const record = this.hashed(parent) ? undefined : trustedRecord(parent, now);
+				if (record) trusted.set(parent.id, record);
+			}
+		}
+		await this.hash(members.filter((member) => !trusted.has(member.id)), options.signal);
 		const checkedAt = new Date().toISOString();
-		const records = recordsFor(members, chain.missing, (member) => this.ownDisks(member), checkedAt);
+		const records = recordsFor(members, chain.missing, (member) => this.own(member, trusted.get(member.id)), checkedAt);
 
 		const written = await changeFolders(
 			this.ssh,
 			location.dest,
 			location.vmDir,
-			members.map((member, index): FolderChange => ({ op: 'record', id: member.id, data: serializeVerification(records[index]) })),
+			records.flatMap((record): FolderChange[] => (record ? [{ op: 'record', id: record.backupId, data: serializeVerification(record) }] : [])),
 			{ signal: options.signal },
 		);
-		const record = records[0];
+		// The backup itself is always hashed, so it always gets a record.
+		const record = records[0]!;
 		const problems = [...record.problems];
 		const notRecorded = written.find((outcome) => outcome.id === backup.id && outcome.status !== 'recorded');
 		if (notRecorded) problems.push(`the result could not be recorded in the backup folder: ${notRecorded.status} ${notRecorded.detail}`.trim());
@@ -107,6 +122,15 @@ export class BackupVerifier {
 		);
 		if (wanted.length === 0) return;
 		for (const [path, result] of await checkImages(this.ssh, wanted, signal)) this.images.set(path, result);
+	}
+
+	/** Whether this run has hashed all of a backup's images already: then they are judged on that, not on an older record. */
+	private hashed(backup: CatalogBackup): boolean {
+		return backup.manifest.disks.every((disk) => this.images.has(`${backup.path}/${disk.file}`));
+	}
+
+	private own(backup: CatalogBackup, trustedOn: VerificationRecord | undefined): OwnImages {
+		return trustedOn ? { trustedOn } : { disks: this.ownDisks(backup) };
 	}
 
 	private ownDisks(backup: CatalogBackup): DiskVerification[] {
@@ -152,7 +176,7 @@ export class BackupVerifier {
 	}
 }
 
-interface Ancestry {
+export interface Ancestry {
 	/** Existing ancestors, nearest first. */
 	found: CatalogBackup[];
 	/** The first ancestor that is not a usable backup, why, and whether that is proven (invalid) or may pass. */
@@ -243,41 +267,72 @@ export function leavesAGoodBackup(backups: readonly CatalogBackup[], id: string)
 }
 
 /**
+ * The record on which a parent's images may be trusted without re-hashing them, or undefined (then
+ * they are hashed). The destination is not trusted, so a record counts only when it says valid, is
+ * for this backup, is dated after its manifest was written and not in the future, vouches for
+ * exactly the images its manifest names today (same files, the same sha256 read back, qemu-img
+ * check clean: a rewritten manifest or a record copied from elsewhere does not match), and every
+ * one of those images is still a regular file in the folder.
+ */
+export function trustedRecord(backup: CatalogBackup, now: Date): VerificationRecord | undefined {
+	const record = backup.verification;
+	if (!record || record.status !== 'valid' || !record.ok || record.backupId !== backup.id || backup.missingFiles.length > 0) return undefined;
+	const verifiedAt = Date.parse(record.verifiedAt);
+	if (Number.isNaN(verifiedAt) || verifiedAt < Date.parse(backup.manifest.finishedAt) || verifiedAt > now.getTime()) return undefined;
+	if (record.disks.length !== backup.manifest.disks.length) return undefined;
+	const vouched = backup.manifest.disks.every((disk) =>
+		record.disks.some(
+			(checked) =>
+				checked.file === disk.file &&
+				checked.target === disk.target &&
+				checked.status === 'valid' &&
+				checked.expectedSha256 === disk.sha256 &&
+				checked.actualSha256 === disk.sha256 &&
+				(checked.qemuImgCheck === 'ok' || checked.qemuImgCheck === 'skipped'),
+		),
+	);
+	return vouched ? record : undefined;
+}
+
+/** How a chain member's own images are judged: hashed in this run, or trusted on its earlier record. */
+export type OwnImages = { disks: DiskVerification[] } | { trustedOn: VerificationRecord };
+
+/**
  * The record of each chain member (nearest first), built from the oldest: a member is valid when
  * its own images are and the backup under it is; proven damage anywhere below makes it invalid,
- * a doubt anywhere below (and no damage) unverifiable.
+ * a doubt anywhere below (and no damage) unverifiable. A trusted member gets no new record
+ * (undefined): its own still says when its images were last read.
  */
-function recordsFor(
+export function recordsFor(
 	members: readonly CatalogBackup[],
 	missing: Ancestry['missing'],
-	ownDisks: (member: CatalogBackup) => DiskVerification[],
+	judge: (member: CatalogBackup) => OwnImages,
 	verifiedAt: string,
-): VerificationRecord[] {
-	const records: VerificationRecord[] = new Array(members.length);
-	let below: ParentVerification[] = missing ? [{ id: missing.id, path: missing.path, exists: false, status: missing.status, ok: false, detail: missing.detail }] : [];
+): (VerificationRecord | undefined)[] {
+	const records: (VerificationRecord | undefined)[] = new Array(members.length);
+	let below: ParentVerification[] = missing
+		? [{ id: missing.id, path: missing.path, exists: false, status: missing.status, ok: false, detail: missing.detail, trusted: false }]
+		: [];
 	for (let index = members.length - 1; index >= 0; index--) {
 		const member = members[index];
-		const disks = ownDisks(member);
+		const judged = judge(member);
+		const disks = 'disks' in judged ? judged.disks : [];
 		const parent = below[0];
 		const problems = disks.filter((disk) => !disk.ok).map((disk) => `${disk.target} (${disk.file}): ${disk.detail}`);
 		if (parent && !parent.ok) {
 			problems.push(!parent.exists ? parent.detail : parent.status === 'invalid' ? `parent backup ${parent.id} failed verification` : `parent backup ${parent.id} could not be verified`);
 		}
 		const status = combineStatus([...disks.map((disk) => disk.status), ...(parent ? [parent.status] : [])]);
-		records[index] = {
-			format: VERIFICATION_FORMAT,
-			version: VERIFICATION_VERSION,
-			backupId: member.id,
-			verifiedAt,
-			status,
-			ok: status === 'valid',
-			disks,
-			parents: below,
-			problems,
-		};
 		const own = disks.filter((disk) => !disk.ok).map((disk) => `${disk.target}: ${disk.detail}`);
 		const detail = own.length > 0 ? own.join('; ') : problems.join('; ');
-		below = [{ id: member.id, path: member.path, exists: true, status, ok: status === 'valid', detail }, ...below];
+		const entry: ParentVerification = { id: member.id, path: member.path, exists: true, status, ok: status === 'valid', detail, trusted: false };
+		if ('trustedOn' in judged) {
+			entry.trusted = true;
+			entry.verifiedAt = judged.trustedOn.verifiedAt;
+		} else {
+			records[index] = { format: VERIFICATION_FORMAT, version: VERIFICATION_VERSION, backupId: member.id, verifiedAt, status, ok: status === 'valid', disks, parents: below, problems };
+		}
+		below = [entry, ...below];
 	}
 	return records;
 }

@@ -4,7 +4,8 @@
  *
  * `status` was added to format version 1 without a version bump: a record without it (written
  * before) reads as valid or invalid from `ok`, and a reader that knows only `ok` still reads a new
- * record safely, since `ok` stays true for a valid backup alone.
+ * record safely, since `ok` stays true for a valid backup alone. A parent's `trusted` and
+ * `verifiedAt` were added the same way: a parent entry without them was re-hashed.
  */
 import { isBackupId } from './manifest';
 
@@ -44,6 +45,13 @@ export interface ParentVerification {
 	/** status === 'valid'. */
 	ok: boolean;
 	detail: string;
+	/**
+	 * true: its images were not re-hashed, on the strength of its own earlier record that found them
+	 * valid (dated `verifiedAt`); false: re-hashed, or missing. Absent in records written before.
+	 */
+	trusted?: boolean;
+	/** When trusted: the `verifiedAt` of the parent's record this trust rests on. */
+	verifiedAt?: string;
 }
 
 export interface VerificationRecord {
@@ -92,7 +100,7 @@ export function parseVerification(text: string, backupId: string): VerificationR
 	if (!status || !Array.isArray(record.disks) || !Array.isArray(record.parents)) return undefined;
 	const disks = record.disks.map((disk) => ({ ...disk, status: statusOf(disk) }));
 	const parents = record.parents.map((parent) => ({ ...parent, status: statusOf(parent) }));
-	if (!disks.every(hasStatus) || !parents.every(hasStatus)) return undefined;
+	if (!disks.every(hasStatus) || !parents.every(hasStatus) || !parents.every(hasValidTrust)) return undefined;
 	return { ...record, status, disks, parents };
 }
 
@@ -102,6 +110,12 @@ function statusOf(part: { ok: unknown; status?: unknown }): VerificationStatus |
 	if (part.status === undefined) return part.ok ? 'valid' : 'invalid';
 	if (!STATUSES.has(part.status) || part.ok !== (part.status === 'valid')) return undefined;
 	return part.status as VerificationStatus;
+}
+
+/** A trust claim says on which record it rests; a hashed or missing parent names none. */
+function hasValidTrust(parent: { trusted?: unknown; verifiedAt?: unknown }): boolean {
+	if (parent.trusted === true) return typeof parent.verifiedAt === 'string' && !Number.isNaN(Date.parse(parent.verifiedAt));
+	return (parent.trusted === undefined || parent.trusted === false) && parent.verifiedAt === undefined;
 }
 
 function hasStatus<T extends { status: VerificationStatus | undefined }>(part: T): part is T & { status: VerificationStatus } {

@@ -24,7 +24,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 		version: 1,
 		subtitle: '={{"if invalid: " + $parameter["onInvalid"]}}',
 		description:
-			'Re-hash every image of a backup on the host, compare with its manifest and run qemu-img check; an incremental is valid only if the backups it builds on are. Valid backups go to the first output; invalid ones (proven damage), unverifiable ones (an image could not be read or checked) and, with Continue On Fail, backups that could not be checked at all go to the second.',
+			'Re-hash every image of a backup on the host, compare with its manifest and run qemu-img check; an incremental is valid only if the backups it builds on are (a parent verified valid earlier is trusted, not re-hashed, unless Re-Hash Whole Chain is on). Valid backups go to the first output; invalid ones (proven damage), unverifiable ones (an image could not be read or checked) and, with Continue On Fail, backups that could not be checked at all go to the second.',
 		defaults: { name: 'Verify Checksum' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
@@ -66,6 +66,14 @@ export class LibvirtVerifyChecksum implements INodeType {
 				description:
 					'What to do with a backup whose damage is proven (a hash differs, qemu-img check finds corruption, an image or its parent backup is gone). An unverifiable backup is always kept, and so is the last backup of a VM not known to be invalid.',
 			},
+			{
+				displayName: 'Re-Hash Whole Chain',
+				name: 'rehashChain',
+				type: 'boolean',
+				default: false,
+				description:
+					'Whether to re-hash every backup an incremental builds on. Off: a parent whose own verification record says it was verified valid earlier is trusted (its folder and images must still be there) and only the others are re-hashed, so a nightly Verify reads only the new images.',
+			},
 		],
 	};
 
@@ -85,6 +93,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 			const result = await verifier.verify(backupPath, {
 				onInvalid: asTool ? 'keep' : (this.getNodeParameter('onInvalid', itemIndex, 'keep') as InvalidAction),
 				lockHolder: `n8n Verify Checksum (workflow ${this.getWorkflow().id ?? '?'}, execution ${this.getExecutionId()})`,
+				rehashChain: this.getNodeParameter('rehashChain', itemIndex, false) === true,
 				signal,
 			});
 			const json: IDataObject = {

@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CHECK_SCRIPT, parseCheckOutput, type CatalogBackup, type ImageResult } from '../../../lib/catalog';
-import { judgeDisk, leavesAGoodBackup } from '../../../lib/catalog/verify';
+import { judgeDisk, leavesAGoodBackup, recordsFor, trustedRecord } from '../../../lib/catalog/verify';
 import type { Manifest } from '../../../lib/store/manifest';
-import { parseVerification, serializeVerification, type VerificationRecord, type VerificationStatus } from '../../../lib/store/verification';
+import { parseVerification, serializeVerification, type DiskVerification, type VerificationRecord, type VerificationStatus } from '../../../lib/store/verification';
 import { manifest, runScript, tempDir } from './local';
 
 const SHA = 'a'.repeat(64);
@@ -165,10 +165,155 @@ describe('verification records', () => {
 		expect(parseVerification(JSON.stringify({ ...old, ok: true }), id)?.status).toBe('valid');
 	});
 
+	test('a parent trusted on an earlier record round-trips with that record\'s date; one written before trust existed reads as hashed', () => {
+		const withTrust: VerificationRecord = {
+			...record,
+			parents: [
+				{ id: '20261127T144300Z', path: '/b/web01/20261127T144300Z', exists: true, status: 'valid', ok: true, detail: '', trusted: true, verifiedAt: '2026-11-27T15:00:00.000Z' },
+				{ id: '20261126T144300Z', path: '/b/web01/20261126T144300Z', exists: true, status: 'valid', ok: true, detail: '', trusted: false },
+			],
+		};
+		expect(parseVerification(serializeVerification(withTrust), id)).toEqual(withTrust);
+		const old = { ...record, parents: [{ id: '20261127T144300Z', path: '/b/web01/20261127T144300Z', exists: true, status: 'valid', ok: true, detail: '' }] };
+		expect(parseVerification(JSON.stringify(old), id)?.parents).toEqual(old.parents);
+	});
+
+	test('a trust claim of the wrong type, or without the date of the record it rests on, counts as never verified', () => {
+		const parent = { id: '20261127T144300Z', path: '/b/web01/20261127T144300Z', exists: true, status: 'valid', ok: true, detail: '' };
+		for (const claim of [{ trusted: 'yes' }, { trusted: true }, { trusted: true, verifiedAt: 'yesterday' }, { trusted: true, verifiedAt: 1 }, { trusted: false, verifiedAt: 'x' }]) {
+			expect(parseVerification(JSON.stringify({ ...record, parents: [{ ...parent, ...claim }] }), id)).toBeUndefined();
+		}
+	});
+
 	test('a status that contradicts ok, or an unknown one, counts as never verified', () => {
 		expect(parseVerification(JSON.stringify({ ...record, status: 'valid' }), id)).toBeUndefined();
 		expect(parseVerification(JSON.stringify({ ...record, ok: true }), id)).toBeUndefined();
 		expect(parseVerification(JSON.stringify({ ...record, status: 'fine' }), id)).toBeUndefined();
 		expect(parseVerification(JSON.stringify({ ...record, disks: 'none' }), id)).toBeUndefined();
+	});
+});
+
+describe('which parent is trusted without being re-hashed', () => {
+	const ID = '20261120T010000Z';
+	const made = manifest('web01', ID);
+	const finished = Date.parse(made.finishedAt);
+	const now = new Date(finished + 86_400_000);
+	const validDisk = (extra: Partial<DiskVerification> = {}): DiskVerification => ({
+		target: 'vda',
+		file: 'vda.qcow2',
+		expectedSha256: SHA,
+		actualSha256: SHA,
+		status: 'valid',
+		ok: true,
+		qemuImgCheck: 'ok',
+		detail: '',
+		...extra,
+	});
+	const record = (extra: Partial<VerificationRecord> = {}): VerificationRecord => ({
+		format: 'n8n-nodes-libvirt-backup/verification',
+		version: 1,
+		backupId: ID,
+		verifiedAt: new Date(finished + 3_600_000).toISOString(),
+		status: 'valid',
+		ok: true,
+		disks: [validDisk()],
+		parents: [],
+		problems: [],
+		...extra,
+	});
+	const member = (verification: VerificationRecord | undefined, extra: Partial<CatalogBackup> = {}): CatalogBackup => ({
+		dest: '/b',
+		vmDir: 'web01',
+		vm: 'web01',
+		id: ID,
+		path: `/b/web01/${ID}`,
+		manifest: made,
+		verification,
+		protected: false,
+		diskBytes: 1,
+		missingFiles: [],
+		...extra,
+	});
+
+	test('a valid record of this backup, written after its manifest, vouching for every image the manifest names', () => {
+		expect(trustedRecord(member(record()), now)).toEqual(record());
+	});
+
+	test('never verified, or verified invalid or unverifiable: hashed', () => {
+		expect(trustedRecord(member(undefined), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ status: 'invalid', ok: false, disks: [validDisk({ status: 'invalid', ok: false })] })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ status: 'unverifiable', ok: false })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ status: 'valid', ok: false })), now)).toBeUndefined();
+	});
+
+	test('a record for another backup, dated before the manifest was written or after now: hashed', () => {
+		expect(trustedRecord(member(record({ backupId: '20261121T010000Z' })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ verifiedAt: new Date(finished - 1000).toISOString() })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ verifiedAt: new Date(now.getTime() + 1000).toISOString() })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ verifiedAt: 'not a date' })), now)).toBeUndefined();
+	});
+
+	test('a record that does not vouch for exactly the images the manifest names (a rewritten manifest, a disk left out): hashed', () => {
+		expect(trustedRecord(member(record({ disks: [validDisk({ expectedSha256: OTHER, actualSha256: OTHER })] })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ disks: [validDisk({ actualSha256: OTHER })] })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ disks: [validDisk({ file: 'vdb.qcow2' })] })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ disks: [] })), now)).toBeUndefined();
+		expect(trustedRecord(member(record({ disks: [validDisk({ qemuImgCheck: 'errors' })] })), now)).toBeUndefined();
+		const twoDisks = { ...made, disks: [...made.disks, { ...made.disks[0], target: 'vdb', file: 'vdb.qcow2' }] };
+		expect(trustedRecord(member(record(), { manifest: twoDisks }), now)).toBeUndefined();
+	});
+
+	test('an image the manifest names that is no longer a regular file: hashed, so it fails as before', () => {
+		expect(trustedRecord(member(record(), { missingFiles: ['vda.qcow2'] }), now)).toBeUndefined();
+	});
+});
+
+describe('the records of a chain with trusted parents', () => {
+	const FULL = '20261120T010000Z';
+	const INC1 = '20261121T010000Z';
+	const INC2 = '20261122T010000Z';
+	const at = '2026-11-28T00:00:00.000Z';
+	const earlier = '2026-11-22T05:00:00.000Z';
+	const of = (id: string, parent?: string): CatalogBackup => ({
+		dest: '/b',
+		vmDir: 'web01',
+		vm: 'web01',
+		id,
+		path: `/b/web01/${id}`,
+		manifest: manifest('web01', id, parent ? { kind: 'incremental', parent } : {}),
+		protected: false,
+		diskBytes: 1,
+		missingFiles: [],
+	});
+	const members = [of(INC2, INC1), of(INC1, FULL), of(FULL)];
+	const disk = (status: VerificationStatus): DiskVerification => ({
+		target: 'vda',
+		file: 'vda.qcow2',
+		expectedSha256: SHA,
+		actualSha256: status === 'invalid' ? OTHER : SHA,
+		status,
+		ok: status === 'valid',
+		qemuImgCheck: 'ok',
+		detail: status === 'valid' ? '' : 'bad',
+	});
+	const earlierRecord = { verifiedAt: earlier } as VerificationRecord;
+
+	test('a trusted parent gets no new record and is named with the date of the record it rests on', () => {
+		const records = recordsFor(members, undefined, (member) => (member.id === INC1 ? { trustedOn: earlierRecord } : { disks: [disk('valid')] }), at);
+		expect(records.map((record) => record?.status)).toEqual(['valid', undefined, 'valid']);
+		expect(records[0]?.parents).toEqual([
+			{ id: INC1, path: `/b/web01/${INC1}`, exists: true, status: 'valid', ok: true, detail: '', trusted: true, verifiedAt: earlier },
+			{ id: FULL, path: `/b/web01/${FULL}`, exists: true, status: 'valid', ok: true, detail: '', trusted: false },
+		]);
+	});
+
+	test('damage below a trusted parent still fails every backup above it', () => {
+		const records = recordsFor(members, undefined, (member) => (member.id === INC1 ? { trustedOn: earlierRecord } : { disks: [disk(member.id === FULL ? 'invalid' : 'valid')] }), at);
+		expect(records[0]).toMatchObject({ status: 'invalid', problems: [`parent backup ${INC1} failed verification`] });
+		expect(records[0]?.parents).toMatchObject([
+			{ id: INC1, status: 'invalid', trusted: true, detail: `parent backup ${FULL} failed verification` },
+			{ id: FULL, status: 'invalid', trusted: false, detail: 'vda: bad' },
+		]);
+		expect(records[2]).toMatchObject({ status: 'invalid' });
 	});
 });
