@@ -378,7 +378,7 @@ async function pruneOldCheckpoints(
 }
 
 /** Named as our checkpoints are (any destination's, or before they were per destination): `lvb-[<8 hex>-]<backup id>`. */
-function isOurBitmap(name: string): boolean {
+export function isOurBitmap(name: string): boolean {
 	return name.startsWith(CHECKPOINT_PREFIX) && isBackupId(name.slice(CHECKPOINT_PREFIX.length).replace(/^[0-9a-f]{8}-/, ''));
 }
 

@@ -98,6 +98,19 @@ describe('stale bitmaps of ours on a running VM', () => {
 		const after = await backup(vm.name, destination.dest);
 		expect(after).toMatchObject({ kind: 'incremental', parent: next.id, warnings: [] });
 	});
+
+	test('only a backup that is not an incremental asks QEMU directly, which taints the domain "custom-monitor"; an incremental does not', async () => {
+		const tainted = () => /tainted: custom monitor control commands issued/.test(host(`virsh dominfo ${q(vm.name)}`));
+		const full = await backup(vm.name, destination.dest);
+		expect(tainted()).toBe(true);
+		expect(host(`cat ${q(`/var/log/libvirt/qemu/${vm.name}.log`)}`)).toMatch(/Domain id=\d+ is tainted: custom-monitor/);
+		// A taint lasts as long as the QEMU process: start a fresh one (the bitmap is kept in the qcow2).
+		host(`virsh -q destroy ${q(vm.name)} >/dev/null && virsh -q start ${q(vm.name)} >/dev/null`);
+		expect(tainted()).toBe(false);
+		const incremental = await backup(vm.name, destination.dest);
+		expect(incremental).toMatchObject({ kind: 'incremental', parent: full.id, warnings: [] });
+		expect(tainted()).toBe(false);
+	});
 });
 
 describe('stale bitmaps of ours on a shut-off VM', () => {
