@@ -11,6 +11,7 @@ import {
 	discoverVms,
 	dumpDomainXml,
 	listCheckpoints,
+	removeStaleBitmaps,
 	type BackupState,
 	type DiscoveredDisk,
 	type DiscoveredVm,
@@ -22,7 +23,7 @@ import { finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, remov
 import { CHECKPOINT_PREFIX, checkpointPrefix, isDestinationCheckpoint, planBackup, selectDisks, type BackupMode, type NewFullPolicy, type StoreState } from './plan';
 import { backupDir, backupId, checkDestination, vmBackupDir, vmDirName } from '../store/layout';
 import { acquireVmLock } from '../store/lock';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
+import { isBackupId, MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
 import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type Progress, type StrategyContext } from './strategies';
 
 export type { BackupMode } from './plan';
@@ -258,6 +259,7 @@ async function backupLocked(
 		await finalizeBackupFolder(ssh, dir, plans.map((plan) => plan.file), manifest, domainXml);
 		succeeded = true;
 		if (checkpoint) await pruneOldCheckpoints(ssh, request.uri, vm, checkpoint, prefix, state?.checkpoints ?? [], warnings);
+		if (kind !== 'incremental') await removeStaleBitmapsOfOurs(ssh, request.uri, vm, warnings, hooks.signal);
 		return {
 			vm: vm.name,
 			uuid: vm.uuid,
@@ -372,5 +374,26 @@ async function pruneOldCheckpoints(
 		if (broken.length > 0) warnings.push(`removed checkpoint(s) whose bitmap QEMU had lost: ${broken.join(', ')}`);
 	} catch (error) {
 		warnings.push(`old checkpoints could not be removed: ${(error as Error).message}`);
+	}
+}
+
+/** Named as our checkpoints are (any destination's, or before they were per destination): `lvb-[<8 hex>-]<backup id>`. */
+export function isOurBitmap(name: string): boolean {
+	return name.startsWith(CHECKPOINT_PREFIX) && isBackupId(name.slice(CHECKPOINT_PREFIX.length).replace(/^[0-9a-f]{8}-/, ''));
+}
+
+/**
+ * A checkpoint whose metadata libvirt lost leaves its bitmap in the image, updated on every guest
+ * write. Such a loss always makes the next backup a full (its parent's checkpoint is gone), so
+ * only then look: asking QEMU directly taints a running domain ("custom-monitor").
+ */
+async function removeStaleBitmapsOfOurs(ssh: SshConnection, uri: string, vm: DiscoveredVm, warnings: string[], signal?: AbortSignal): Promise<void> {
+	const named = (bitmaps: { target: string; name: string }[]) => bitmaps.map((bitmap) => `${bitmap.target}: ${bitmap.name}`).join(', ');
+	try {
+		const { removed, failed } = await removeStaleBitmaps(ssh, uri, vm, isOurBitmap, signal);
+		if (removed.length > 0) warnings.push(`removed stale bitmap(s) of ours that libvirt had no checkpoint for: ${named(removed)}`);
+		if (failed.length > 0) warnings.push(`stale bitmap(s) of ours could not be removed: ${failed.map((bitmap) => `${named([bitmap])} (${bitmap.error})`).join(', ')}`);
+	} catch (error) {
+		warnings.push(`stale bitmaps of ours could not be looked for: ${(error as Error).message}`);
 	}
 }

@@ -6,3 +6,5 @@ export { dumpDomainXml, virshVersion, virshFailure, runVirsh } from './virsh';
 export type { LibvirtVersions } from './virsh';
 export { abortJob, backupState, deleteCheckpoints, listCheckpoints, mergeOverlays, runOnOverlays, runPushBackupJob } from './jobs';
 export type { BackupState, DiskOverlay, JobProgress, OverlayJob, PushJob, PushJobResult, Quiesce } from './jobs';
+export { bitmapDisks, parseImageBitmaps, parseNodeBitmaps, removeStaleBitmaps, staleBitmaps } from './bitmaps';
+export type { BitmapCleanup, DiskBitmap, FoundBitmaps } from './bitmaps';
