@@ -12,6 +12,7 @@
  * checked (permission, I/O error, a check that could not finish) makes it unverifiable: reported,
  * never acted on. And a VM is never left without a backup that is not known to be invalid.
  */
+import { CONSOLIDATION_JOURNAL } from '../store/consolidation';
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { acquireVmLock, type VmLock } from '../store/lock';
 import type { Manifest, ManifestDisk } from '../store/manifest';
@@ -74,6 +75,23 @@ export class BackupVerifier {
 
 		const chain = ancestry(backup, catalog);
 		const members = [backup, ...chain.found];
+		// Mid-consolidation, a folder's images may already be the new full while its manifest is the
+		// old incremental's: a hash would "prove" damage that is not there. Nothing is judged or written.
+		const consolidating = members.filter((member) => member.consolidation?.journal !== undefined);
+		if (consolidating.length > 0) {
+			return {
+				...location,
+				vm: backup.vm,
+				manifest: backup.manifest,
+				status: 'unverifiable',
+				valid: false,
+				checkedAt: new Date().toISOString(),
+				disks: [],
+				parents: [],
+				problems: consolidating.map((member) => `backup ${member.id} is in the middle of a consolidation (${CONSOLIDATION_JOURNAL}); the next Prune finishes it`),
+				action: 'kept',
+			};
+		}
 		const trusted = new Map<string, VerificationRecord>();
 		if (!options.rehashChain) {
 			const now = new Date();

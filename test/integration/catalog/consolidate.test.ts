@@ -5,7 +5,7 @@
  * chain image that does not match its manifest is never consolidated.
  */
 import { backupVm, type BackupRequest, type BackupResult } from '../../../lib/backup';
-import { buildConsolidation, pruneBackups, readCatalog, type CatalogBackup, type PruneResult } from '../../../lib/catalog';
+import { BackupVerifier, buildConsolidation, pruneBackups, readCatalog, type CatalogBackup, type PruneResult } from '../../../lib/catalog';
 import { quoteArg as q } from '../../../lib/shell';
 import { withSsh } from '../../../lib/ssh';
 import { CONSOLIDATION_JOURNAL, CONSOLIDATION_FORMAT, serializeJournal, vmDirName } from '../../../lib/store';
@@ -127,6 +127,14 @@ describe('consolidation of a chain whose full the policy drops', () => {
 		// The old chain's data is still what every backup restores to.
 		sameData(chain[inc2]);
 		sameData(chain[inc3]);
+		// Verify, even told to delete what fails, neither judges nor touches a folder mid-consolidation
+		// (its image is already the new one, its manifest still the old one).
+		for (const b of [chain[inc2], chain[inc3]]) {
+			const verification = await withSsh(labTarget(), (ssh) => new BackupVerifier(ssh).verify(b.path, { onInvalid: 'delete' }));
+			expect(verification).toMatchObject({ status: 'unverifiable', action: 'kept' });
+			expect(verification.problems.join('\n')).toContain(`backup ${chain[inc2].id} is in the middle of a consolidation`);
+		}
+		expect(ls(chain[inc2].path)).toContain(CONSOLIDATION_JOURNAL);
 
 		const result = await prune(destination.dest, false);
 		expect(result.items.map((item) => [item.id, item.action, item.error])).toEqual([
