@@ -18,8 +18,9 @@
  *   by hand:   `qemu-img convert -O qcow2` of the newest incremental (qemu follows the backing
  *              files in the image headers) + `sync` of the copy, and the same + `openssl dgst -sha256`;
  *   the alternative: a fresh live full backup of the running VM (backupVm mode full);
- *   references: the hash of the 7 chain images alone (the cost of our chain check), and ours' steps
- *              by hand in one exec (chain hashed in the background of the convert, sync, hash).
+ *   references: the hash of the 7 chain images alone (the cost of our chain check); our build
+ *              script with the chain check off; ours' steps by hand in one exec (chain hashed in the
+ *              background of the convert, sync, hash), and the same with sync and hash in parallel.
  * Fairness as in bench/backup.ts: one ssh2 connection opened before timing, each by-hand method ONE
  * exec on it; every source read once before timing (warm cache for all); methods rotate their order
  * every round; after every run its output is removed (ours: the folder restored) and `sync` runs,
