@@ -24,7 +24,8 @@
  * Fairness as in bench/backup.ts: one ssh2 connection opened before timing, each by-hand method ONE
  * exec on it; every source read once before timing (warm cache for all); methods rotate their order
  * every round; after every run its output is removed (ours: the folder restored) and `sync` runs,
- * untimed. A run that throws is reported and run once more.
+ * untimed, then every run waits REST_MS before its timer starts (see there why). A run that throws
+ * is reported and run once more.
  * Checked once, untimed: our consolidated image equals the newest incremental's chain and the live
  * disk (`qemu-img compare`), has no backing file, and its manifest (kind full) carries its sha256.
  * Prints the tables and writes them to bench/results/consolidate-latest.md.
@@ -60,8 +61,17 @@ const CHUNKS = 4;
 const CHUNK_MIB = 16;
 const VM = { name: 'lvb-bench-consolidate', disk: `${IMAGES}/lvb-bench-consolidate.qcow2` };
 
-type MethodId = 'ours' | 'convert' | 'convert-hash' | 'full' | 'hash-chain' | 'no-check' | 'steps' | 'steps-psync';
-const METHODS: MethodId[] = ['ours', 'convert', 'convert-hash', 'full', 'hash-chain', 'no-check', 'steps', 'steps-psync'];
+type MethodId = 'ours' | 'convert' | 'convert-hash' | 'full' | 'hash-chain' | 'no-check' | 'steps' | 'steps-psync' | 'convert-hot';
+const METHODS: MethodId[] = ['ours', 'convert', 'convert-hot', 'convert-hash', 'full', 'hash-chain', 'no-check', 'steps', 'steps-psync'];
+/**
+ * Pause before every timed run. This lab machine is a VM whose balloon reports free pages to its
+ * host about 2 s after they are freed; writing into such memory again costs host page faults:
+ * measured here, `qemu-img convert` writing 1.6 GiB took 0.6-0.7 s (0.4-0.6 s system time) into
+ * memory freed just before and 2.5-4 s (2.3-3.3 s system time) after a pause of 2 s or more.
+ * Without the pause a method was fast or slow depending on what the previous run freed and when;
+ * with it every method starts from the same state. (b0) measures the difference each run.
+ */
+const REST_MS = 4000;
 
 const TITLES: Record<MethodId, string> = {
 	ours: '(a) ours: `consolidateBackup` of the newest incremental (chain hashed against manifests, convert, sync, sha256, journal, rename, manifest)',
@@ -72,6 +82,7 @@ const TITLES: Record<MethodId, string> = {
 	'no-check': "(e) reference: ours' build step (CONSOLIDATE_SCRIPT: measure, convert, sync, sha256) with the chain check off (no image/sha256 pairs given)",
 	steps: "(f) reference: ours' steps by hand, one exec: (d) in the background of the convert, then `sync`, then sha256 of the copy",
 	'steps-psync': '(g) reference: (f) with the `sync` of the copy in parallel with its sha256',
+	'convert-hot': '(b0) reference: (b) right after an untimed convert whose output was deleted at once (memory not yet returned to the host, see the note)',
 };
 
 interface Sample {
@@ -176,6 +187,7 @@ async function warm(ssh: SshConnection, chain: Chain): Promise<void> {
 
 const BY_HAND: Partial<Record<MethodId, string>> = {
 	convert: 'qemu-img convert -O qcow2 "$1" "$2" && sync "$2"',
+	'convert-hot': 'qemu-img convert -O qcow2 "$1" "$2" && sync "$2"',
 	'convert-hash': 'qemu-img convert -O qcow2 "$1" "$2" && sync "$2" && openssl dgst -sha256 "$2"',
 	'hash-chain': 'openssl dgst -sha256 -- "$@"',
 	steps: `top=$1 out=$2; shift 2
@@ -211,6 +223,8 @@ async function timed<T>(conn: Conn, run: () => Promise<T>): Promise<{ value: T; 
 
 async function runMethod(id: MethodId, conn: Conn, chain: Chain, verify: boolean): Promise<void> {
 	const { ssh } = conn;
+	await new Promise((resolve) => setTimeout(resolve, REST_MS));
+	if (id === 'convert-hot') await sh(ssh, 'qemu-img convert -O qcow2 "$1" "$2" && rm -f -- "$2"', [chain.topImage, `${OUT}/hot.qcow2`], 'pre-step');
 	if (id === 'ours') {
 		const run = await timed(conn, () => consolidateBackup(ssh, chain.top, chain.members, { now: new Date() }));
 		if (run.value.kind !== 'full' || run.value.parent !== undefined) throw new Error(`ours: the consolidated manifest is ${run.value.kind} on ${run.value.parent}`);
@@ -367,6 +381,10 @@ function report(meta: { engine: string; date: string; ssh: { execMs: number; con
 	);
 	lines.push(`- Machine: ${os.cpus().length} cores; load average ${meta.loadStart} at start, ${meta.loadEnd} at the end (1/5/15 min; other work shared the machine). ${meta.versions}`);
 	lines.push(`- ${sshLine(meta.ssh)}`);
+	lines.push(
+		`- Every timed run starts ${REST_MS / 1000} s after the untimed clean-up before it: this machine is a VM whose balloon returns freed memory to its host ~2 s after it is freed, ` +
+			`and writing into that memory again costs host page faults (what (b0) vs (b) shows); the pause gives every method the same state. A host without that pays less for every method that writes.`,
+	);
 	lines.push('- t / t(b): time ratio to convert + sync by hand; t / t(c): to a fresh full backup (0.50x = twice as fast).', '');
 	lines.push(...resultTable());
 	lines.push('## Checks (untimed)', '');
