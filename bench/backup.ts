@@ -23,16 +23,15 @@
  * sha256 is right; our incremental chain (and virtnbdbackup's, restored with virtnbdrestore)
  * reconstructs the live disk. Prints the tables and writes them to bench/results/backup-latest.md.
  */
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { backupVm, type BackupMode, type BackupRequest, type BackupResult } from '../lib/backup';
-import { scriptArgv } from '../lib/shell';
 import { SshConnection } from '../lib/ssh';
-import { loadLab, sshExec, shq } from '../test/support/lab';
+import { loadLab } from '../test/support/lab';
 import { labTarget } from '../test/support/targets';
 import { ExecLog, type ExecRecord } from './lib/execLog';
+import { DATA_BYTES, MiB, VIRTUAL_MIB, createBenchVms, engineState, loadAverage, median, qemuIo, removeBenchVms, rotate, settle, sh, sshCosts, sshLine } from './lib/host';
 
 const argv = process.argv.slice(2);
 const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : 5);
@@ -45,23 +44,7 @@ const URI = lab.systemUri;
 const BENCH = `${lab.labDir}/bench`;
 const IMAGES = `${BENCH}/images`;
 const OUT = `${BENCH}/out`;
-const MiB = 1024 * 1024;
-const VIRTUAL_MIB = 4096;
-/** [offset MiB, length MiB] of random data: 1331 MiB in 7 regions of a 4 GiB disk. */
-const REGIONS: Array<[number, number]> = [
-	[0, 64],
-	[100, 256],
-	[700, 320],
-	[1500, 128],
-	[2048, 300],
-	[2900, 200],
-	[3600, 63],
-];
-const DATA_BYTES = REGIONS.reduce((sum, [, len]) => sum + len * MiB, 0);
 const CHANGE_MIB = 16;
-const DEVICE = '/machine/peripheral/virtio-disk0/virtio-backend';
-/** Above this, SSH execs cost more than this machine's sshd should (see the report's SSH line). */
-const SLOW_EXEC_MS = 30;
 
 const VM = { name: 'lvb-bench', disk: `${IMAGES}/lvb-bench.qcow2` };
 const VM_NBD = { name: 'lvb-bench-nbd', disk: `${IMAGES}/lvb-bench-nbd.qcow2` };
@@ -99,24 +82,6 @@ const failures: string[] = [];
 const retried: string[] = [];
 let diskNote = '';
 
-const q = shq;
-
-/** One remote script as one exec; returns stdout. */
-async function sh(ssh: SshConnection, script: string, args: string[] = [], label = 'bench'): Promise<string> {
-	return (await ssh.run(scriptArgv(script, `lvb-bench-${label}`, args), { label })).stdout;
-}
-
-function median(values: number[]): number {
-	const sorted = [...values].sort((a, b) => a - b);
-	const mid = Math.floor(sorted.length / 2);
-	return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-	const k = ((by % items.length) + items.length) % items.length;
-	return [...items.slice(k), ...items.slice(0, k)];
-}
-
 function record(id: MethodId, sample: Sample): void {
 	const list = samples.get(id) ?? [];
 	list.push(sample);
@@ -124,81 +89,11 @@ function record(id: MethodId, sample: Sample): void {
 	console.error(`  ${id.padEnd(14)} ${sample.seconds.toFixed(2).padStart(6)} s  (${sample.execs} exec${sample.execs === 1 ? '' : 's'}, wrote ${(sample.outputBytes / MiB).toFixed(1)} MiB)`);
 }
 
-/** Untimed, after every run: size of `measure`, remove `remove`, flush dirty pages for everyone. */
-async function settle(ssh: SshConnection, measure: string | undefined, remove: string[]): Promise<number> {
-	const out = await sh(ssh, 'm=$1; shift\n[ -n "$m" ] && du -sb -- "$m" | cut -f1\nrm -rf -- "$@"\nsync', [measure ?? '', ...remove], 'settle');
-	return Number(out.trim() || 0);
-}
-
 // ------------------------------------------------------------------------------------------------
 // Bench VMs
 
-function domainXml(name: string, disk: string): string {
-	return [
-		`<domain type='${lab.domainType}'>`,
-		`  <name>${name}</name>`,
-		`  <description>n8n-nodes-libvirt-backup bench VM (bench/backup.ts), removed at the end</description>`,
-		`  <memory unit='MiB'>96</memory>`,
-		`  <vcpu>1</vcpu>`,
-		`  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>`,
-		`  <features><acpi/></features>`,
-		`  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>`,
-		`  <devices>`,
-		`    <emulator>/usr/bin/qemu-system-x86_64</emulator>`,
-		`    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disk}'/><target dev='vda' bus='virtio'/></disk>`,
-		`    <serial type='pty'/>`,
-		`    <console type='pty'/>`,
-		`    <memballoon model='none'/>`,
-		`  </devices>`,
-		`</domain>`,
-		'',
-	].join('\n');
-}
-
-/** Synchronous (system ssh to the lab sshd), so it also works from a signal handler. Idempotent. */
 function teardown(): void {
-	const script = [VM.name, VM_NBD.name]
-		.map((name) => `virsh -q -c ${q(URI)} destroy ${q(name)} >/dev/null 2>&1; virsh -q -c ${q(URI)} undefine ${q(name)} --checkpoints-metadata >/dev/null 2>&1`)
-		.concat([`rm -rf -- ${q(BENCH)}`])
-		.join('\n');
-	const result = sshExec('root', script, { timeoutMs: 120_000 });
-	if (result.code !== 0) console.error(`teardown: exit ${result.code}: ${result.stderr}`);
-}
-
-async function createBenchVms(ssh: SshConnection): Promise<void> {
-	const started = performance.now();
-	const raw = `${IMAGES}/data.raw`;
-	await sh(
-		ssh,
-		`set -e
-images=$1 out=$2 raw=$3 size=$4; shift 4
-mkdir -p -- "$images" "$out"
-truncate -s "$size" -- "$raw"
-while [ $# -gt 0 ]; do
-  head -c "$(($2 * 1048576))" /dev/urandom | dd of="$raw" bs=1M seek="$1" conv=notrunc iflag=fullblock status=none
-  shift 2
-done`,
-		[IMAGES, OUT, raw, `${VIRTUAL_MIB}M`, ...REGIONS.flatMap(([offset, length]) => [String(offset), String(length)])],
-		'make-data',
-	);
-	for (const vm of [VM, VM_NBD]) {
-		await sh(
-			ssh,
-			`set -e
-raw=$1 disk=$2 xmlfile=$3 xml=$4 uri=$5
-qemu-img convert -f raw -O qcow2 "$raw" "$disk"
-printf '%s' "$xml" >"$xmlfile"
-virsh -q -c "$uri" define "$xmlfile" >/dev/null`,
-			[raw, vm.disk, `${IMAGES}/${vm.name}.xml`, domainXml(vm.name, vm.disk), URI],
-			'define',
-		);
-	}
-	await sh(ssh, 'rm -f -- "$1"; sync', [raw], 'rm-raw');
-	const info = JSON.parse(await sh(ssh, 'qemu-img info -U --output=json -- "$1"', [VM.disk], 'info')) as { 'virtual-size': number; 'actual-size': number };
-	diskNote =
-		`Bench disk: qcow2, ${(info['virtual-size'] / 2 ** 30).toFixed(2)} GiB virtual, ${(info['actual-size'] / 2 ** 30).toFixed(2)} GiB allocated ` +
-		`(${DATA_BYTES / MiB} MiB from /dev/urandom in ${REGIONS.length} regions: ${REGIONS.map(([o, l]) => `${l} MiB @ ${o} MiB`).join(', ')}), ` +
-		`one copy per bench VM; made in ${((performance.now() - started) / 1000).toFixed(1)} s (untimed).`;
+	removeBenchVms(URI, [VM.name, VM_NBD.name], BENCH);
 }
 
 async function warm(ssh: SshConnection): Promise<void> {
@@ -304,9 +199,7 @@ async function runLiveFull(id: MethodId, conn: Conn): Promise<void> {
 }
 
 async function guestWrite(ssh: SshConnection, vm: string, pattern: number, offsetMiB: number): Promise<void> {
-	const command = `qemu-io -d ${DEVICE} "write -P 0x${pattern.toString(16)} ${offsetMiB}M ${CHANGE_MIB}M"`;
-	const out = await sh(ssh, 'virsh -q -c "$1" qemu-monitor-command "$2" --hmp "$3"', [URI, vm, command], 'guest-write');
-	if (/error|not found|invalid/i.test(out)) throw new Error(`guest write into ${vm} failed: ${out}`);
+	await qemuIo(ssh, URI, vm, `write -P 0x${pattern.toString(16)} ${offsetMiB}M ${CHANGE_MIB}M`);
 }
 
 /** One 16 MiB change into both VMs, then both incrementals. Returns our newest image. */
@@ -352,7 +245,7 @@ async function verifyOffline(ssh: SshConnection, result: BackupResult): Promise<
 async function verifyChains(ssh: SshConnection, oursTop: string, nbd: boolean): Promise<void> {
 	for (const vm of nbd ? [VM, VM_NBD] : [VM]) {
 		// Push QEMU's qcow2 metadata cache to the file so `qemu-img compare -U` reads what the guest sees.
-		await sh(ssh, 'virsh -q -c "$1" qemu-monitor-command "$2" --hmp "$3"', [URI, vm.name, `qemu-io -d ${DEVICE} "flush"`], 'flush');
+		await qemuIo(ssh, URI, vm.name, 'flush');
 	}
 	const out = await sh(ssh, 'qemu-img compare -U -f qcow2 -F qcow2 -- "$1" "$2" 2>&1; echo "rc=$?"\nqemu-img info -U --backing-chain -- "$2" | grep -c "^image:"', [VM.disk, oursTop], 'verify');
 	const lines = out.trim().split('\n');
@@ -454,7 +347,7 @@ function breakdown(): string[] {
 	return lines;
 }
 
-function report(meta: { engine: string; date: string; execOverheadMs: number; sshConnectMs: number; versions: string; loadStart: string; loadEnd: string; changes: string[]; nbdWhyNot?: string }): string {
+function report(meta: { engine: string; date: string; ssh: { execMs: number; connectMs: number }; versions: string; loadStart: string; loadEnd: string; changes: string[]; nbdWhyNot?: string }): string {
 	const lines: string[] = [];
 	lines.push('# Backup benchmark: results');
 	lines.push('');
@@ -464,13 +357,7 @@ function report(meta: { engine: string; date: string; execOverheadMs: number; ss
 	lines.push(`- ${diskNote}`);
 	lines.push(`- Median of ${RUNS} runs per method, wall clock end to end; methods rotate their order every round; sources read once before timing; after every run its output is removed and \`sync\` runs (untimed).`);
 	lines.push(`- Machine: ${os.cpus().length} cores; load average ${meta.loadStart} at start, ${meta.loadEnd} at the end (1/5/15 min; other work shared the machine). ${meta.versions}`);
-	lines.push(
-		`- SSH: ours runs over one ssh2 connection to the lab sshd (opened before timing); each by-hand method is ONE exec on that same connection. ` +
-			`Per-exec cost, median of 30 \`ssh.run(['true'])\`: **${meta.execOverheadMs.toFixed(1)} ms**; a new system-ssh connection + command: ${meta.sshConnectMs.toFixed(0)} ms (paid by no method here).` +
-			(meta.execOverheadMs > SLOW_EXEC_MS
-				? ` WARNING: over ${SLOW_EXEC_MS} ms per exec; known causes: an sshd whose sessions run a heavy ~/.bashrc (the lab sshd sets SHLVL=1 against that) and an ssh2 socket without TCP_NODELAY.`
-				: ''),
-	);
+	lines.push(`- ${sshLine(meta.ssh)}`);
 	lines.push('- MB/s = guest data covered / time (1331 MiB for full copies, 16 MiB for incrementals), 1 MB = 10^6 bytes. Ratios are time ratios (0.20x = 5 times faster).');
 	lines.push(`- Changes written before the incrementals (${CHANGE_MIB} MiB each, same offset and byte in both VMs): ${meta.changes.join(', ')}.`);
 	lines.push('');
@@ -489,39 +376,20 @@ function report(meta: { engine: string; date: string; execOverheadMs: number; ss
 
 async function main(): Promise<void> {
 	if (process.getuid?.() !== 0) throw new Error('run as root on the lab machine (it manages VMs and files under /var/lib/lvb-lab)');
-	const loadStart = os.loadavg().map((l) => l.toFixed(1)).join(' / ');
+	const loadStart = loadAverage();
 	const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-	const git = (args: string[]) => spawnSync('git', args, { cwd: path.join(__dirname, '..'), encoding: 'utf8' }).stdout.trim();
-	/** The engine's code as loaded: lib/'s tree in HEAD plus any uncommitted changes to it. */
-	const engineState = () => {
-		const dirty = git(['status', '--porcelain', '--', 'lib']);
-		return {
-			key: `${git(['rev-parse', 'HEAD:lib'])} ${git(['diff', 'HEAD', '--', 'lib'])}`,
-			text: `commit ${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ` with uncommitted changes in lib/ (${dirty.split('\n').length} files)` : ' (lib/ clean)'}`,
-		};
-	};
 	const engineStart = engineState();
-	const connectTimes: number[] = [];
-	for (let i = 0; i < 3; i++) {
-		const t = performance.now();
-		if (sshExec('root', 'true').code !== 0) throw new Error('cannot reach the lab sshd: run bash scripts/lab/up.sh');
-		connectTimes.push(performance.now() - t);
-	}
 	teardown();
 
 	const ssh = await SshConnection.connect(labTarget());
 	const conn: Conn = { ssh, log: new ExecLog(ssh) };
 	const changes: string[] = [];
-	const overhead: number[] = [];
+	let costs = { execMs: NaN, connectMs: NaN };
 	let nbdWhyNot: string | undefined;
 	let versions = '';
 	try {
-		for (let i = 0; i < 30; i++) {
-			const t = performance.now();
-			await ssh.run(['true']);
-			overhead.push(performance.now() - t);
-		}
-		console.error(`per-exec cost: ${median(overhead).toFixed(1)} ms`);
+		costs = await sshCosts(ssh);
+		console.error(`per-exec cost: ${costs.execMs.toFixed(1)} ms`);
 
 		const tools = await sh(ssh, 'for t in qemu-img openssl rsync sha256sum virtnbdbackup virtnbdrestore; do command -v "$t" >/dev/null || echo "$t"; done', [], 'tools');
 		const missing = tools.split('\n').filter(Boolean);
@@ -551,7 +419,8 @@ echo "$(df -T -- "$1" | awk 'NR==2{print $2}') filesystem; domain type $2."`,
 			.join(' ');
 
 		console.error('creating the bench VMs...');
-		await createBenchVms(ssh);
+		diskNote = await createBenchVms(ssh, { uri: URI, domainType: lab.domainType, dir: IMAGES, vms: [VM, VM_NBD], description: 'n8n-nodes-libvirt-backup bench VM (bench/backup.ts), removed at the end' });
+		await sh(ssh, 'mkdir -p -- "$1"', [OUT], 'mkdir');
 		console.error(diskNote);
 
 		console.error('shut-off VM:');
@@ -588,11 +457,10 @@ echo "$(df -T -- "$1" | awk 'NR==2{print $2}') filesystem; domain type $2."`,
 	const markdown = report({
 		engine: engineStart.text,
 		date,
-		execOverheadMs: median(overhead),
-		sshConnectMs: median(connectTimes),
+		ssh: costs,
 		versions,
 		loadStart,
-		loadEnd: os.loadavg().map((l) => l.toFixed(1)).join(' / '),
+		loadEnd: loadAverage(),
 		changes,
 		nbdWhyNot,
 	});
