@@ -79,8 +79,10 @@ test('the run backs up, verifies and prunes every selected VM', () => {
 		expect(backup).toMatchObject({ kind: 'full', consistency: expect.stringMatching(/^(crash|offline)$/) });
 		expect(host(`test -f ${q(`${backup.path}/manifest.json`)} && echo ok`).trim()).toBe('ok');
 	}
-	expect(backups.find((b) => b.vm === 'lvb-paused')?.warnings).toEqual(['VM is paused: crash-consistent']);
-	expect(backups.find((b) => b.vm === 'lvb-running')?.warnings).toEqual(['no guest agent configured: crash-consistent']);
+	// A lab VM re-defined by an earlier lab run may carry bitmaps of ours libvirt forgot: a full removes them, and says so.
+	const own = (vm: string) => ((backups.find((b) => b.vm === vm)?.warnings ?? []) as string[]).filter((w) => !w.startsWith('removed stale bitmap(s) of ours'));
+	expect(own('lvb-paused')).toEqual(['VM is paused: crash-consistent']);
+	expect(own('lvb-running')).toEqual(['no guest agent configured: crash-consistent']);
 	expect(nodeOutput(run.run, 'Verify Checksum', 0).map((v) => v.valid)).toEqual(VMS.map(() => true));
 	expect(nodeOutput(run.run, 'Verify Checksum', 1)).toEqual([]);
 	const pruned = nodeOutput(run.run, 'Prune Old Backups');
