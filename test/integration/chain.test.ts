@@ -5,6 +5,7 @@
  * test/unit/backup/plan.test.ts; these show they hold against real libvirtd.
  */
 import { backupVm, type BackupRequest, type BackupResult } from '../../lib/backup';
+import { pruneBackups } from '../../lib/catalog';
 import { quoteArg as q } from '../../lib/shell';
 import { withSsh } from '../../lib/ssh';
 import { loadLab } from '../support/lab';
@@ -114,5 +115,82 @@ describe('chain rules on a running VM', () => {
 			kinds.push((await backup(vm.name, destination.dest, policy)).kind);
 		}
 		expect(kinds).toEqual(['full', 'incremental', 'incremental', 'full']);
+	});
+});
+
+describe('what already held, and must keep holding', () => {
+	let vm: TestVm;
+	let destination: { dest: string; cleanup(): void };
+	beforeEach(() => {
+		vm = createTestVm('held', [{ target: 'vda', format: 'qcow2', virtualMiB: 64, writes: [{ pattern: 0x11, offsetMiB: 0, lengthMiB: 2 }] }]);
+		destination = testDestination('held');
+	});
+	afterEach(() => {
+		vm.destroy();
+		destination.cleanup();
+	});
+
+	const identical = (image: string, disk: string) => expect(host(`qemu-img compare -U ${q(image)} ${q(disk)}`)).toContain('Images are identical');
+
+	test('a disk added mid-chain gives a full with a warning, then incrementals of both disks', async () => {
+		const full = await backup(vm.name, destination.dest);
+		const vdb = `${vm.dir}/vdb.qcow2`;
+		host(`qemu-img create -q -f qcow2 ${q(vdb)} 32M && virsh -q attach-disk ${q(vm.name)} ${q(vdb)} vdb --driver qemu --subdriver qcow2 --targetbus virtio --config >/dev/null`);
+		// The lab's machine type has no PCI hotplug: the new disk arrives with a restart, checkpoints kept.
+		host(`virsh -q destroy ${q(vm.name)} >/dev/null && virsh -q start ${q(vm.name)} >/dev/null`);
+		const next = await backup(vm.name, destination.dest);
+		expect(next).toMatchObject({ kind: 'full', warnings: [`full backup: the previous backup ${full.id} has no vdb`] });
+		vm.guestWrite('vda', 0x22, 8, 1);
+		const inc = await backup(vm.name, destination.dest);
+		expect(inc).toMatchObject({ kind: 'incremental', parent: next.id, warnings: [] });
+		expect(inc.disks.map((disk) => [disk.target, disk.backingFile])).toEqual([
+			['vda', `../${next.id}/vda.qcow2`],
+			['vdb', `../${next.id}/vdb.qcow2`],
+		]);
+		identical(`${inc.path}/vda.qcow2`, vm.disks[0].path);
+		identical(`${inc.path}/vdb.qcow2`, vdb);
+	});
+
+	test('a VM redefined (its checkpoints gone from libvirt) gives a full', async () => {
+		const full = await backup(vm.name, destination.dest);
+		const xml = q(`${vm.dir}/redefine.xml`);
+		host(`virsh -q destroy ${q(vm.name)} >/dev/null && virsh -q dumpxml --inactive ${q(vm.name)} > ${xml} && virsh -q undefine ${q(vm.name)} --checkpoints-metadata >/dev/null && virsh -q define ${xml} >/dev/null && virsh -q start ${q(vm.name)} >/dev/null`);
+		const next = await backup(vm.name, destination.dest);
+		// Its bitmap stayed in the qcow2, which the full removes.
+		expect(next).toMatchObject({
+			kind: 'full',
+			warnings: [`full backup: checkpoint ${full.checkpoint} no longer exists in libvirt`, `removed stale bitmap(s) of ours that libvirt had no checkpoint for: vda: ${full.checkpoint}`],
+		});
+	});
+
+	test('a disk resized mid-chain gives a correct incremental of the new size', async () => {
+		const full = await backup(vm.name, destination.dest);
+		host(`virsh -q blockresize ${q(vm.name)} vda 96M >/dev/null`);
+		vm.guestWrite('vda', 0x33, 80, 2);
+		const inc = await backup(vm.name, destination.dest);
+		expect(inc).toMatchObject({ kind: 'incremental', parent: full.id });
+		expect(JSON.parse(host(`qemu-img info -U --output=json ${q(`${inc.path}/vda.qcow2`)}`))['virtual-size']).toBe(96 * 1024 * 1024);
+		identical(`${inc.path}/vda.qcow2`, vm.disks[0].path);
+	});
+
+	test('a shut-off backup between two live ones restarts the chain, and prune keeps what the newest needs', async () => {
+		await backup(vm.name, destination.dest);
+		host(`virsh -q destroy ${q(vm.name)} >/dev/null`);
+		const offline = await backup(vm.name, destination.dest);
+		expect(offline).toMatchObject({ kind: 'full', consistency: 'offline' });
+		host(`virsh -q start ${q(vm.name)} >/dev/null`);
+		const restart = await backup(vm.name, destination.dest);
+		expect(restart).toMatchObject({ kind: 'full', warnings: [`full backup: the previous backup ${offline.id} has no checkpoint`] });
+		vm.guestWrite('vda', 0x44, 4, 1);
+		const inc = await backup(vm.name, destination.dest);
+		expect(inc).toMatchObject({ kind: 'incremental', parent: restart.id });
+		const pruned = await withSsh(labTarget(), (ssh) => pruneBackups(ssh, { dest: destination.dest, policy: { keepLast: 1 }, dryRun: false, consolidate: false }));
+		expect(pruned.items.map((item) => [item.id, item.action])).toEqual([
+			[inc.id, 'keep'],
+			[restart.id, 'keep'],
+			[offline.id, 'prune'],
+			[expect.any(String), 'prune'],
+		]);
+		identical(`${inc.path}/vda.qcow2`, vm.disks[0].path);
 	});
 });
