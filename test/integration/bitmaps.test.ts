@@ -6,25 +6,11 @@
  * warning. Every other bitmap (someone else's, another destination's checkpoint, a backing file's)
  * stays.
  */
-import { backupVm, type BackupRequest, type BackupResult } from '../../lib/backup';
 import { quoteArg as q } from '../../lib/shell';
-import { withSsh } from '../../lib/ssh';
-import { loadLab } from '../support/lab';
-import { labTarget } from '../support/targets';
+import { checkpoints, labBackup as backup } from '../support/labBackup';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
 
 jest.setTimeout(240_000);
-
-const lab = loadLab();
-
-function backup(vm: string, dest: string, overrides: Partial<BackupRequest> = {}): Promise<BackupResult> {
-	const request: BackupRequest = { uri: lab.systemUri, vm, dest, mode: 'auto', compression: 'none', quiesce: 'off', holder: `jest ${process.pid}`, host: 'lab', ...overrides };
-	return withSsh(labTarget(), (ssh) => backupVm(ssh, request));
-}
-
-function checkpoints(vm: TestVm): string[] {
-	return host(`virsh -q checkpoint-list --domain ${q(vm.name)} --name`).split('\n').map((line) => line.trim()).filter(Boolean).sort();
-}
 
 interface LiveBitmap {
 	name: string;

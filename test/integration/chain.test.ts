@@ -4,26 +4,14 @@
  * when New Full Backup After starts a new chain. The choices themselves are table-tested in
  * test/unit/backup/plan.test.ts; these show they hold against real libvirtd.
  */
-import { backupVm, type BackupRequest, type BackupResult } from '../../lib/backup';
 import { pruneBackups } from '../../lib/catalog';
 import { quoteArg as q } from '../../lib/shell';
 import { withSsh } from '../../lib/ssh';
-import { loadLab } from '../support/lab';
 import { labTarget } from '../support/targets';
+import { checkpoints, labBackup as backup } from '../support/labBackup';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
 
 jest.setTimeout(240_000);
-
-const lab = loadLab();
-
-function backup(vm: string, dest: string, overrides: Partial<BackupRequest> = {}): Promise<BackupResult> {
-	const request: BackupRequest = { uri: lab.systemUri, vm, dest, mode: 'auto', compression: 'none', quiesce: 'off', holder: `jest ${process.pid}`, host: 'lab', ...overrides };
-	return withSsh(labTarget(), (ssh) => backupVm(ssh, request));
-}
-
-function checkpoints(vm: TestVm): string[] {
-	return host(`virsh -q checkpoint-list --domain ${q(vm.name)} --name`).split('\n').map((line) => line.trim()).filter(Boolean).sort();
-}
 
 describe('chain rules on a running VM', () => {
 	let vm: TestVm;

@@ -4,23 +4,16 @@
  * every kept backup is unchanged; a crash at each step leaves the old chain or the new full; a
  * chain image that does not match its manifest is never consolidated.
  */
-import { backupVm, type BackupRequest, type BackupResult } from '../../../lib/backup';
+import type { BackupResult } from '../../../lib/backup';
 import { BackupVerifier, buildConsolidation, pruneBackups, readCatalog, type CatalogBackup, type PruneResult } from '../../../lib/catalog';
 import { quoteArg as q } from '../../../lib/shell';
 import { withSsh } from '../../../lib/ssh';
 import { CONSOLIDATION_JOURNAL, CONSOLIDATION_FORMAT, serializeJournal, vmDirName } from '../../../lib/store';
-import { loadLab } from '../../support/lab';
 import { labTarget } from '../../support/targets';
+import { labBackup as backup } from '../../support/labBackup';
 import { createTestVm, host, testDestination, type TestVm } from '../../support/testVm';
 
 jest.setTimeout(300_000);
-
-const lab = loadLab();
-
-function backup(vm: string, dest: string): Promise<BackupResult> {
-	const request: BackupRequest = { uri: lab.systemUri, vm, dest, mode: 'auto', compression: 'none', quiesce: 'off', holder: `jest ${process.pid}`, host: 'lab' };
-	return withSsh(labTarget(), (ssh) => backupVm(ssh, request));
-}
 
 function prune(dest: string, dryRun: boolean): Promise<PruneResult> {
 	return withSsh(labTarget(), (ssh) => pruneBackups(ssh, { dest, policy: { keepLast: 2 }, dryRun, consolidate: true }));
