@@ -11,6 +11,9 @@ import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, type Manifest } from '../store/manifest';
 
+/** `hash FILE` prints `<sha256> ...`: openssl is ~4x faster than coreutils' sha256sum, which is the fallback. */
+export const HASH_FN = `if command -v openssl >/dev/null 2>&1; then hash() { openssl dgst -sha256 -r -- "$1"; }; else hash() { sha256sum -b -- "$1"; }; fi`;
+
 /** Written before a snapshot-fallback backup puts overlays on a VM, removed after they are merged. */
 export const PENDING_FILE = '.lvb-pending.json';
 
@@ -208,7 +211,7 @@ export interface HashedFile {
 export const FINISH_IMAGES_SCRIPT = `export LC_ALL=C
 dir=$1 m=$2; shift 2
 ${ENTER_BACKUP_DIR}
-if command -v openssl >/dev/null 2>&1; then hash() { openssl dgst -sha256 -r -- "$1"; }; else hash() { sha256sum -b -- "$1"; }; fi
+${HASH_FN}
 flushes=
 while [ $# -gt 0 ]; do
   f=$1 backing=$2 compress=$3; shift 3

@@ -5,7 +5,7 @@
  * header never chooses what the host opens; every image of the chain is hashed against its
  * manifest while the copy runs, and any mismatch discards the result.
  */
-import { formatBytes } from '../backup/hostFiles';
+import { HASH_FN, formatBytes } from '../backup/hostFiles';
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
@@ -13,8 +13,6 @@ import type { SshConnection } from '../ssh';
 import { CONSOLIDATION_FORMAT, CONSOLIDATION_JOURNAL, FULL_PARTIAL_SUFFIX, parseJournal, serializeJournal } from '../store/consolidation';
 import { MANIFEST_FILE, VERIFICATION_FILE, serializeManifest, type Manifest, type ManifestDisk } from '../store/manifest';
 import type { CatalogBackup } from './list';
-
-const HASH_FN = `if command -v openssl >/dev/null 2>&1; then hash() { openssl dgst -sha256 -r -- "$1"; }; else hash() { sha256sum -b -- "$1"; }; fi`;
 
 /**
  * `sh -c CONSOLIDATE_SCRIPT lvb-consolidate MARKER DIR NDISKS [FILE SPEC]... [IMAGE SHA256]...`:
