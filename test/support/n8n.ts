@@ -63,6 +63,15 @@ export interface RunJson {
 	};
 }
 
+/** A running `n8n start`. */
+export interface N8nServer {
+	url: string;
+	pid: number;
+	/** The last ~200 kB of its stdout and stderr. */
+	log(): string;
+	stop(): Promise<void>;
+}
+
 export interface ExecuteResult extends CommandResult {
 	/** The parsed run JSON, or undefined when n8n printed none (e.g. it crashed before running). */
 	run: RunJson | undefined;
@@ -369,6 +378,64 @@ export class N8nInstance {
 	async execute(workflowId: string, timeoutMs = 180_000): Promise<ExecuteResult> {
 		const r = await this.n8n(['execute', `--id=${workflowId}`, '--rawOutput'], timeoutMs);
 		return { ...r, run: parseRunJson(r.stdout) };
+	}
+
+	/** `n8n publish:workflow --id=ID`: n8n 2.x registers the webhooks of published workflows only (at start). */
+	async publishWorkflow(workflowId: string): Promise<void> {
+		const r = await this.n8n(['publish:workflow', `--id=${workflowId}`]);
+		if (r.exitCode !== 0) throw new Error(failMessage(`n8n publish:workflow --id=${workflowId}`, r));
+	}
+
+	/**
+	 * `n8n start` on a free loopback port, resolved once /healthz answers and every `waitForWebhooks`
+	 * path (GET `/webhook/<path>` without credentials, so only for webhooks with authentication: the
+	 * probe must not run the workflow) is registered (answers anything but 404). `env` adds or
+	 * overrides variables (e.g. N8N_DEFAULT_BINARY_DATA_MODE).
+	 */
+	async startServer(options: { waitForWebhooks?: string[]; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<N8nServer> {
+		const port = await freePort();
+		const env = { ...this.env, N8N_PORT: String(port), N8N_LISTEN_ADDRESS: '127.0.0.1', N8N_SECURE_COOKIE: 'false', ...options.env };
+		const child = spawn(this.paths.nodeBin, [this.paths.n8nBin, 'start'], { cwd: this.userFolder, env, stdio: ['ignore', 'pipe', 'pipe'] });
+		let log = '';
+		const keep = (d: Buffer) => {
+			log = (log + d.toString('utf8')).slice(-200_000);
+		};
+		child.stdout.on('data', keep);
+		child.stderr.on('data', keep);
+		const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+		const server: N8nServer = {
+			url: `http://127.0.0.1:${port}`,
+			pid: child.pid ?? 0,
+			log: () => log,
+			stop: async () => {
+				if (child.exitCode === null && child.signalCode === null) {
+					child.kill('SIGTERM');
+					const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+					await exited;
+					clearTimeout(timer);
+				}
+			},
+		};
+		const started = Date.now();
+		const deadline = started + (options.timeoutMs ?? 120_000);
+		const answers = async (url: string, ok: (status: number) => boolean) => {
+			try {
+				return ok((await fetch(url, { signal: AbortSignal.timeout(5_000) })).status);
+			} catch {
+				return false;
+			}
+		};
+		const pending = [`${server.url}/healthz`, ...(options.waitForWebhooks ?? []).map((hook) => `${server.url}/webhook/${hook}`)];
+		while (pending.length > 0) {
+			if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+				await server.stop();
+				throw new Error(`n8n start did not come up (waiting for ${pending[0]}):\n${log.split('\n').slice(-40).join('\n')}`);
+			}
+			if (await answers(pending[0], (status) => (pending[0].endsWith('/healthz') ? status === 200 : status !== 404))) pending.shift();
+			else await new Promise((resolve) => setTimeout(resolve, 250));
+		}
+		this.timings.push({ command: 'n8n start (until ready)', ms: Date.now() - started, exitCode: 0 });
+		return server;
 	}
 
 	/** `n8n export:nodes`: the node type names this instance loaded. */
