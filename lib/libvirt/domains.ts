@@ -131,3 +131,31 @@ export async function undefineDomain(ssh: SshConnection, uri: string, uuid: stri
 	checkUuid(uuid);
 	await runVirsh(ssh, scriptArgv(UNDEFINE_SCRIPT, 'lvb-undefine', [uri, uuid]), uri, 'virsh undefine', undefined, { timeoutMs: CALL_TIMEOUT_MS });
 }
+
+/**
+ * Removes checkpoints' metadata only (`checkpoint-delete --metadata`): for checkpoints whose
+ * bitmaps are gone with the image they were in (a disk restored from a backup), where a normal
+ * delete would try to merge bitmaps that no longer exist.
+ */
+export async function deleteCheckpointMetadata(ssh: SshConnection, uri: string, uuid: string, names: readonly string[]): Promise<void> {
+	checkUuid(uuid);
+	if (names.length === 0) return;
+	const script = `export LC_ALL=C
+uri=$1 dom=$2; shift 2
+for c in "$@"; do virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$c" --metadata >/dev/null || exit $?; done`;
+	await runVirsh(ssh, scriptArgv(script, 'lvb-checkpoint-metadata', [uri, uuid, ...names]), uri, 'virsh checkpoint-delete --metadata', undefined, { timeoutMs: CALL_TIMEOUT_MS });
+}
+
+/**
+ * Whether `name` is taken, asked before a long restore rather than found by the define at its end.
+ * virsh looks a `--domain` word up as an ID, then a UUID, then a name: a name that reads as the ID
+ * or UUID of another domain counts as taken too, which errs on the safe side.
+ */
+export async function domainNameTaken(ssh: SshConnection, uri: string, name: string): Promise<boolean> {
+	const script = `export LC_ALL=C
+err=$(virsh -q -c "$1" domuuid --domain "$2" 2>&1 >/dev/null) && exit 0
+case $err in *"failed to get domain"*|*"Domain not found"*) exit 3;; esac
+printf '%s\\n' "$err" >&2; exit 1`;
+	const { exitCode } = await runVirsh(ssh, scriptArgv(script, 'lvb-name-taken', [uri, name]), uri, 'virsh domuuid', undefined, { timeoutMs: CALL_TIMEOUT_MS, okExitCodes: [0, 3] });
+	return exitCode === 0;
+}

@@ -10,5 +10,5 @@ export { bitmapDisks, parseImageBitmaps, parseNodeBitmaps, removeStaleBitmaps, s
 export type { BitmapCleanup, DiskBitmap, FoundBitmaps } from './bitmaps';
 export { checkNewDomainName, domainXmlForNewVm, rewriteForNewVm, withUuid } from './domainXml';
 export type { NewVmXml, RestoredDisk } from './domainXml';
-export { defineDomain, startDomain, stopDomain, undefineDomain } from './domains';
+export { defineDomain, deleteCheckpointMetadata, domainNameTaken, startDomain, stopDomain, undefineDomain } from './domains';
 export type { StopOptions } from './domains';
