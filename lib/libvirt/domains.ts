@@ -148,8 +148,8 @@ for c in "$@"; do virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpo
 
 /**
  * Whether `name` is taken, asked before a long restore rather than found by the define at its end.
- * virsh looks a `--domain` word up as an ID, then a UUID, then a name: a name that reads as the ID
- * or UUID of another domain counts as taken too, which errs on the safe side.
+ * `domuuid` looks its `--domain` word up as an ID, then as a name: a name that reads as the ID of a
+ * running domain counts as taken too, which errs on the safe side.
  */
 export async function domainNameTaken(ssh: SshConnection, uri: string, name: string): Promise<boolean> {
 	const script = `export LC_ALL=C

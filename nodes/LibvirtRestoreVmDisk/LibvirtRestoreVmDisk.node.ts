@@ -108,7 +108,7 @@ const restoreProperties: INodeProperties[] = [
 	},
 ];
 
-// MERGE (helper "instant"): import { instantOperations, instantProperties, runInstant } from './instant';
+// MERGE (helper "instant"): import { INSTANT_OPERATIONS, instantOperationOptions, instantProperties, runInstantOperation } from './instant';
 
 export class LibvirtRestoreVmDisk implements INodeType {
 	description: INodeTypeDescription = {
@@ -133,7 +133,7 @@ export class LibvirtRestoreVmDisk implements INodeType {
 				noDataExpression: true,
 				options: [
 					{ name: 'Restore', value: 'restore', action: 'Restore a backup to disks', description: 'Rebuild the backup into standalone disk images' },
-					// MERGE (helper "instant"): ...instantOperations,
+					// MERGE (helper "instant"): ...instantOperationOptions,
 				],
 				default: 'restore',
 			},
@@ -142,6 +142,7 @@ export class LibvirtRestoreVmDisk implements INodeType {
 				name: 'backupPath',
 				type: 'string',
 				required: true,
+				displayOptions: restoreOnly,
 				default: '={{ $json.path }}',
 				placeholder: '/var/backups/libvirt/web01/20261128T144300Z',
 				description: 'Folder of the backup on the host: the path field of a Backup VM Disk or List Backups item, or a path typed here',
@@ -164,16 +165,16 @@ export class LibvirtRestoreVmDisk implements INodeType {
 		const holder = `n8n Restore VM Disk (execution ${this.getExecutionId() ?? '?'}, workflow "${this.getWorkflow().name ?? this.getWorkflow().id}")`;
 		return await executePerItem(this, async (ssh, host, itemIndex, signal) => {
 			const operation = this.getNodeParameter('operation', itemIndex, 'restore') as string;
-			const backupPath = String(this.getNodeParameter('backupPath', itemIndex, '')).trim();
-			if (!backupPath) throw new NodeOperationError(this.getNode(), 'No backup path: connect a Backup VM Disk or List Backups node, or enter the backup folder', { itemIndex });
-			if (operation === 'restore') return [await restore(this, ssh, host, itemIndex, backupPath, holder, signal)];
-			// MERGE (helper "instant"): if (instantOperations.some((o) => o.value === operation)) return [await runInstant(this, ssh, host, itemIndex, backupPath, holder, signal)];
+			if (operation === 'restore') return [await restore(this, ssh, host, itemIndex, holder, signal)];
+			// MERGE (helper "instant"): if ((INSTANT_OPERATIONS as readonly string[]).includes(operation)) return await runInstantOperation(this, ssh, host, itemIndex, operation, signal);
 			throw new NodeOperationError(this.getNode(), `Unknown operation "${operation}"`, { itemIndex });
 		});
 	}
 }
 
-async function restore(context: IExecuteFunctions, ssh: SshConnection, { uri }: LibvirtHost, itemIndex: number, backupPath: string, holder: string, signal?: AbortSignal): Promise<IDataObject> {
+async function restore(context: IExecuteFunctions, ssh: SshConnection, { uri }: LibvirtHost, itemIndex: number, holder: string, signal?: AbortSignal): Promise<IDataObject> {
+	const backupPath = String(context.getNodeParameter('backupPath', itemIndex, '')).trim();
+	if (!backupPath) throw new NodeOperationError(context.getNode(), 'No backup path: connect a Backup VM Disk or List Backups node, or enter the backup folder', { itemIndex });
 	const target = context.getNodeParameter('target', itemIndex) as RestoreRequest['target'];
 	// An agent decides on its own when to call a tool: it may add disks, never overwrite a VM's.
 	if (target === 'original' && NodeHelpers.isToolType(context.getNode().type)) {
