@@ -8,6 +8,7 @@
 import { isOurBitmap } from '../backup/backup';
 import { HASH_FN, formatBytes } from '../backup/hostFiles';
 import { newMarker, splitSections } from '../batch';
+import { CHECK_CHAIN_FN } from '../catalog/consolidate';
 import { readCatalog } from '../catalog/list';
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { discoverVms } from '../libvirt/discover';
@@ -33,6 +34,7 @@ import { RESTORE_TEMP_SUFFIX, planRestore, type RestoreFacts, type RestorePlan, 
 export const RESTORE_SCRIPT = `export LC_ALL=C
 m=$1 mode=$2 force=$3 nd=$4; shift 4
 ${HASH_FN}
+${CHECK_CHAIN_FN}
 fail() { echo "$1" >&2; exit "\${2:-1}"; }
 work=$(mktemp -d) || exit 1
 made= ok=
@@ -79,14 +81,7 @@ while [ $i -lt "$nd" ]; do
   free=$(df -P -B1 -- "\${out%/*}/" | awk 'NR == 2 { print $4 }')
   if [ "$need" -gt "$free" ]; then echo "$m nospace $need"; echo "$free \${out%/*}"; exit 0; fi
 done
-(
-  while [ $# -ge 2 ]; do
-    f=$1 want=$2; shift 2
-    if [ -L "$f" ] || [ ! -f "$f" ]; then echo "$f is missing or not a regular file" >> "$work/bad"; continue; fi
-    got=$(hash "$f") || { echo "$f could not be read" >> "$work/bad"; continue; }
-    [ "\${got%% *}" = "$want" ] || echo "$f: sha256 differs from its manifest" >> "$work/bad"
-  done
-) &
+check_chain "$work/bad" "$@" &
 checker=$!
 i=0
 while [ $i -lt "$nd" ]; do
