@@ -241,7 +241,7 @@ function escapeOrdered(entries: OrderedNode[]): OrderedNode[] {
 	return entries.map((entry) => {
 		const copy: OrderedNode = {};
 		for (const [key, value] of Object.entries(entry)) {
-			if (key === '#text') copy[key] = escapeXml(String(value));
+			if (key === '#text') copy[key] = escapeXml(String(value)).replace(/&#10;/g, '\n');
 			else if (key === ':@') copy[key] = Object.fromEntries(Object.entries(value as Record<string, string>).map(([name, text]) => [name, escapeXml(text)]));
 			else copy[key] = escapeOrdered(value as OrderedNode[]);
 		}
@@ -272,6 +272,24 @@ function setText(parent: OrderedNode, tag: string, value: string): void {
 	else childrenOf(parent).unshift({ [tag]: [{ '#text': value }] });
 }
 
+/** Devices that hand the host's hardware or folders to a guest: a new VM must not take the original's. */
+const HOST_DEVICES = new Set(['hostdev', 'filesystem', 'redirdev', 'smartcard']);
+const CHARDEVS = new Set(['serial', 'parallel', 'console', 'channel']);
+/** Character device types whose source is a host path: a planted definition could write any file. */
+const HOST_FILE_CHARDEVS = new Set(['file', 'dev', 'pipe', 'unix']);
+
+/** The first element outside libvirt's own schema (a namespaced one, e.g. qemu:commandline), if any. */
+function foreignElement(entries: OrderedNode[]): string | undefined {
+	for (const entry of entries) {
+		const tag = tagOf(entry);
+		if (!tag || tag === '#text') continue;
+		if (tag.includes(':')) return tag;
+		const nested = foreignElement(childrenOf(entry));
+		if (nested) return nested;
+	}
+	return undefined;
+}
+
 /**
  * The saved definition of a backed-up domain turned into one for a NEW domain on the given disks:
  * the new name, no `<uuid>` and no interface `<mac>` (libvirt makes new ones, so the new domain
@@ -280,6 +298,12 @@ function setText(parent: OrderedNode, tag: string, value: string): void {
  * dropped: a new domain must not open the original's other disks, CD images included. A listed
  * disk that is not a file disk in the saved definition is refused. UEFI variables (`<nvram>`) are
  * dropped too: libvirt makes a fresh store from its template rather than share the original's.
+ *
+ * The backup store may be a share others write to, so the saved definition is not trusted with the
+ * host: raw hypervisor settings (any element outside libvirt's schema, e.g. `qemu:commandline`)
+ * are refused; the emulator path (libvirt picks its default), interface scripts, host devices and
+ * shared folders, and character devices on host files, devices or sockets are left out, a guest
+ * agent channel's socket path too (libvirt makes one). Each is named in a warning.
  */
 export function rewriteForNewVm(savedXml: string, opts: { name: string; disks: RestoredDisk[] }): NewVmXml {
 	const { tree, domain } = parseOrderedDomain(savedXml);
@@ -293,15 +317,43 @@ export function rewriteForNewVm(savedXml: string, opts: { name: string; disks: R
 		removeChildren(os, 'nvram');
 		warnings.push('The UEFI variable store (nvram) of the original VM is not carried over: the new VM starts with a fresh one from the firmware template (boot entries set inside the guest are gone).');
 	}
+	const foreign = foreignElement(childrenOf(domain).filter((entry) => tagOf(entry) !== 'metadata'));
+	if (foreign) {
+		throw new LibvirtBackupError('INVALID_INPUT', `The saved domain definition has <${foreign}> (raw hypervisor settings): a VM is not defined from a backup with it. Define it by hand if you trust it.`);
+	}
 	const wanted = new Map(opts.disks.map((disk) => [disk.target, disk]));
 	if (wanted.size !== opts.disks.length) throw new LibvirtBackupError('INVALID_INPUT', 'A disk target is listed twice for the new VM');
 	const devices = child(domain, 'devices');
 	const found = new Set<string>();
 	const dropped: string[] = [];
 	const kept: OrderedNode[] = [];
+	const hostDevices = new Set<string>();
+	const chardevs: string[] = [];
 	for (const entry of childrenOf(devices)) {
-		const tag = tagOf(entry);
-		if (tag === 'interface') removeChildren(entry, 'mac');
+		const tag = tagOf(entry) ?? '';
+		if (tag === 'interface') {
+			removeChildren(entry, 'mac');
+			removeChildren(entry, 'script');
+			removeChildren(entry, 'downscript');
+		}
+		if (tag === 'emulator') {
+			const path = text(entry.emulator) ?? childrenOf(entry).map((item) => String(item['#text'] ?? '')).join('');
+			if (!/^\/usr\/(bin|libexec)\/(qemu-system-[a-z0-9_]+|qemu-kvm|kvm)$/.test(path)) warnings.push(`The saved emulator ${JSON.stringify(path)} is not used: libvirt chooses the default one for the new VM.`);
+			continue;
+		}
+		if (HOST_DEVICES.has(tag)) {
+			hostDevices.add(tag);
+			continue;
+		}
+		if (CHARDEVS.has(tag)) {
+			const type = attributesOf(entry).type ?? '';
+			if (tag === 'channel' && type === 'unix') {
+				for (const source of childrenOf(entry).filter((item) => tagOf(item) === 'source')) delete attributesOf(source).path;
+			} else if (HOST_FILE_CHARDEVS.has(type)) {
+				chardevs.push(`${tag} (${type})`);
+				continue;
+			}
+		}
 		if (tag !== 'disk') {
 			kept.push(entry);
 			continue;
@@ -331,6 +383,8 @@ export function rewriteForNewVm(savedXml: string, opts: { name: string; disks: R
 	const missing = opts.disks.filter((disk) => !found.has(disk.target)).map((disk) => disk.target);
 	if (missing.length > 0) throw new LibvirtBackupError('INVALID_INPUT', `The saved domain definition has no disk ${missing.join(', ')}`);
 	if (devices) devices.devices = kept;
+	if (hostDevices.size > 0) warnings.push(`Host devices and shared host folders of the saved definition (${[...hostDevices].join(', ')}) are not given to the new VM: add them by hand if it should have them.`);
+	if (chardevs.length > 0) warnings.push(`Character devices that use host files, devices or sockets (${chardevs.join(', ')}) are left out of the new VM.`);
 	return { xml: buildOrdered(tree), dropped, warnings };
 }
 

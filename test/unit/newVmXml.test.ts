@@ -126,3 +126,38 @@ describe('names for new domains', () => {
 		expect(() => checkNewDomainName(name)).not.toThrow();
 	});
 });
+
+/**
+ * The backup store may be a share others write to: a planted domain.xml must not make the host run
+ * a program, pass raw QEMU arguments, write host files or hand host devices to the new VM.
+ */
+describe('a saved definition from an untrusted store', () => {
+	const planted = `<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>web01</name>
+  <devices>
+    <emulator>/tmp/evil-emulator</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/x.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='ethernet'><script path='/tmp/evil-script'/><target dev='tap0'/></interface>
+    <serial type='file'><source path='/etc/cron.d/evil'/><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <channel type='unix'><source mode='bind' path='/etc/evil.sock'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0' bus='1' slot='0' function='0'/></source></hostdev>
+    <filesystem type='mount'><source dir='/'/><target dir='hostroot'/></filesystem>
+  </devices>
+</domain>`;
+	const disks = [{ target: 'vda', path: '/r/vda.qcow2', format: 'qcow2' as const }];
+
+	test('drops the emulator path (libvirt picks its own), interface scripts, file chardevs, socket paths, host devices and shared folders, and says so', () => {
+		const result = rewriteForNewVm(planted, { name: 'n', disks });
+		expect(result.xml).not.toMatch(/evil|<emulator|<hostdev|<filesystem|<script/);
+		expect(result.xml).toMatch(/<console type="pty">/);
+		expect(result.xml).toMatch(/<channel type="unix"><source mode="bind"\/><target type="virtio" name="org.qemu.guest_agent.0"\/><\/channel>/);
+		expect(result.warnings.join('\n')).toMatch(/hostdev.*filesystem|filesystem.*hostdev/s);
+		expect(result.warnings.join('\n')).toMatch(/serial/);
+	});
+
+	test('refuses raw QEMU arguments and other foreign elements outside <metadata>', () => {
+		const withArgs = planted.replace('</devices>', "</devices><qemu:commandline><qemu:arg value='-evil'/></qemu:commandline>");
+		expect(() => rewriteForNewVm(withArgs, { name: 'n', disks })).toThrow(/qemu:commandline.*not defined from a backup/);
+	});
+});
