@@ -15,6 +15,21 @@ import { MANIFEST_FILE, VERIFICATION_FILE, serializeManifest, type Manifest, typ
 import type { CatalogBackup } from './list';
 
 /**
+ * `check_chain BADFILE [IMAGE SHA256]...` (needs HASH_FN): one line in BADFILE for each chain image
+ * that is missing, not a regular file, unreadable, or whose sha256 differs from its manifest. Run
+ * in the background while the chain is rebuilt (consolidation, restore), so the reads overlap.
+ */
+export const CHECK_CHAIN_FN = `check_chain() {
+  bad=$1; shift
+  while [ $# -ge 2 ]; do
+    p=$1 want=$2; shift 2
+    if [ -L "$p" ] || [ ! -f "$p" ]; then echo "$p is missing or not a regular file" >> "$bad"; continue; fi
+    got=$(hash "$p") || { echo "$p could not be read" >> "$bad"; continue; }
+    [ "\${got%% *}" = "$want" ] || echo "$p: sha256 differs from its manifest" >> "$bad"
+  done
+}`;
+
+/**
  * `sh -c CONSOLIDATE_SCRIPT lvb-consolidate MARKER DIR NDISKS [FILE SPEC]... [IMAGE SHA256]...`:
  * writes each `<FILE>.lvb-full.partial` from its chain SPEC (a qemu `json:` filename) while a
  * background loop hashes every chain IMAGE against its manifest. Answers `MARKER nospace <need>`
@@ -23,6 +38,7 @@ import type { CatalogBackup } from './list';
 export const CONSOLIDATE_SCRIPT = `export LC_ALL=C
 m=$1 dir=$2 nd=$3; shift 3
 ${HASH_FN}
+${CHECK_CHAIN_FN}
 [ -d "$dir" ] && [ ! -L "$dir" ] || { echo "$dir is missing or a symbolic link" >&2; exit 65; }
 cd -- "$dir" || exit 1
 if [ -e ${CONSOLIDATION_JOURNAL} ] || [ -L ${CONSOLIDATION_JOURNAL} ]; then echo "$dir holds an unfinished consolidation" >&2; exit 65; fi
@@ -43,14 +59,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 checker=
-(
-  while [ $# -ge 2 ]; do
-    p=$1 want=$2; shift 2
-    if [ -L "$p" ] || [ ! -f "$p" ]; then echo "$p is missing or not a regular file" >> "$tmp/bad"; continue; fi
-    got=$(hash "$p") || { echo "$p could not be read" >> "$tmp/bad"; continue; }
-    [ "\${got%% *}" = "$want" ] || echo "$p: sha256 differs from its manifest" >> "$tmp/bad"
-  done
-) &
+check_chain "$tmp/bad" "$@" &
 checker=$!
 need=0
 i=0
