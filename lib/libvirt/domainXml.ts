@@ -2,7 +2,7 @@
  * Domain XML (`virsh dumpxml`) parsed with a real XML parser into typed values. Never scrape the
  * human-readable, localized virsh tables.
  */
-import { XMLParser } from 'fast-xml-parser';
+import { XMLBuilder, XMLParser } from 'fast-xml-parser';
 import { LibvirtBackupError } from '../errors';
 
 export type DiskDevice = 'disk' | 'cdrom' | 'floppy' | 'lun';
@@ -175,4 +175,186 @@ export function backupXml(allTargets: string[], disks: BackupDiskTarget[]): stri
 export function checkpointXml(name: string, allTargets: string[], bitmapTargets: string[]): string {
 	const entries = allTargets.map((target) => `<disk name='${escapeXml(target)}' checkpoint='${bitmapTargets.includes(target) ? 'bitmap' : 'no'}'/>`);
 	return `<domaincheckpoint><name>${escapeXml(name)}</name><disks>${entries.join('')}</disks></domaincheckpoint>`;
+}
+
+/** A restored (or overlay) image that a new domain's disk points at. */
+export interface RestoredDisk {
+	target: string;
+	path: string;
+	format: 'qcow2' | 'raw';
+}
+
+export interface NewVmXml {
+	xml: string;
+	/** Targets of the saved definition's disks that were not listed, so the new domain has none. */
+	dropped: string[];
+	/** What a person should know about the new definition (e.g. UEFI variables not carried over). */
+	warnings: string[];
+}
+
+/** A tree in fast-xml-parser's preserveOrder form: each element is `{ tag: children, ':@': attributes }`. */
+type OrderedNode = Record<string, unknown>;
+
+const orderedParser = new XMLParser({
+	preserveOrder: true,
+	ignoreAttributes: false,
+	attributeNamePrefix: '',
+	parseAttributeValue: false,
+	parseTagValue: false,
+	trimValues: false,
+	htmlEntities: true,
+});
+// Values are escaped by escapeOrdered before building: the builder's own escaping keeps raw
+// newlines in attributes, which an XML reader turns into spaces.
+const orderedBuilder = new XMLBuilder({ preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', suppressEmptyNode: true, processEntities: false });
+
+function tagOf(entry: OrderedNode): string | undefined {
+	return Object.keys(entry).find((key) => key !== ':@');
+}
+
+function childrenOf(entry: OrderedNode | undefined): OrderedNode[] {
+	const tag = entry && tagOf(entry);
+	const children = tag ? entry[tag] : undefined;
+	return Array.isArray(children) ? (children as OrderedNode[]) : [];
+}
+
+function attributesOf(entry: OrderedNode): Record<string, string> {
+	const attributes = node(entry[':@']);
+	if (attributes) return attributes as Record<string, string>;
+	const created: Record<string, string> = {};
+	entry[':@'] = created;
+	return created;
+}
+
+function child(entry: OrderedNode | undefined, tag: string): OrderedNode | undefined {
+	return childrenOf(entry).find((item) => tagOf(item) === tag);
+}
+
+function removeChildren(entry: OrderedNode, tag: string): void {
+	const children = childrenOf(entry);
+	for (let i = children.length - 1; i >= 0; i--) {
+		if (tagOf(children[i]) === tag) children.splice(i, 1);
+	}
+}
+
+function escapeOrdered(entries: OrderedNode[]): OrderedNode[] {
+	return entries.map((entry) => {
+		const copy: OrderedNode = {};
+		for (const [key, value] of Object.entries(entry)) {
+			if (key === '#text') copy[key] = escapeXml(String(value));
+			else if (key === ':@') copy[key] = Object.fromEntries(Object.entries(value as Record<string, string>).map(([name, text]) => [name, escapeXml(text)]));
+			else copy[key] = escapeOrdered(value as OrderedNode[]);
+		}
+		return copy;
+	});
+}
+
+function parseOrderedDomain(xml: string): { tree: OrderedNode[]; domain: OrderedNode } {
+	let tree: OrderedNode[];
+	try {
+		// A raw CR is data (see parseDomainXml).
+		tree = orderedParser.parse(xml.replace(/\r/g, '&#13;')) as OrderedNode[];
+	} catch (error) {
+		throw new LibvirtBackupError('PARSE_ERROR', `The saved domain XML does not parse: ${(error as Error).message}`);
+	}
+	const domain = tree.find((entry) => tagOf(entry) === 'domain');
+	if (!domain) throw new LibvirtBackupError('PARSE_ERROR', 'The saved domain XML has no <domain> element');
+	return { tree, domain };
+}
+
+function buildOrdered(tree: OrderedNode[]): string {
+	return String(orderedBuilder.build(escapeOrdered(tree)));
+}
+
+function setText(parent: OrderedNode, tag: string, value: string): void {
+	const existing = child(parent, tag);
+	if (existing) existing[tag] = [{ '#text': value }];
+	else childrenOf(parent).unshift({ [tag]: [{ '#text': value }] });
+}
+
+/**
+ * The saved definition of a backed-up domain turned into one for a NEW domain on the given disks:
+ * the new name, no `<uuid>` and no interface `<mac>` (libvirt makes new ones, so the new domain
+ * clashes with the original in neither), each listed disk's file and format set with its backing
+ * chain description removed (the image's own header is the truth). Disks that are not listed are
+ * dropped: a new domain must not open the original's other disks, CD images included. A listed
+ * disk that is not a file disk in the saved definition is refused. UEFI variables (`<nvram>`) are
+ * dropped too: libvirt makes a fresh store from its template rather than share the original's.
+ */
+export function rewriteForNewVm(savedXml: string, opts: { name: string; disks: RestoredDisk[] }): NewVmXml {
+	const { tree, domain } = parseOrderedDomain(savedXml);
+	if (!child(domain, 'name')) throw new LibvirtBackupError('PARSE_ERROR', 'The saved domain XML has no <name>');
+	delete attributesOf(domain).id;
+	setText(domain, 'name', opts.name);
+	removeChildren(domain, 'uuid');
+	const warnings: string[] = [];
+	const os = child(domain, 'os');
+	if (os && child(os, 'nvram')) {
+		removeChildren(os, 'nvram');
+		warnings.push('The UEFI variable store (nvram) of the original VM is not carried over: the new VM starts with a fresh one from the firmware template (boot entries set inside the guest are gone).');
+	}
+	const wanted = new Map(opts.disks.map((disk) => [disk.target, disk]));
+	if (wanted.size !== opts.disks.length) throw new LibvirtBackupError('INVALID_INPUT', 'A disk target is listed twice for the new VM');
+	const devices = child(domain, 'devices');
+	const found = new Set<string>();
+	const dropped: string[] = [];
+	const kept: OrderedNode[] = [];
+	for (const entry of childrenOf(devices)) {
+		const tag = tagOf(entry);
+		if (tag === 'interface') removeChildren(entry, 'mac');
+		if (tag !== 'disk') {
+			kept.push(entry);
+			continue;
+		}
+		const target = attributesOf(child(entry, 'target') ?? {}).dev ?? '';
+		const restored = wanted.get(target);
+		if (!restored) {
+			dropped.push(target);
+			continue;
+		}
+		const type = attributesOf(entry).type ?? 'file';
+		if (type !== 'file') {
+			throw new LibvirtBackupError('INVALID_INPUT', `Disk ${target} of the saved definition is a ${type} disk, not a file: a new VM can only be defined on restored files`);
+		}
+		found.add(target);
+		removeChildren(entry, 'backingStore');
+		const driver = child(entry, 'driver');
+		if (driver) attributesOf(driver).type = restored.format;
+		else childrenOf(entry).unshift({ driver: [], ':@': { name: 'qemu', type: restored.format } });
+		const source = { source: [], ':@': { file: restored.path } };
+		const children = childrenOf(entry);
+		const at = children.findIndex((item) => tagOf(item) === 'source');
+		if (at >= 0) children[at] = source;
+		else children.splice(children.indexOf(driver ?? children[0]) + 1, 0, source);
+		kept.push(entry);
+	}
+	const missing = opts.disks.filter((disk) => !found.has(disk.target)).map((disk) => disk.target);
+	if (missing.length > 0) throw new LibvirtBackupError('INVALID_INPUT', `The saved domain definition has no disk ${missing.join(', ')}`);
+	if (devices) devices.devices = kept;
+	return { xml: buildOrdered(tree), dropped, warnings };
+}
+
+/** `rewriteForNewVm`'s XML; see there. */
+export function domainXmlForNewVm(savedXml: string, opts: { name: string; disks: RestoredDisk[] }): string {
+	return rewriteForNewVm(savedXml, opts).xml;
+}
+
+/** The definition with the given `<uuid>` (replacing any): callers that must know the new domain's UUID choose it. */
+export function withUuid(xml: string, uuid: string): string {
+	const { tree, domain } = parseOrderedDomain(xml);
+	removeChildren(domain, 'uuid');
+	const children = childrenOf(domain);
+	const name = children.findIndex((entry) => tagOf(entry) === 'name');
+	children.splice(name + 1, 0, { uuid: [{ '#text': uuid }] });
+	return buildOrdered(tree);
+}
+
+/**
+ * A name for a domain we define: libvirt refuses '/' in names, and a control character in one
+ * would reach every log and line-based tool that shows it. Longer than 200 bytes is refused too
+ * (the per-VM folder name and paths built from it must stay within NAME_MAX).
+ */
+export function checkNewDomainName(name: string): void {
+	const bad = name.trim() === '' ? 'it is empty' : name.includes('/') ? "it contains '/'" : /[\u0000-\u001f\u007f]/.test(name) ? 'it contains a control character' : Buffer.byteLength(name) > 200 ? 'it is longer than 200 bytes' : undefined;
+	if (bad) throw new LibvirtBackupError('INVALID_INPUT', `New VM name ${JSON.stringify(name)} cannot be used: ${bad}`);
 }

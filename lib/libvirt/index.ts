@@ -8,3 +8,7 @@ export { abortJob, backupState, deleteCheckpoints, listCheckpoints, mergeOverlay
 export type { BackupState, DiskOverlay, JobProgress, OverlayJob, PushJob, PushJobResult, Quiesce } from './jobs';
 export { bitmapDisks, parseImageBitmaps, parseNodeBitmaps, removeStaleBitmaps, staleBitmaps } from './bitmaps';
 export type { BitmapCleanup, DiskBitmap, FoundBitmaps } from './bitmaps';
+export { checkNewDomainName, domainXmlForNewVm, rewriteForNewVm, withUuid } from './domainXml';
+export type { NewVmXml, RestoredDisk } from './domainXml';
+export { defineDomain, startDomain, stopDomain, undefineDomain } from './domains';
+export type { StopOptions } from './domains';
