@@ -41,17 +41,34 @@ export const INSTANT_METADATA_NS = 'https://github.com/n8n-nodes-libvirt-backup/
 const PREFIX = 'lvb';
 const ROOT = `${PREFIX}:instant`;
 
-const XML_OPTIONS = {
+const parser = new XMLParser({
 	preserveOrder: true,
 	ignoreAttributes: false,
 	attributeNamePrefix: '',
 	parseAttributeValue: false,
 	parseTagValue: false,
 	trimValues: false,
-	processEntities: true,
 	htmlEntities: true,
-	suppressEmptyNode: true,
-} as const;
+});
+// Values are escaped here before building (the builder's own escaping keeps a raw newline in an
+// attribute, which an XML reader turns into a space).
+const builder = new XMLBuilder({ preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', suppressEmptyNode: true, processEntities: false, format: false });
+
+function escapeXml(value: string): string {
+	return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/\r/g, '&#13;').replace(/\n/g, '&#10;');
+}
+
+function escapeTree(nodes: OrderedNode[]): OrderedNode[] {
+	return nodes.map((node) => {
+		const copy: OrderedNode = {};
+		for (const [key, value] of Object.entries(node)) {
+			if (key === '#text') copy[key] = escapeXml(String(value));
+			else if (key === ':@') copy[key] = Object.fromEntries(Object.entries(value as Record<string, string>).map(([name, text]) => [name, escapeXml(text)]));
+			else copy[key] = escapeTree(value as OrderedNode[]);
+		}
+		return copy;
+	});
+}
 
 /** A node of fast-xml-parser's ordered tree: `{ tag: children, ':@': attributes }` or `{ '#text': ... }`. */
 type OrderedNode = Record<string, unknown>;
@@ -81,14 +98,14 @@ function textNode(value: string): OrderedNode {
 function parseTree(xml: string): OrderedNode[] {
 	try {
 		// A raw CR in a libvirt document is data (see parseDomainXml): kept as a character reference.
-		return new XMLParser(XML_OPTIONS).parse(xml.replace(/\r/g, '&#13;')) as OrderedNode[];
+		return parser.parse(xml.replace(/\r/g, '&#13;')) as OrderedNode[];
 	} catch (error) {
 		throw new LibvirtBackupError('PARSE_ERROR', `Domain XML does not parse: ${(error as Error).message}`);
 	}
 }
 
 function buildTree(tree: OrderedNode[]): string {
-	return (new XMLBuilder({ ...XML_OPTIONS, format: false }).build(tree) as string).replace(/\r/g, '&#13;');
+	return String(builder.build(escapeTree(tree)));
 }
 
 function domainOf(tree: OrderedNode[]): OrderedNode {
@@ -115,6 +132,11 @@ function chainXml(layers: readonly ChainLayer[]): OrderedNode {
 export function instantDomainXml(xml: string, disks: readonly InstantDisk[], metadata: InstantMetadata): string {
 	const tree = parseTree(xml);
 	const domain = domainOf(tree);
+	// The saved definition lies on the backup share: raw hypervisor arguments in it would run as qemu does.
+	const foreign = children(domain).map(tagOf).filter((tag): tag is string => tag !== undefined && tag.includes(':'));
+	if (foreign.length > 0) {
+		throw new LibvirtBackupError('INVALID_INPUT', `The saved domain XML holds hypervisor-specific elements (${foreign.map((tag) => `<${tag}>`).join(', ')}) that an instant-recovery VM does not take over: remove them from domain.xml if you trust it, or restore instead`);
+	}
 	const byTarget = new Map(disks.map((disk) => [disk.target, disk]));
 	rewriteDisks(domain, (target) => {
 		const disk = byTarget.get(target);
@@ -285,4 +307,40 @@ virsh -q -c "$uri" define --file "$f" >/dev/null`;
 /** Replaces a domain's persistent definition (same name and UUID). */
 export async function redefineDomain(ssh: SshConnection, uri: string, xml: string, signal?: AbortSignal): Promise<void> {
 	await runVirsh(ssh, scriptArgv(REDEFINE_SCRIPT, 'lvb-redefine', [uri, xml]), uri, 'virsh define', signal);
+}
+
+/** UUIDs of every domain defined (or running) on the host: to tell a marker whose VM is gone. */
+export async function definedDomainUuids(ssh: SshConnection, uri: string, signal?: AbortSignal): Promise<Set<string>> {
+	const { stdout } = await runVirsh(ssh, ['virsh', '-q', '-c', uri, 'list', '--all', '--uuid'], uri, 'virsh list', signal);
+	return new Set(stdout.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean));
+}
+
+export interface DefinedDisk {
+	target: string;
+	path: string;
+	format: string;
+	/** The `<backingStore>` chain written in the definition, nearest first. */
+	chain: ChainLayer[];
+}
+
+/** File disks of a definition with the backing chain it spells out (format included). */
+export function definedDisks(xml: string): DefinedDisk[] {
+	const devices = child(domainOf(parseTree(xml)), 'devices');
+	const disks: DefinedDisk[] = [];
+	for (const disk of devices ? children(devices) : []) {
+		if (tagOf(disk) !== 'disk' || (attrs(disk).type ?? 'file') !== 'file') continue;
+		const target = child(disk, 'target');
+		const source = child(disk, 'source');
+		const driver = child(disk, 'driver');
+		if (!target || !source) continue;
+		const chain: ChainLayer[] = [];
+		for (let store = child(disk, 'backingStore'); store && child(store, 'source'); store = child(store, 'backingStore')) {
+			const format = attrs(child(store, 'format') ?? {}).type;
+			const path = attrs(child(store, 'source') ?? {}).file;
+			if ((format !== 'qcow2' && format !== 'raw') || !path) throw new LibvirtBackupError('PARSE_ERROR', `Disk ${attrs(target).dev}: a backing layer without a file or a qcow2/raw format`);
+			chain.push({ path, format });
+		}
+		disks.push({ target: attrs(target).dev ?? '', path: attrs(source).file ?? '', format: driver ? (attrs(driver).type ?? '') : '', chain });
+	}
+	return disks;
 }
