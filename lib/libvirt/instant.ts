@@ -244,12 +244,17 @@ export interface DomainInfo {
 }
 
 /**
- * `sh -c READ_DOMAIN_SCRIPT lvb-domain MARKER URI REF`: REF is a name or UUID (virsh resolves it);
+ * `sh -c READ_DOMAIN_SCRIPT lvb-domain MARKER URI REF`: REF is a name or UUID;
  * every later call uses the UUID. A domain that does not exist answers `none`.
  */
 export const READ_DOMAIN_SCRIPT = `export LC_ALL=C
 m=$1 uri=$2 ref=$3
-if ! u=$(virsh -q -c "$uri" domuuid --domain "$ref" 2>&1); then
+u=
+# domuuid looks a domain up by name or id only: a UUID is checked with domname.
+case $ref in
+  ????????-????-????-????-????????????) virsh -q -c "$uri" domname --domain "$ref" >/dev/null 2>&1 && u=$ref;;
+esac
+if [ -z "$u" ] && ! u=$(virsh -q -c "$uri" domuuid --domain "$ref" 2>&1); then
   case $u in *'failed to get domain'*|*'Domain not found'*) echo "$m none"; exit 0;; esac
   printf '%s\\n' "$u" >&2; exit 1
 fi
@@ -265,7 +270,7 @@ export async function readDomain(ssh: SshConnection, uri: string, ref: string, s
 	const sections = splitSections(stdout, marker);
 	if (sections.some((section) => section.kind === 'none')) return undefined;
 	const body = (kind: string) => sections.find((section) => section.kind === kind)?.body;
-	const uuid = sections.find((section) => section.kind === 'uuid')?.arg.trim() ?? '';
+	const uuid = sections.find((section) => section.kind === 'uuid')?.arg.trim().toLowerCase() ?? '';
 	const xml = body('xml');
 	const inactiveXml = body('inactive');
 	if (!/^[0-9a-f-]{36}$/.test(uuid) || xml === undefined || inactiveXml === undefined || !sections.some((section) => section.kind === 'end')) {
