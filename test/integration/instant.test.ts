@@ -227,6 +227,12 @@ describe('instant recovery and a tampered backup image header', () => {
 		expect(open).toContain(`${full.path}/${full.disks[0].file}`);
 		expect(open).not.toContain(evil);
 
+		// Verify now proves the damage, but the folder a VM runs on is neither deleted nor quarantined.
+		const verdict = await withSsh(labTarget(), (connection) => new BackupVerifier(connection).verify(incremental.path, { onInvalid: 'delete' }));
+		expect(verdict).toMatchObject({ status: 'invalid', action: 'kept' });
+		expect(verdict.problems.join('\n')).toContain(`in use by instant-recovery VM "lvb-t-inst-tamper-${process.pid}"`);
+		expect(fileExists(image)).toBe(true);
+
 		const permanent = await withSsh(labTarget(), (connection) => makePermanent(connection, { uri: uri(), domain: result.uuid, targetDir: `${overlayDir}-permanent` }));
 		const disk = permanent.disks[0].path;
 		expect(holds(disk, 0x11, 0, 2) && holds(disk, 0x22, 8, 1)).toBe(true);
