@@ -310,11 +310,14 @@ export async function makePermanent(ssh: SshConnection, request: MakePermanentRe
 	const backup = parseBackupPath(metadata.backup);
 	const targetDir = checkOverlayDir(request.targetDir, backup.dest);
 	const disks = metadata.overlays.map((overlay) => ({ target: overlay.target, path: `${targetDir}/${vmDirName(name)}.${overlay.target}.qcow2`, format: 'qcow2' as const }));
-	await ssh.run(scriptArgv(TARGETS_SCRIPT, 'lvb-instant-targets', [targetDir, ...disks.map((disk) => disk.path.slice(targetDir.length + 1))]), { label: 'prepare the disk folder', signal, timeoutMs: SHORT_TIMEOUT_MS });
-
 	const live = info.state === 'running' || info.state === 'paused';
+	// A run cut short after some pivots is finished by the next: a disk already on its copy is done.
+	const onCopy = new Set(live ? definedDisks(info.xml).filter((current) => disks.some((disk) => disk.target === current.target && disk.path === current.path && current.chain.length === 0)).map((current) => current.target) : []);
+	const todo = disks.filter((disk) => !onCopy.has(disk.target));
+	await ssh.run(scriptArgv(TARGETS_SCRIPT, 'lvb-instant-targets', [targetDir, ...todo.map((disk) => disk.path.slice(targetDir.length + 1))]), { label: 'prepare the disk folder', signal, timeoutMs: SHORT_TIMEOUT_MS });
+
 	if (live) {
-		for (const disk of disks) await blockCopyPivot(ssh, request.uri, info.uuid, disk.target, disk.path, signal);
+		for (const disk of todo) await blockCopyPivot(ssh, request.uri, info.uuid, disk.target, disk.path, signal);
 	} else {
 		const defined = new Map(definedDisks(info.inactiveXml).map((disk) => [disk.target, disk]));
 		for (const disk of disks) {

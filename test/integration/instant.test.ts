@@ -185,6 +185,49 @@ describe('instant recovery', () => {
 		}
 		expect(host(`virsh -q list --all --name | grep -c ${q(name('refused'))} || true`).trim()).toBe('0');
 	});
+
+	test('a failure after the overlays were made (the name is taken) leaves no overlay, domain or marker behind', async () => {
+		await expect(ssh((connection) => instantRecover(connection, { uri: uri(), backupPath: laterFull.path, overlayDir, name: vm.name }))).rejects.toThrow(/already exists/);
+		expect(host(`ls -A ${q(overlayDir)} | grep -c ${q(vm.name)} || true`).trim()).toBe('0');
+		expect(host(`ls -A ${q(laterFull.path)} | grep -c lvb-instant || true`).trim()).toBe('0');
+	});
+});
+
+describe('instant recovery of a two-disk VM', () => {
+	let vm: TestVm;
+	let destination: { dest: string; cleanup(): void };
+	let overlayDir: string;
+	let uuid: string | undefined;
+	beforeAll(() => {
+		vm = createTestVm('instant-two', [
+			{ target: 'vda', format: 'qcow2', virtualMiB: 32, writes: [{ pattern: 0x11, offsetMiB: 0, lengthMiB: 1 }] },
+			{ target: 'vdb', format: 'qcow2', virtualMiB: 32, writes: [{ pattern: 0x44, offsetMiB: 4, lengthMiB: 1 }] },
+		]);
+		destination = testDestination('instant-two');
+		overlayDir = `${loadLab().labDir}/test-instant/${process.pid}-two-${Date.now()}`;
+	});
+	afterAll(() => {
+		if (uuid) host(`virsh -q destroy --domain ${uuid} >/dev/null 2>&1; virsh -q undefine --domain ${uuid} >/dev/null 2>&1; true`);
+		host(`rm -rf ${q(overlayDir)} ${q(`${overlayDir}-permanent`)}`);
+		vm.destroy();
+		destination.cleanup();
+	});
+
+	test('make permanent cut short after one disk was pivoted is finished by the next run', async () => {
+		const backup = await labBackup(vm.name, destination.dest);
+		const result = await ssh((connection) => instantRecover(connection, { uri: uri(), backupPath: backup.path, overlayDir, name: `lvb-t-inst-two-${process.pid}` }));
+		uuid = result.uuid;
+		const targetDir = `${overlayDir}-permanent`;
+		// What the first run did before it was stopped: vdb copied and pivoted.
+		const vdb = `${targetDir}/lvb-t-inst-two-${process.pid}.vdb.qcow2`;
+		host(`mkdir -p ${q(targetDir)} && virsh -q blockcopy --domain ${result.uuid} --path vdb --dest ${q(vdb)} --format qcow2 --transient-job --wait --pivot >/dev/null`);
+		const permanent = await ssh((connection) => makePermanent(connection, { uri: uri(), domain: result.uuid, targetDir }));
+		expect(permanent.disks.map((disk) => disk.path)).toEqual([`${targetDir}/lvb-t-inst-two-${process.pid}.vda.qcow2`, vdb]);
+		expect(permanent.disks.every((disk) => backingOf(disk.path) === undefined)).toBe(true);
+		expect(holds(vdb, 0x44, 4, 1) && holds(permanent.disks[0].path, 0x11, 0, 1)).toBe(true);
+		expect(state(result.uuid)).toBe('running');
+		expect((await verifyWhole(backup.path)).status).toBe('valid');
+	});
 });
 
 describe('instant recovery and a tampered backup image header', () => {
