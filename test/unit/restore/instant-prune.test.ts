@@ -3,11 +3,13 @@
  * marker in its folder) and its whole chain are kept, never consolidated, and the plan says why.
  * A marker is untrusted: whatever it holds, it can only keep.
  */
-import { parseCatalogOutput, planPrune, type Catalog, type CatalogBackup, type PrunePlanEntry } from '../../../lib/catalog';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { LIST_SCRIPT, parseCatalogOutput, planPrune, type Catalog, type CatalogBackup, type PrunePlanEntry } from '../../../lib/catalog';
 import type { RetentionPolicy } from '../../../lib/retention';
 import { instantMarkerName, readInstantUse, serializeInstantMarker, type InstantUse } from '../../../lib/store/instant';
 import type { Manifest } from '../../../lib/store/manifest';
-import { manifest } from '../catalog/local';
+import { backupFiles, manifest, runScript, tempDir, writeTree } from '../catalog/local';
 
 const NOW = new Date('2026-11-28T12:00:00Z');
 const DEST = '/backups';
@@ -158,5 +160,31 @@ describe('reading markers', () => {
 			{ file: name, uuid: UUID, name: 'web01-recovered', host: 'hv1' },
 			{ file: '.lvb-instant-0a1b2c3d-0000-4000-8000-000000000001.json', uuid: '0a1b2c3d-0000-4000-8000-000000000001', problem: '.lvb-instant-0a1b2c3d-0000-4000-8000-000000000001.json is not a regular file (symlink)' },
 		]);
+	});
+});
+
+describe('the listing script and markers (local /bin/sh)', () => {
+	test('reads a regular marker; a planted link, FIFO or odd name under a marker-like name is never opened, and a link still keeps', () => {
+		const root = tempDir('instant-list');
+		try {
+			const id = day(20);
+			const good = serializeInstantMarker({ format: 'n8n-nodes-libvirt-backup/instant-recovery', version: 1, domain: { name: 'web01-recovered', uuid: UUID }, host: 'hv1', backup: `${root}/web01/${id}`, createdAt: NOW.toISOString() });
+			writeTree(root, { ...backupFiles('web01', manifest('web01', id)), [`web01/${id}/${instantMarkerName(UUID)}`]: good, 'secret.json': '{"format":"n8n-nodes-libvirt-backup/instant-recovery"}' });
+			const other = '0a1b2c3d-0000-4000-8000-000000000001';
+			fs.symlinkSync(path.join(root, 'secret.json'), path.join(root, `web01/${id}/${instantMarkerName(other)}`));
+			fs.writeFileSync(path.join(root, `web01/${id}/.lvb-instant-x y.json`), 'not read');
+			const marker = '@@LVB-test';
+			const { stdout, code } = runScript(LIST_SCRIPT, 'lvb-list', [marker, root]);
+			expect(code).toBe(0);
+			expect(stdout).not.toContain('not read');
+			expect(stdout).not.toContain('secret');
+			const [backup] = parseCatalogOutput(stdout, marker, root).backups;
+			expect(backup.inUse).toEqual([
+				{ file: instantMarkerName(other), uuid: other, problem: `${instantMarkerName(other)} is not a regular file (symlink)` },
+				{ file: instantMarkerName(UUID), uuid: UUID, name: 'web01-recovered', host: 'hv1' },
+			]);
+		} finally {
+			fs.rmSync(root, { recursive: true, force: true });
+		}
 	});
 });
