@@ -308,7 +308,7 @@ export async function makePermanent(ssh: SshConnection, request: MakePermanentRe
 	const started = performance.now();
 	const { info, metadata, name } = await instantDomain(ssh, request.uri, request.domain, signal);
 	const backup = parseBackupPath(metadata.backup);
-	const targetDir = checkOverlayDir(request.targetDir, backup.dest);
+	const targetDir = checkOverlayDir(request.targetDir, backup.dest, 'disk folder');
 	const disks = metadata.overlays.map((overlay) => ({ target: overlay.target, path: `${targetDir}/${vmDirName(name)}.${overlay.target}.qcow2`, format: 'qcow2' as const }));
 	const live = info.state === 'running' || info.state === 'paused';
 	// A run cut short after some pivots is finished by the next: a disk already on its copy is done.

@@ -112,15 +112,15 @@ export function planInstant(request: InstantPlanRequest): InstantPlan {
 }
 
 /** An absolute, normalized folder that is neither the destination nor inside it (a share others write). */
-export function checkOverlayDir(overlayDir: string, dest: string): string {
+export function checkOverlayDir(overlayDir: string, dest: string, label = 'overlay folder'): string {
 	let dir: string;
 	try {
 		dir = checkDestination(overlayDir);
 	} catch (error) {
-		throw refuse(`Overlay folder: ${(error as Error).message.replace(/^Destination/, 'it')}`);
+		throw refuse(`The ${label}: ${(error as Error).message.replace(/^Destination/, 'it')}`);
 	}
 	if (dir === dest || dir.startsWith(`${dest}/`)) {
-		throw refuse(`The overlay folder ${dir} is inside the backup destination ${dest}: put the overlays on the host's own storage (the destination may be a share others write, and Prune manages it)`);
+		throw refuse(`The ${label} ${dir} is inside the backup destination ${dest}: use the host's own storage (the destination may be a share others write, and Prune manages it)`);
 	}
 	return dir;
 }
