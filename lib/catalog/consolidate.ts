@@ -225,20 +225,31 @@ interface Layer {
  * manifests, and `backing: null` under the full, so nothing in an image header is followed.
  */
 export function layerSpec(backup: CatalogBackup, disk: ManifestDisk, chain: readonly CatalogBackup[]): string {
+	return jsonSpec(chainLayers(backup, disk, chain));
+}
+
+/** One disk's images from the manifests alone, this backup's first, down to the full's. */
+export function chainLayers(backup: CatalogBackup, disk: ManifestDisk, chain: readonly CatalogBackup[]): { path: string; format: 'qcow2' | 'raw' }[] {
 	const byId = new Map(chain.map((member) => [member.id, member]));
-	const layers: { path: string; format: string }[] = [];
+	const layers: { path: string; format: 'qcow2' | 'raw' }[] = [];
 	let member: CatalogBackup | undefined = backup;
 	let current: ManifestDisk | undefined = disk;
 	while (member && current) {
-		if (!['qcow2', 'raw'].includes(current.format)) throw new LibvirtBackupError('INVALID_INPUT', `${member.path}/${current.file}: image format ${JSON.stringify(current.format)} cannot be consolidated`);
-		layers.push({ path: `${member.path}/${current.file}`, format: current.format });
-		if (current.backingFile === undefined) return `json:${JSON.stringify(nest(layers))}`;
+		const format = current.format;
+		if (format !== 'qcow2' && format !== 'raw') throw new LibvirtBackupError('INVALID_INPUT', `${member.path}/${current.file}: image format ${JSON.stringify(format)} cannot be read as a chain`);
+		layers.push({ path: `${member.path}/${current.file}`, format });
+		if (current.backingFile === undefined) return layers;
 		const [, parentId, file]: (string | undefined)[] = /^\.\.\/([^/]+)\/([^/]+)$/.exec(current.backingFile) ?? [];
 		if (member.manifest.parent !== parentId) throw new LibvirtBackupError('INVALID_INPUT', `${member.path}: disk ${disk.target} builds on ${current.backingFile}, not on its parent backup ${member.manifest.parent}`);
 		member = parentId === undefined ? undefined : byId.get(parentId);
 		current = member?.manifest.disks.find((candidate) => candidate.target === disk.target && candidate.file === file);
 	}
 	throw new LibvirtBackupError('INVALID_INPUT', `${backup.path}: the chain of disk ${disk.target} is not complete in the store`);
+}
+
+/** Layers (top first) as a qemu `json:` filename that names every backing file itself. */
+export function jsonSpec(layers: readonly { path: string; format: string }[]): string {
+	return `json:${JSON.stringify(nest(layers))}`;
 }
 
 function nest(layers: readonly { path: string; format: string }[]): Layer {

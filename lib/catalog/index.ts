@@ -10,4 +10,4 @@ export { pruneBackups } from './prune';
 export type { PruneItem, PruneRequest, PruneResult } from './prune';
 export { planPrune, checkPolicy, DEFAULT_STALE_AFTER_MS } from './plan';
 export type { PrunePlanEntry, PrunePlanOptions } from './plan';
-export { buildConsolidation, consolidateBackup, layerSpec, resumeConsolidation, CONSOLIDATE_SCRIPT } from './consolidate';
+export { buildConsolidation, chainLayers, consolidateBackup, jsonSpec, layerSpec, resumeConsolidation, CONSOLIDATE_SCRIPT } from './consolidate';

@@ -13,6 +13,7 @@ import type { SshConnection } from '../ssh';
 import { QUARANTINE_SUFFIX, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from '../store/paths';
 import { parseVerification, type VerificationRecord } from '../store/verification';
 import { CONSOLIDATION_JOURNAL, FULL_PARTIAL_SUFFIX } from '../store/consolidation';
+import { INSTANT_MARKER_PREFIX, INSTANT_MARKER_SUFFIX, readInstantUse, type InstantUse } from '../store/instant';
 
 /**
  * `sh -c LIST_SCRIPT lvb-list MARKER DEST [VMDIR...]`. Only `<vm dir>/<id-like name>` folders are
@@ -49,6 +50,12 @@ for d in $dirs; do
   for f in ${MANIFEST_FILE} ${VERIFICATION_FILE} ${CONSOLIDATION_JOURNAL}; do
     [ -f "$d/$f" ] && [ ! -L "$d/$f" ] && texts="$texts $d/$f"
   done
+  set +f
+  for f in "$d"/${INSTANT_MARKER_PREFIX}*${INSTANT_MARKER_SUFFIX}; do
+    case \${f##*/} in *[!A-Za-z0-9.-]*) continue;; esac
+    [ -f "$f" ] && [ ! -L "$f" ] && texts="$texts $f"
+  done
+  set -f
 done
 echo "$m files"
 set +f
@@ -70,6 +77,11 @@ export interface CatalogBackup extends BackupLocation {
 	manifest: Manifest;
 	verification?: VerificationRecord;
 	protected: boolean;
+	/**
+	 * Instant-recovery VMs that run on this backup's images (its `.lvb-instant-*.json` markers):
+	 * Prune keeps it and never consolidates its chain. Absent when there are none.
+	 */
+	inUse?: InstantUse[];
 	/** Bytes the folder's files occupy on disk: what removing it frees. */
 	diskBytes: number;
 	/** Image files the manifest names that are not regular files in the folder. */
@@ -247,6 +259,7 @@ function classify(raw: RawFolder, dest: string, catalog: Catalog, dirNameOf: (vm
 		manifest,
 		verification: verificationText === undefined ? undefined : parseVerification(verificationText, manifest.id),
 		protected: raw.entries.has(PROTECTED_MARKER),
+		...instantUses(raw),
 		diskBytes,
 		missingFiles: manifest.disks.map((disk) => disk.file).filter((file) => raw.entries.get(file)?.type !== 'file'),
 		...consolidationState(raw),
@@ -258,6 +271,11 @@ function consolidationState(raw: RawFolder): Pick<CatalogBackup, 'consolidation'
 	const partials = [...raw.entries.keys()].filter((name) => name.endsWith(FULL_PARTIAL_SUFFIX));
 	if (!journal && partials.length === 0) return {};
 	return { consolidation: { ...(journal ? { journal: journal.type === 'file' ? (raw.texts.get(CONSOLIDATION_JOURNAL) ?? '') : null } : {}), partials } };
+}
+
+function instantUses(raw: RawFolder): Pick<CatalogBackup, 'inUse'> {
+	const uses = [...raw.entries.values()].flatMap((entry) => readInstantUse(entry.name, entry.type, raw.texts.get(entry.name)) ?? []);
+	return uses.length > 0 ? { inUse: uses } : {};
 }
 
 function manifestVmName(text: string | undefined): string | undefined {

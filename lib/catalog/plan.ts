@@ -7,6 +7,7 @@ import { LibvirtBackupError } from '../errors';
 import { backupTime } from '../store/layout';
 import type { BackupKind } from '../store/manifest';
 import { MAX_WINDOW_YEARS, RetentionInputError, RetentionPolicyError, planRetention, type BackupRef, type Decision, type RetentionPolicy } from '../retention';
+import { describeInstantUse } from '../store/instant';
 import type { Catalog, CatalogBackup } from './list';
 
 export interface PrunePlanEntry {
@@ -78,7 +79,7 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 		const ids = positions.get(vmDir) ?? positions.set(vmDir, new Map()).get(vmDir)!;
 		ids.set(id, index);
 	});
-	const refs = backups.map(({ vmDir, manifest, verification, protected: isProtected }, index): BackupRef => {
+	const refs = backups.map(({ vmDir, manifest, verification, protected: isProtected, inUse }, index): BackupRef => {
 		const parent = manifest.parent === undefined ? undefined : positions.get(vmDir)?.get(manifest.parent);
 		return {
 			id: String(index),
@@ -89,6 +90,7 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 			kind: manifest.kind,
 			parent: parent === undefined ? undefined : String(parent),
 			protected: isProtected,
+			...(inUse?.length ? { inUseBy: inUse.map(describeInstantUse) } : {}),
 			// Unverifiable proves nothing: counted like a backup never verified, not like a failed one.
 			valid: verification === undefined || verification.status === 'unverifiable' ? undefined : verification.ok,
 		};
@@ -156,12 +158,14 @@ export function planPrune(catalog: Pick<Catalog, 'backups' | 'incomplete'>, poli
 /**
  * For each chain whose full the policy drops while keeping a later backup: the oldest backup a
  * rule keeps (an incremental), mapped to its chain (itself first, down to the full). A chain with
- * a gap, a member known invalid or missing an image, or an interrupted consolidation is left as
- * it is: its ancestors stay as parents.
+ * a gap, a member known invalid or missing an image, an interrupted consolidation, or a member an
+ * instant-recovery VM runs on (its images must stay exactly as they are) is left as it is: its
+ * ancestors stay as parents.
  */
 function planConsolidations(backups: readonly CatalogBackup[], positions: ReadonlyMap<string, ReadonlyMap<string, number>>, decisions: readonly Decision[]): Map<number, number[]> {
 	const keptByRule = (index: number) => decisions[index].action === 'keep' && decisions[index].reasons.some((reason) => !reason.startsWith(PARENT_REASON));
-	const sound = (backup: CatalogBackup) => backup.verification?.status !== 'invalid' && backup.missingFiles.length === 0 && backup.consolidation?.journal === undefined;
+	const sound = (backup: CatalogBackup) =>
+		backup.verification?.status !== 'invalid' && backup.missingFiles.length === 0 && backup.consolidation?.journal === undefined && !backup.inUse?.length;
 	const targets = new Map<number, number[]>();
 	backups.forEach((backup, index) => {
 		if (backup.manifest.kind !== 'incremental' || !keptByRule(index) || !sound(backup)) return;

@@ -14,6 +14,7 @@
  */
 import { CONSOLIDATION_JOURNAL } from '../store/consolidation';
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
+import { describeInstantUse } from '../store/instant';
 import { acquireVmLock, type VmLock } from '../store/lock';
 import type { Manifest, ManifestDisk } from '../store/manifest';
 import type { SshConnection } from '../ssh';
@@ -173,6 +174,12 @@ export class BackupVerifier {
 			// Read again under the lock, with this run's records in place: what the VM keeps is decided
 			// on what is there now, not on what was there before the images were hashed.
 			const { backups } = await readCatalog(this.ssh, result.dest, [result.vmDir], options.signal);
+			// Removing or renaming it would pull the disk from under a running VM (its chain is marked too).
+			const inUse = backups.find((backup) => backup.id === result.id)?.inUse ?? [];
+			if (inUse.length > 0) {
+				result.problems.push(`not ${action === 'delete' ? 'deleted' : 'quarantined'}: in use by instant-recovery VM ${inUse.map(describeInstantUse).join(', ')}`);
+				return;
+			}
 			if (!leavesAGoodBackup(backups, result.id)) {
 				result.problems.push(`not ${action === 'delete' ? 'deleted' : 'quarantined'}: VM "${result.vm}" would be left without a backup that is not known to be invalid`);
 				return;

@@ -15,6 +15,8 @@ export function applySafeguards({ byVm, byId }: CandidateSet): void {
 	for (const vmBackups of byVm) {
 		for (const candidate of vmBackups) {
 			if (candidate.ref.protected === true) candidate.reasons.push('protected');
+			// Removing it would pull the disk from under a running VM.
+			for (const vm of candidate.ref.inUseBy ?? []) candidate.reasons.push(`in use by instant-recovery VM ${vm}`);
 		}
 		// A VM must never lose its last restorable backup, whatever the policy says: one that is not
 		// known invalid and whose every ancestor is in the store and not known invalid.

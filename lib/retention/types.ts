@@ -8,6 +8,8 @@ export interface BackupRef {
 	/** Id of the backup this one depends on (an incremental's base). */
 	parent?: string;
 	protected?: boolean;
+	/** VMs that run on this backup right now (instant recovery), as a person should read them. */
+	inUseBy?: readonly string[];
 	/** false = verification failed; undefined = never verified, treated as good. */
 	valid?: boolean;
 }

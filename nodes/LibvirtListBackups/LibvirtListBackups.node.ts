@@ -8,6 +8,7 @@ import {
 } from 'n8n-workflow';
 import type { BackupKind } from '../../lib/store/manifest';
 import { listCatalog, type CatalogBackup, type CatalogFilter } from '../../lib/catalog';
+import { describeInstantUse } from '../../lib/store/instant';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 import { MAX_WINDOW_YEARS } from '../../lib/retention';
@@ -149,6 +150,8 @@ function backupItem(backup: CatalogBackup, host: string): IDataObject {
 		verified: verification === undefined ? 'never' : verification.status === 'unverifiable' ? 'unverifiable' : verification.ok ? 'ok' : 'failed',
 		verifiedAt: verification?.verifiedAt ?? null,
 		protected: backup.protected,
+		// Instant-recovery VMs running on it: Prune keeps it while there are any.
+		inUseBy: (backup.inUse ?? []).map(describeInstantUse),
 		path: backup.path,
 		destination: backup.dest,
 		host,
