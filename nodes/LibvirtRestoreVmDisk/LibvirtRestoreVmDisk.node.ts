@@ -6,6 +6,7 @@ import { checkBoolean, checkNumber } from '../shared/catalogParameters';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 import type { LibvirtHost } from '../shared/target';
+import { INSTANT_OPERATIONS, instantOperationOptions, instantProperties, runInstantOperation } from './instant';
 
 const restoreOnly = { show: { operation: ['restore'] } };
 
@@ -108,8 +109,6 @@ const restoreProperties: INodeProperties[] = [
 	},
 ];
 
-// MERGE (helper "instant"): import { INSTANT_OPERATIONS, instantOperationOptions, instantProperties, runInstantOperation } from './instant';
-
 export class LibvirtRestoreVmDisk implements INodeType {
 	description: INodeTypeDescription = {
 		displayName: 'Restore VM Disk',
@@ -133,7 +132,7 @@ export class LibvirtRestoreVmDisk implements INodeType {
 				noDataExpression: true,
 				options: [
 					{ name: 'Restore', value: 'restore', action: 'Restore a backup to disks', description: 'Rebuild the backup into standalone disk images' },
-					// MERGE (helper "instant"): ...instantOperationOptions,
+					...instantOperationOptions,
 				],
 				default: 'restore',
 			},
@@ -155,7 +154,7 @@ export class LibvirtRestoreVmDisk implements INodeType {
 				displayOptions: { show: { '@tool': [true] } },
 			},
 			...restoreProperties,
-			// MERGE (helper "instant"): ...instantProperties,
+			...instantProperties,
 		],
 	};
 
@@ -166,7 +165,7 @@ export class LibvirtRestoreVmDisk implements INodeType {
 		return await executePerItem(this, async (ssh, host, itemIndex, signal) => {
 			const operation = this.getNodeParameter('operation', itemIndex, 'restore') as string;
 			if (operation === 'restore') return [await restore(this, ssh, host, itemIndex, holder, signal)];
-			// MERGE (helper "instant"): if ((INSTANT_OPERATIONS as readonly string[]).includes(operation)) return await runInstantOperation(this, ssh, host, itemIndex, operation, signal);
+			if ((INSTANT_OPERATIONS as readonly string[]).includes(operation)) return await runInstantOperation(this, ssh, host, itemIndex, operation, signal);
 			throw new NodeOperationError(this.getNode(), `Unknown operation "${operation}"`, { itemIndex });
 		});
 	}
