@@ -2,6 +2,7 @@
  * One SSH connection to one host, opened once per node run and reused for every item. The host key
  * is checked against the pinned keys during key exchange, before any authentication data is sent.
  */
+import type { Writable } from 'node:stream';
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { LibvirtBackupError, tail } from '../errors';
 import { commandLine, type SudoMode } from '../shell';
@@ -37,6 +38,12 @@ export interface RunOptions {
 export interface RemoteProcess {
 	done: Promise<RunResult>;
 	stop(): void;
+}
+
+/** A command whose stdin is the caller's data (see `spawnWithStdin`). */
+export interface RemoteWriter extends RemoteProcess {
+	/** The command's stdin, after the sudo password line when there is one. Honour write()'s backpressure. */
+	stdin: Writable;
 }
 
 export interface RunResult {
@@ -160,9 +167,23 @@ export class SshConnection {
 	 * stdin carries the sudo password (sudo mode 'password') and then only heartbeat bytes.
 	 */
 	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
+		const { done, stop } = await this.launch(argv, options, false);
+		return { done, stop };
+	}
+
+	/**
+	 * Starts argv with its stdin free for data: no watchdog and no heartbeat, which both need stdin.
+	 * The command itself must end when its stdin reaches EOF or stays silent (the client is gone),
+	 * and must tell a complete input from a cut one (e.g. by framing it, as lib/export/sink does).
+	 */
+	async spawnWithStdin(argv: readonly string[], options: RunOptions = {}): Promise<RemoteWriter> {
+		return await this.launch(argv, options, true);
+	}
+
+	private async launch(argv: readonly string[], options: RunOptions, dataOnStdin: boolean): Promise<RemoteWriter> {
 		if (this.lost) throw this.lost;
 		const label = options.label ?? argv[0];
-		const line = commandLine(argv, { sudo: this.target.sudo.mode });
+		const line = commandLine(argv, { sudo: this.target.sudo.mode, watchdog: !dataOnStdin });
 		this.execs += 1;
 		let exitCode: number | undefined;
 		let exitSignal: string | undefined;
@@ -179,7 +200,7 @@ export class SshConnection {
 			});
 		});
 		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
-		const heartbeat = setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
+		const heartbeat = dataOnStdin ? undefined : setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
 
 		let stop: () => void = () => undefined;
 		const done = new Promise<RunResult>((resolve, reject) => {
@@ -242,7 +263,7 @@ export class SshConnection {
 				finish(commandError(label, this.target, result));
 			});
 		});
-		return { done, stop: () => stop() };
+		return { done, stop: () => stop(), stdin: channel };
 	}
 
 	/** One SFTP session per connection, opened on first use. */
