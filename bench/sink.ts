@@ -3,7 +3,8 @@
  * one SSH connection to the lab (lab up, run as root on the lab machine):
  *   npx tsx bench/sink.ts [--mib 1024] [--runs 3]
  *
- * - sink:      createHostFileWriter (framed stdin of one receiver; temp + O_EXCL + fsync + rename)
+ * - sink:      createHostFileWriter (data + trailer on the stdin of one receiver; temp O_EXCL, fsync, rename)
+ * - sink sudo: the same over a connection in sudo mode (nopasswd: lvbsudo), stdin through sudo
  * - sftp:      ssh2's SFTP write stream ('wx': O_CREAT|O_EXCL), fsync@openssh.com, rename
  * - raw stdin: `dd of=FILE conv=fsync` on the stdin of an exec, no framing: the upper bound of any
  *              stdin design (it cannot tell a cut stream from a complete one)
@@ -81,8 +82,10 @@ async function viaRawStdin(ssh: SshConnection, path: string): Promise<void> {
 async function main(): Promise<void> {
 	const destination = testDestination('bench-sink');
 	const ssh = await SshConnection.connect(labTarget());
+	const sudo = await SshConnection.connect(labTarget('sudo'));
 	const ways: [string, (ssh: SshConnection, path: string) => Promise<void>][] = [
 		['sink', viaSink],
+		['sink sudo', (_ssh, path) => viaSink(sudo, path)],
 		['sftp', viaSftp],
 		['raw stdin', viaRawStdin],
 	];
@@ -109,6 +112,7 @@ async function main(): Promise<void> {
 		}
 	} finally {
 		ssh.close();
+		sudo.close();
 		destination.cleanup();
 	}
 }

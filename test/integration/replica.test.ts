@@ -1,6 +1,7 @@
 /**
  * replicateBackups against the lab: backups on a source destination copied to a second destination
- * through a SECOND SSH connection (another account, with sudo: the replica host of a real setup),
+ * through a SECOND SSH connection to the lab's replica host (its second sshd, own host key; another
+ * account, with sudo), which shares the machine's files, so the test can look at both sides,
  * verified there, listed and verified by the catalog code on the replica, chains intact; a rerun
  * skips; refusals and failures leave nothing on the replica.
  */
@@ -10,8 +11,8 @@ import { resolveBackups } from '../../lib/export/source';
 import { SshConnection } from '../../lib/ssh';
 import { vmDirName } from '../../lib/store/layout';
 import { flipByte, makeBackups, makeDest, makeUnfinished, onHost, removeDest, tree, type MadeBackup } from '../support/backupFixtures';
-import { shq } from '../support/lab';
-import { labTarget } from '../support/targets';
+import { loadLab, shq } from '../support/lab';
+import { labTarget, replicaTarget } from '../support/targets';
 
 jest.setTimeout(180_000);
 
@@ -37,7 +38,7 @@ describe('replicateBackups', () => {
 
 	beforeAll(async () => {
 		source = await SshConnection.connect(labTarget());
-		replica = await SshConnection.connect(labTarget('sudo'));
+		replica = await SshConnection.connect(replicaTarget('sudo'));
 	});
 	afterAll(() => {
 		source.close();
@@ -58,6 +59,11 @@ describe('replicateBackups', () => {
 	});
 
 	const replicaPath = (id: string) => `${dst}/${vmDirName(VM)}/${id}`;
+
+	it('talks to the replica host, not the source host', () => {
+		const lab = loadLab();
+		expect(replica.hostKeyFingerprint).toBe(lab.replicaHost?.hostKeyFingerprint ?? lab.hostKeyFingerprint);
+	});
 
 	it('copies a full and two incrementals (given newest first); the replica lists, verifies and reads the chain like the source; a rerun skips all', async () => {
 		const items = await resolveBackups(source, [made[2].path, made[1].path, made[0].path]);
@@ -155,7 +161,7 @@ describe('replicateBackups', () => {
 	it('the replica connection cut mid-write: its receiver removes the temp file; the next run removes the folder and completes', async () => {
 		const big = makeBackups(src, [{ vm: 'big', id: F, disks: [{ target: 'vda', pattern: 0x44, virtualMiB: 512, dataKiB: 400 * 1024 }] }])[0];
 		const items = await resolveBackups(source, [big.path]);
-		const cut = await SshConnection.connect(labTarget('sudo'));
+		const cut = await SshConnection.connect(replicaTarget('sudo'));
 		const folder = `${dst}/big/${F}`;
 		const run = replicateBackups(source, cut, items, {
 			dest: dst,
@@ -170,7 +176,9 @@ describe('replicateBackups', () => {
 		expect(outcome instanceof Error ? outcome.message : outcome.map((r) => `${r.status}: ${r.reason}`).join()).toMatch(/lost|closed|failed/i);
 		await eventually(() => !onHost(`ls -A ${shq(folder)}`).includes('.partial'), 'the temp file is removed on the replica');
 		expect(onHost(`ls -A ${shq(folder)}`).split('\n').filter(Boolean)).toEqual(['.lvb-incomplete']);
-		expect((await listCatalog(replica, dst)).backups).toEqual([]);
+		// Never listed as a backup; List and Prune see our unfinished folder (Prune removes it once stale).
+		const listed = await listCatalog(replica, dst);
+		expect([listed.backups, listed.incomplete.map((folder) => [folder.id, folder.writerLeftovers])]).toEqual([[], [[F, true]]]);
 
 		const retry = await replicateBackups(source, replica, items, { dest: dst });
 		expect(retry.map((r) => r.status)).toEqual(['replicated']);
