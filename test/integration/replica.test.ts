@@ -10,6 +10,7 @@ import { replicateBackups, type ReplicaProgress } from '../../lib/export/replica
 import { resolveBackups } from '../../lib/export/source';
 import { SshConnection } from '../../lib/ssh';
 import { vmDirName } from '../../lib/store/layout';
+import { acquireVmLock } from '../../lib/store/lock';
 import { flipByte, makeBackups, makeDest, makeUnfinished, onHost, removeDest, tree, type MadeBackup } from '../support/backupFixtures';
 import { loadLab, shq } from '../support/lab';
 import { labTarget, replicaTarget } from '../support/targets';
@@ -143,6 +144,20 @@ describe('replicateBackups', () => {
 			expect(onHost(`ls -A ${shq(elsewhere)}`).trim()).toBe('');
 		} finally {
 			removeDest(elsewhere);
+		}
+	});
+
+	it('writes only under the replica VM folder\'s lock: a VM locked there (a backup or another replica running) fails, nothing written', async () => {
+		const holder = await SshConnection.connect(replicaTarget('root'));
+		try {
+			const lock = await acquireVmLock(holder, `${dst}/${vmDirName(VM)}`, 'jest: another job', VM);
+			const results = await replicateBackups(source, replica, await resolveBackups(source, [made[0].path]), { dest: dst });
+			expect(results.map((r) => r.status)).toEqual(['failed']);
+			expect(results[0].reason).toMatch(/is locked by jest: another job/);
+			expect(tree(dst)).toEqual([`./${vmDirName(VM)}`, `./${vmDirName(VM)}/.lvb.lock`]);
+			await lock.release();
+		} finally {
+			holder.close();
 		}
 	});
 
