@@ -93,7 +93,14 @@ export async function replicateBackups(source: SshConnection, target: SshConnect
 	items.forEach((item, index) => byVm.set(item.backup.vmDir, [...(byVm.get(item.backup.vmDir) ?? []), index]));
 	for (const [vmDir, indexes] of byVm) {
 		if (opts.signal?.aborted) throw new LibvirtBackupError('ABORTED', 'Cancelled: the replica run was stopped');
-		await replicateVm(source, target, dest, vmDir, indexes.map((index) => ({ item: items[index], result: results[index] })), opts);
+		const jobs = indexes.map((index) => ({ item: items[index], result: results[index], planned: false }));
+		try {
+			await replicateVm(source, target, dest, vmDir, jobs, opts);
+		} catch (error) {
+			if (isLibvirtBackupError(error, 'ABORTED') || opts.signal?.aborted || !(error instanceof Error)) throw error;
+			// The VM's folder could not be read or a step failed outside a backup (e.g. the connection was lost).
+			for (const job of jobs) if (!job.planned) settle(job, 'failed', error.message);
+		}
 	}
 	return results;
 }
@@ -101,6 +108,13 @@ export async function replicateBackups(source: SshConnection, target: SshConnect
 interface Job {
 	item: ExportableBackup;
 	result: ReplicaResult;
+	/** Its result is final (decided and, for a copy, carried out). */
+	planned: boolean;
+}
+
+function settle(job: Job, status: ReplicaResult['status'], reason: string): void {
+	Object.assign(job.result, { status, reason });
+	job.planned = true;
 }
 
 async function replicateVm(source: SshConnection, target: SshConnection, dest: string, vmDir: string, jobs: Job[], opts: ReplicaOptions): Promise<void> {
@@ -111,7 +125,7 @@ async function replicateVm(source: SshConnection, target: SshConnection, dest: s
 		lock = await acquireVmLock(target, vmPath, opts.lockHolder ?? `n8n Export Archive (replica), ${new Date().toISOString()}`, vmName);
 	} catch (error) {
 		if (!isLibvirtBackupError(error)) throw error;
-		for (const job of jobs) Object.assign(job.result, { status: 'failed', reason: error.message });
+		for (const job of jobs) settle(job, 'failed', error.message);
 		return;
 	}
 	let wrote = false;
@@ -125,22 +139,22 @@ async function replicateVm(source: SshConnection, target: SshConnection, dest: s
 		for (const step of steps) {
 			const job = jobs[step.index];
 			if (step.action !== 'copy') {
-				Object.assign(job.result, { status: step.action === 'skip' ? 'skipped' : 'refused', reason: step.reason });
+				settle(job, step.action === 'skip' ? 'skipped' : 'refused', step.reason);
 				continue;
 			}
 			if (step.after !== undefined && !copied.has(step.after)) {
-				Object.assign(job.result, { status: 'refused', reason: `its parent ${step.after} could not be replicated in this run` });
+				settle(job, 'refused', `its parent ${step.after} could not be replicated in this run`);
 				continue;
 			}
 			const started = Date.now();
 			try {
 				job.result.bytes = await copyBackup(source, target, vmPath, job.item, step, opts);
-				Object.assign(job.result, { status: 'replicated', reason: step.reason });
+				settle(job, 'replicated', step.reason);
 				copied.add(step.id);
 				wrote = true;
 			} catch (error) {
 				if (isLibvirtBackupError(error, 'ABORTED') || opts.signal?.aborted) throw error;
-				Object.assign(job.result, { status: 'failed', reason: (error as Error).message });
+				settle(job, 'failed', (error as Error).message);
 			} finally {
 				job.result.seconds = (Date.now() - started) / 1000;
 			}
