@@ -8,7 +8,8 @@
  * matching trailer is a complete file (the trailer is cut off again); EOF without it is a client
  * that went away; a temp file that stops growing for SILENCE_SECONDS is a link that dropped. In
  * every case but a complete file the receiver removes the temp file itself and exits. (Framing the
- * stream instead costs one process per frame on the host: 3x slower, bench/sink.ts.) The receiver
+ * stream instead, with heartbeat frames, needs a process per frame on the host: 512 MiB over the
+ * lab's sshd took 18.1 s in 1 MiB frames, 5.8 s in 4 MiB, 3.3 s in 16 MiB, 2.8 s unframed.) The receiver
  * runs with the credential's sudo mode like every other command, so it can write where backups are
  * written; SFTP would write as the SSH user only.
  *
