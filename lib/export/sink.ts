@@ -62,7 +62,8 @@ export function tempPathFor(finalPath: string): string {
 /**
  * `sh -c RECEIVE_SCRIPT lvb-receive TMP FINAL OVERWRITE SILENCE TOKEN MARKER`, stdin = data + trailer.
  * Outcomes on stdout as `MARKER <kind> <arg>`: refused (tmp-exists, final-exists, final-link,
- * final-notfile, no-dir), failed (a reason), committed <bytes>. A background job stops the `dd`
+ * final-notfile, no-dir; exit 3), failed (a reason; exit 4), committed <bytes>. Other exit codes
+ * (sudo's refusal, a shell error) are the command's failure, reported as such. A background job stops the `dd`
  * when the temp file has not grown for SILENCE seconds (asynchronous commands get /dev/null as
  * stdin unless told otherwise, hence `<&3`). `dd seek=N count=0` truncates the trailer off.
  */
@@ -79,8 +80,8 @@ final_ok() {
 }
 final_ok || exit 3
 if [ -e "$tmp" ] || [ -L "$tmp" ]; then say refused tmp-exists; exit 3; fi
-dd of="$tmp" conv=excl count=0 status=none </dev/null || { say failed create; exit 1; }
-fail() { rm -f -- "$tmp"; say failed "$1"; exit 1; }
+dd of="$tmp" conv=excl count=0 status=none </dev/null || { say failed create; exit 4; }
+fail() { rm -f -- "$tmp"; say failed "$1"; exit 4; }
 trap 'kill $writer $watch 2>/dev/null; fail signal' TERM HUP INT
 writer= watch=
 exec 3<&0
@@ -147,7 +148,7 @@ export async function createHostFileWriter(ssh: SshConnection, finalPath: string
 	const marker = newMarker();
 	const remote: RemoteWriter = await ssh.spawnWithStdin(
 		scriptArgv(RECEIVE_SCRIPT, 'lvb-receive', [tmp, finalPath, opts.overwrite ? '1' : '0', String(SILENCE_SECONDS), token, marker]),
-		{ label: `write ${finalPath}` , okExitCodes: [1, 3] },
+		{ label: `write ${finalPath}`, okExitCodes: [3, 4] },
 	);
 	const channel = remote.stdin;
 	// Write errors after the receiver ended surface through `outcome`.
@@ -250,9 +251,9 @@ export function interpret(stdout: string, stderr: string, marker: string, finalP
 		const message = REFUSED[refused.arg]?.(finalPath, tmp) ?? `Refused to write ${finalPath}: ${refused.arg}`;
 		return new LibvirtBackupError(refused.arg === 'no-dir' ? 'INVALID_INPUT' : 'COMMAND_FAILED', message, { path: finalPath, reason: refused.arg });
 	}
-	const failed = sections.find((section) => section.kind === 'failed');
-	const why = failed ? (FAILED[failed.arg] ?? failed.arg) : 'the receiver ended without a result';
 	const detail = stderr.trim() ? `: ${stderr.trim().split('\n').slice(-3).join(' | ')}` : '';
-	const code = failed?.arg === 'write' && /No space left/i.test(stderr) ? 'NO_SPACE' : 'COMMAND_FAILED';
-	return new LibvirtBackupError(code, `Writing ${finalPath} failed: ${why}; the temp file was removed${detail}`, { path: finalPath, reason: failed?.arg });
+	const failed = sections.find((section) => section.kind === 'failed');
+	if (!failed) return new LibvirtBackupError('COMMAND_FAILED', `Writing ${finalPath} failed: the receiver ended without a result${detail}`, { path: finalPath });
+	const code = failed.arg === 'write' && /No space left/i.test(stderr) ? 'NO_SPACE' : 'COMMAND_FAILED';
+	return new LibvirtBackupError(code, `Writing ${finalPath} failed: ${FAILED[failed.arg] ?? failed.arg}; the temp file was removed${detail}`, { path: finalPath, reason: failed.arg });
 }

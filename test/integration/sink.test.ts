@@ -99,6 +99,20 @@ describe('createHostFileWriter', () => {
 		}
 	});
 
+	it('a sudo that refuses (no sudo rule for the account) is reported as SUDO_FAILED, nothing written', async () => {
+		const refused = await SshConnection.connect(labTarget('noperm', { sudo: { mode: 'nopasswd' } }));
+		try {
+			const writer = await createHostFileWriter(refused, `${dest}/nosudo`);
+			writer.stream.on('error', () => undefined);
+			writer.stream.write(data(1024));
+			const error = await errorOf(writer.commit());
+			expect(isLibvirtBackupError(error, 'SUDO_FAILED')).toBe(true);
+			expect(listing(dest)).toEqual([]);
+		} finally {
+			refused.close();
+		}
+	});
+
 	it('refuses an existing final name unless overwrite, and then replaces it', async () => {
 		onHost(`printf old > ${q(`${dest}/a.tar`)}`);
 		const error = await errorOf(write(ssh, `${dest}/a.tar`, data(1024)));
@@ -136,7 +150,7 @@ describe('createHostFileWriter', () => {
 		for (const tmp of ['t-link', 't-fifo', 't-file']) {
 			const marker = newMarker();
 			const token = randomBytes(16).toString('hex');
-			const remote = await ssh.spawnWithStdin(scriptArgv(RECEIVE_SCRIPT, 'lvb-receive', [`${dest}/${tmp}`, `${dest}/final`, '0', '30', token, marker]), { okExitCodes: [1, 3] });
+			const remote = await ssh.spawnWithStdin(scriptArgv(RECEIVE_SCRIPT, 'lvb-receive', [`${dest}/${tmp}`, `${dest}/final`, '0', '30', token, marker]), { okExitCodes: [3, 4] });
 			remote.stdin.end(Buffer.concat([Buffer.from('evil'), trailer(token, 4)]));
 			const result = await remote.done;
 			expect(result.stdout).toContain(`${marker} refused tmp-exists`);
@@ -188,7 +202,7 @@ describe('createHostFileWriter', () => {
 		const marker = newMarker();
 		const remote = await ssh.spawnWithStdin(
 			scriptArgv(RECEIVE_SCRIPT, 'lvb-receive', [`${dest}/silent.partial`, `${dest}/silent`, '0', '5', randomBytes(16).toString('hex'), marker]),
-			{ okExitCodes: [1, 3] },
+			{ okExitCodes: [3, 4] },
 		);
 		remote.stdin.write(data(1024));
 		const result = await remote.done;
@@ -199,7 +213,7 @@ describe('createHostFileWriter', () => {
 	it('a cut stream (EOF without the trailer) is not committed', async () => {
 		const marker = newMarker();
 		const token = randomBytes(16).toString('hex');
-		const remote = await ssh.spawnWithStdin(scriptArgv(RECEIVE_SCRIPT, 'lvb-receive', [`${dest}/c.partial`, `${dest}/c`, '0', '30', token, marker]), { okExitCodes: [1, 3] });
+		const remote = await ssh.spawnWithStdin(scriptArgv(RECEIVE_SCRIPT, 'lvb-receive', [`${dest}/c.partial`, `${dest}/c`, '0', '30', token, marker]), { okExitCodes: [3, 4] });
 		// A trailer whose count does not match what came before it, as a cut inside a longer stream looks.
 		remote.stdin.end(Buffer.concat([data(4096), trailer(token, 4095)]));
 		const result = await remote.done;
