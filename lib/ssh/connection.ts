@@ -2,6 +2,7 @@
  * One SSH connection to one host, opened once per node run and reused for every item. The host key
  * is checked against the pinned keys during key exchange, before any authentication data is sent.
  */
+import type { Readable, Writable } from 'node:stream';
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { LibvirtBackupError, tail } from '../errors';
 import { commandLine, type SudoMode } from '../shell';
@@ -37,6 +38,17 @@ export interface RunOptions {
 export interface RemoteProcess {
 	done: Promise<RunResult>;
 	stop(): void;
+}
+
+/** A command whose stdin is the caller's data (see `spawnWithStdin`). */
+export interface RemoteWriter extends RemoteProcess {
+	/** The command's stdin, after the sudo password line when there is one. Honour write()'s backpressure. */
+	stdin: Writable;
+}
+
+/** A remote command whose stdout is read as a stream (see spawnReadable). */
+export interface RemoteReadable extends RemoteProcess {
+	stdout: Readable;
 }
 
 export interface RunResult {
@@ -160,9 +172,35 @@ export class SshConnection {
 	 * stdin carries the sudo password (sudo mode 'password') and then only heartbeat bytes.
 	 */
 	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
+		const { done, stop } = await this.start(argv, options, { streamStdout: false, dataOnStdin: false });
+		return { done, stop };
+	}
+
+	/**
+	 * Starts argv with its stdin free for data: no watchdog and no heartbeat, which both need stdin.
+	 * The command itself must end when its stdin reaches EOF or stays silent (the client is gone),
+	 * and must tell a complete input from a cut one (as lib/export/sink does with a trailer).
+	 */
+	async spawnWithStdin(argv: readonly string[], options: RunOptions = {}): Promise<RemoteWriter> {
+		const { done, stop, channel } = await this.start(argv, options, { streamStdout: false, dataOnStdin: true });
+		return { done, stop, stdin: channel };
+	}
+
+	/**
+	 * Starts argv on the host with its stdout handed over as a Readable that keeps SSH flow control:
+	 * while it is not read, the channel's window is not reopened and the remote command blocks on its
+	 * write, so a slow consumer never makes data pile up in memory. The Readable ends when the
+	 * command closes its stdout, also when it failed or was stopped: only `done` says it succeeded.
+	 */
+	async spawnReadable(argv: readonly string[], options: Omit<RunOptions, 'onStdout'> = {}): Promise<RemoteReadable> {
+		const { done, stop, channel } = await this.start(argv, options, { streamStdout: true, dataOnStdin: false });
+		return { done, stop, stdout: channel };
+	}
+
+	private async start(argv: readonly string[], options: RunOptions, { streamStdout, dataOnStdin }: { streamStdout: boolean; dataOnStdin: boolean }): Promise<RemoteProcess & { channel: ClientChannel }> {
 		if (this.lost) throw this.lost;
 		const label = options.label ?? argv[0];
-		const line = commandLine(argv, { sudo: this.target.sudo.mode });
+		const line = commandLine(argv, { sudo: this.target.sudo.mode, watchdog: !dataOnStdin });
 		this.execs += 1;
 		let exitCode: number | undefined;
 		let exitSignal: string | undefined;
@@ -179,7 +217,7 @@ export class SshConnection {
 			});
 		});
 		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
-		const heartbeat = setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
+		const heartbeat = dataOnStdin ? undefined : setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
 
 		let stop: () => void = () => undefined;
 		const done = new Promise<RunResult>((resolve, reject) => {
@@ -215,10 +253,12 @@ export class SshConnection {
 				);
 			}
 
-			channel.on('data', (chunk: Buffer) => {
-				if (options.onStdout) options.onStdout(chunk);
-				else stdout.push(chunk);
-			});
+			if (!streamStdout) {
+				channel.on('data', (chunk: Buffer) => {
+					if (options.onStdout) options.onStdout(chunk);
+					else stdout.push(chunk);
+				});
+			}
 			let stderrSeen = 0;
 			channel.stderr.on('data', (chunk: Buffer) => {
 				options.onStderr?.(chunk);
@@ -242,7 +282,7 @@ export class SshConnection {
 				finish(commandError(label, this.target, result));
 			});
 		});
-		return { done, stop: () => stop() };
+		return { done, stop: () => stop(), channel };
 	}
 
 	/** One SFTP session per connection, opened on first use. */

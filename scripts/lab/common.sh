@@ -5,6 +5,9 @@
 LAB="${LVB_LAB_DIR:-/var/lib/lvb-lab}"
 SSH_PORT="${LVB_LAB_SSH_PORT:-2222}"
 SSH_HOST=127.0.0.1
+# A second sshd (own host key, same users): the "other host" a replica is written to.
+REPLICA_SSH_PORT="${LVB_LAB_REPLICA_SSH_PORT:-2223}"
+REPLICA_SSH_HOST=127.0.0.2
 LAB_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RUN="$LAB/run"
 LOG="$LAB/log"
@@ -96,4 +99,8 @@ stop_libvirt() {
 
 stop_sshd() {
 	stop_pidfile sshd "$RUN/sshd.pid" /usr/sbin/sshd
+}
+
+stop_replica_sshd() {
+	stop_pidfile "replica sshd" "$RUN/sshd-replica.pid" /usr/sbin/sshd
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tear the integration lab down: destroy + undefine every lab domain (by the names recorded in
 # $LAB/state/domains.json and lab.json), detach loop devices, stop libvirtd, virtlogd and sshd by
-# their pid files. Keys, images and users are kept unless --purge. Idempotent.
+# their pid files (the replica sshd too). Keys, images and users are kept unless --purge. Idempotent.
 #
 #   bash scripts/lab/down.sh [--purge]
 set -euo pipefail
@@ -36,6 +36,7 @@ fi
 
 stop_libvirt
 stop_sshd
+stop_replica_sshd
 
 # Safety net: a qemu process of a lab domain that outlived libvirtd (should not happen).
 for pidfile in /run/libvirt/qemu/*.pid; do

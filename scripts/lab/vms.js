@@ -15,6 +15,8 @@ const { spawnSync } = require('child_process');
 const LAB = process.env.LVB_LAB_DIR || '/var/lib/lvb-lab';
 const PORT = Number(process.env.LVB_LAB_SSH_PORT || 2222);
 const HOST = '127.0.0.1';
+const REPLICA_PORT = Number(process.env.LVB_LAB_REPLICA_SSH_PORT || 2223);
+const REPLICA_HOST = process.env.LVB_LAB_REPLICA_SSH_HOST || '127.0.0.2';
 const SYSTEM_URI = 'qemu:///system';
 const MiB = 1024 * 1024;
 const IMAGES = path.join(LAB, 'images');
@@ -613,9 +615,9 @@ function keyUser(username, keyName, extra = {}) {
 	};
 }
 
-function hostKeyInfo(pubPath) {
+function hostKeyInfo(pubPath, host = HOST, port = PORT) {
 	const [type, b64] = fs.readFileSync(pubPath, 'utf8').trim().split(/\s+/);
-	const hostPart = PORT === 22 ? HOST : `[${HOST}]:${PORT}`;
+	const hostPart = port === 22 ? host : `[${host}]:${port}`;
 	const fp = run('ssh-keygen', ['-l', '-E', 'sha256', '-f', pubPath]).stdout.split(/\s+/)[1];
 	return { line: `${hostPart} ${type} ${b64}`, fingerprint: fp, publicKey: `${type} ${b64}` };
 }
@@ -651,6 +653,7 @@ function diskInfo(dk) {
 function writeLabJson(dom, fleet, hostile) {
 	const hk = hostKeyInfo(path.join(LAB, 'ssh', 'ssh_host_ed25519_key.pub'));
 	const wrong = hostKeyInfo(path.join(LAB, 'ssh', 'wrong_host_ed25519_key.pub'));
+	const replica = hostKeyInfo(path.join(LAB, 'ssh', 'replica_host_ed25519_key.pub'), REPLICA_HOST, REPLICA_PORT);
 	const secret = (f) => fs.readFileSync(path.join(LAB, 'secrets', f), 'utf8');
 	const lab = {
 		labDir: LAB,
@@ -661,6 +664,7 @@ function writeLabJson(dom, fleet, hostile) {
 		hostPublicKey: hk.publicKey,
 		wrongHostKeyLine: wrong.line,
 		wrongHostKeyFingerprint: wrong.fingerprint,
+		replicaHost: { host: REPLICA_HOST, port: REPLICA_PORT, hostKeyFingerprint: replica.fingerprint, knownHostsLine: replica.line },
 		users: {
 			root: keyUser('root', 'root', { libvirt: 'direct' }),
 			encrypted: keyUser('root', 'encrypted', { passphrase: secret('encrypted.passphrase'), libvirt: 'direct' }),

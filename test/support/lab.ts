@@ -121,6 +121,11 @@ export interface Lab {
 	/** Same host, a different valid key: for host-key mismatch tests. */
 	wrongHostKeyLine: string;
 	wrongHostKeyFingerprint: string;
+	/**
+	 * A second sshd (own address, port and host key; same users and files): the "other host" a
+	 * replica is written to. Absent in a lab.json written before it existed.
+	 */
+	replicaHost?: { host: string; port: number; hostKeyFingerprint: string; knownHostsLine: string };
 	users: LabUsers;
 	systemUri: string;
 	domainType: 'kvm' | 'qemu';

@@ -19,6 +19,16 @@ export function labTarget(user: LabUser = 'root', overrides: Partial<SshTarget> 
 	};
 }
 
+/**
+ * The lab's replica host (its second sshd) for a lab user, or the first sshd when lab.json has no
+ * replicaHost: either way a separate connection, as a replica on another host gets.
+ */
+export function replicaTarget(user: LabUser = 'root'): SshTarget {
+	const replica = loadLab().replicaHost;
+	if (!replica) return labTarget(user);
+	return labTarget(user, { host: replica.host, port: replica.port, hostKeys: { pins: parseHostKeyPins(replica.knownHostsLine) } });
+}
+
 /** The `libvirtSshApi` credential data for a lab user, as a person would fill it in n8n. */
 export function labCredentialData(overrides: Record<string, string | number | boolean> = {}): Record<string, string | number | boolean> {
 	const lab = loadLab();
