@@ -2,6 +2,7 @@
  * One SSH connection to one host, opened once per node run and reused for every item. The host key
  * is checked against the pinned keys during key exchange, before any authentication data is sent.
  */
+import type { Readable } from 'stream';
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { LibvirtBackupError, tail } from '../errors';
 import { commandLine, type SudoMode } from '../shell';
@@ -37,6 +38,11 @@ export interface RunOptions {
 export interface RemoteProcess {
 	done: Promise<RunResult>;
 	stop(): void;
+}
+
+/** A remote command whose stdout is read as a stream (see spawnReadable). */
+export interface RemoteReadable extends RemoteProcess {
+	stdout: Readable;
 }
 
 export interface RunResult {
@@ -160,6 +166,22 @@ export class SshConnection {
 	 * stdin carries the sudo password (sudo mode 'password') and then only heartbeat bytes.
 	 */
 	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
+		const { done, stop } = await this.start(argv, options, false);
+		return { done, stop };
+	}
+
+	/**
+	 * Starts argv on the host with its stdout handed over as a Readable that keeps SSH flow control:
+	 * while it is not read, the channel's window is not reopened and the remote command blocks on its
+	 * write, so a slow consumer never makes data pile up in memory. The Readable ends when the
+	 * command closes its stdout, also when it failed or was stopped: only `done` says it succeeded.
+	 */
+	async spawnReadable(argv: readonly string[], options: Omit<RunOptions, 'onStdout'> = {}): Promise<RemoteReadable> {
+		const { done, stop, channel } = await this.start(argv, options, true);
+		return { done, stop, stdout: channel };
+	}
+
+	private async start(argv: readonly string[], options: RunOptions, streamStdout: boolean): Promise<RemoteProcess & { channel: ClientChannel }> {
 		if (this.lost) throw this.lost;
 		const label = options.label ?? argv[0];
 		const line = commandLine(argv, { sudo: this.target.sudo.mode });
@@ -215,10 +237,12 @@ export class SshConnection {
 				);
 			}
 
-			channel.on('data', (chunk: Buffer) => {
-				if (options.onStdout) options.onStdout(chunk);
-				else stdout.push(chunk);
-			});
+			if (!streamStdout) {
+				channel.on('data', (chunk: Buffer) => {
+					if (options.onStdout) options.onStdout(chunk);
+					else stdout.push(chunk);
+				});
+			}
 			let stderrSeen = 0;
 			channel.stderr.on('data', (chunk: Buffer) => {
 				options.onStderr?.(chunk);
@@ -242,7 +266,7 @@ export class SshConnection {
 				finish(commandError(label, this.target, result));
 			});
 		});
-		return { done, stop: () => stop() };
+		return { done, stop: () => stop(), channel };
 	}
 
 	/** One SFTP session per connection, opened on first use. */
