@@ -2,7 +2,7 @@
  * One SSH connection to one host, opened once per node run and reused for every item. The host key
  * is checked against the pinned keys during key exchange, before any authentication data is sent.
  */
-import type { Readable } from 'stream';
+import type { Readable, Writable } from 'node:stream';
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { LibvirtBackupError, tail } from '../errors';
 import { commandLine, type SudoMode } from '../shell';
@@ -43,6 +43,12 @@ export interface RemoteProcess {
 /** A remote command whose stdout is read as a stream (see spawnReadable). */
 export interface RemoteReadable extends RemoteProcess {
 	stdout: Readable;
+}
+
+/** A command whose stdin is the caller's data (see `spawnWithStdin`). */
+export interface RemoteWriter extends RemoteProcess {
+	/** The command's stdin, after the sudo password line when there is one. Honour write()'s backpressure. */
+	stdin: Writable;
 }
 
 export interface RunResult {
@@ -166,8 +172,18 @@ export class SshConnection {
 	 * stdin carries the sudo password (sudo mode 'password') and then only heartbeat bytes.
 	 */
 	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
-		const { done, stop } = await this.start(argv, options, false);
+		const { done, stop } = await this.launch(argv, options, false);
 		return { done, stop };
+	}
+
+	/**
+	 * Starts argv with its stdin free for data: no watchdog and no heartbeat, which both need stdin.
+	 * The command itself must end when its stdin reaches EOF or stays silent (the client is gone),
+	 * and must tell a complete input from a cut one (e.g. by framing it, as lib/export/sink does).
+	 */
+	async spawnWithStdin(argv: readonly string[], options: RunOptions = {}): Promise<RemoteWriter> {
+		const { done, stop, channel } = await this.launch(argv, options, true);
+		return { done, stop, stdin: channel };
 	}
 
 	/**
@@ -177,14 +193,14 @@ export class SshConnection {
 	 * command closes its stdout, also when it failed or was stopped: only `done` says it succeeded.
 	 */
 	async spawnReadable(argv: readonly string[], options: Omit<RunOptions, 'onStdout'> = {}): Promise<RemoteReadable> {
-		const { done, stop, channel } = await this.start(argv, options, true);
+		const { done, stop, channel } = await this.launch(argv, options, false, true);
 		return { done, stop, stdout: channel };
 	}
 
-	private async start(argv: readonly string[], options: RunOptions, streamStdout: boolean): Promise<RemoteProcess & { channel: ClientChannel }> {
+	private async launch(argv: readonly string[], options: RunOptions, dataOnStdin: boolean, streamStdout = false): Promise<RemoteProcess & { channel: ClientChannel }> {
 		if (this.lost) throw this.lost;
 		const label = options.label ?? argv[0];
-		const line = commandLine(argv, { sudo: this.target.sudo.mode });
+		const line = commandLine(argv, { sudo: this.target.sudo.mode, watchdog: !dataOnStdin });
 		this.execs += 1;
 		let exitCode: number | undefined;
 		let exitSignal: string | undefined;
@@ -201,7 +217,7 @@ export class SshConnection {
 			});
 		});
 		if (this.target.sudo.mode === 'password') channel.write(`${this.target.sudo.password ?? ''}\n`);
-		const heartbeat = setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
+		const heartbeat = dataOnStdin ? undefined : setInterval(() => channel.write('\n'), HEARTBEAT_INTERVAL_MS);
 
 		let stop: () => void = () => undefined;
 		const done = new Promise<RunResult>((resolve, reject) => {
