@@ -118,8 +118,8 @@ describe('node in the n8n engine', () => {
 		};
 	}
 
-	/** Manual Trigger -> one item per path (a Code-less stand-in: the paths are the node's parameter) -> Export Archive. */
-	function workflow(paths: string[], parameters: Record<string, unknown>, continueOnFail = false): WorkflowJson {
+	/** Manual Trigger (one item) -> Export Archive of that backup path. */
+	function workflow(path: string, parameters: Record<string, unknown>, continueOnFail = false): WorkflowJson {
 		const nodes: INode[] = [
 			{ id: 't', name: TRIGGER, type: 'n8n-nodes-base.manualTrigger', typeVersion: 1, position: [0, 0], parameters: {} },
 			{
@@ -128,7 +128,7 @@ describe('node in the n8n engine', () => {
 				type: `${PACKAGE}.libvirtExportArchive`,
 				typeVersion: 1,
 				position: [200, 0],
-				parameters: { backupPath: paths.length === 1 ? paths[0] : `={{ ${JSON.stringify(paths)}[$itemIndex] ?? ${JSON.stringify(paths[0])} }}`, ...parameters } as INode['parameters'],
+				parameters: { backupPath: path, ...parameters } as INode['parameters'],
 				credentials: { libvirtSshApi: { id: 'src', name: 'lab' }, libvirtSshTargetApi: { id: 'dst', name: 'other' } },
 				...(continueOnFail ? { onError: 'continueRegularOutput' as const } : {}),
 			},
@@ -152,7 +152,7 @@ describe('node in the n8n engine', () => {
 	}
 
 	test('binary data: a tar.gz named backups-export-<time>.tar.gz whose images hash to the manifest', async () => {
-		const result = await n8n.run(workflow([made[0].path], {}), { credentials: credentials() });
+		const result = await n8n.run(workflow(made[0].path, {}), { credentials: credentials() });
 		expect(result.error).toBeUndefined();
 		const item = result.run.data.resultData.runData.Export[0].data!.main[0]![0];
 		const binary = item.binary!.data;
@@ -169,19 +169,18 @@ describe('node in the n8n engine', () => {
 	test('binary data in database mode: an archive over the limit fails before anything is read', async () => {
 		process.env.N8N_DEFAULT_BINARY_DATA_MODE = 'database';
 		process.env.N8N_BINARY_DATA_DATABASE_MAX_FILE_SIZE = '0.1';
-		const result = await n8n.run(workflow([made[0].path], { compression: 'none' }), { credentials: credentials() });
+		const result = await n8n.run(workflow(made[0].path, { compression: 'none' }), { credentials: credentials() });
 		expect(result.error?.message).toMatch(/The archive would be .* more than n8n can store: .*"database".* at most 0\.1 MiB per file/);
 	});
 
 	test('a file on another host through its own credential; a missing backup is an error item with continueOnFail', async () => {
 		const missing = `${dest}/web01/20261129T000000Z`;
 		const result = await n8n.run(
-			workflow([made[2].path, missing], { target: 'remoteFile', folder: out, fileName: 'other-host', compression: 'gzip', archivePer: 'item' }, true),
+			workflow(made[2].path, { target: 'remoteFile', folder: out, fileName: 'other-host', compression: 'gzip' }),
 			{ credentials: credentials() },
 		);
 		expect(result.error).toBeUndefined();
 		const items = result.output('Export');
-		// The manual trigger gives one item: feed two by running the node once per path instead.
 		expect(items[0]).toMatchObject({ target: 'remoteFile', path: `${out}/other-host.tar.gz`, files: 3 });
 		expect(onHost(`tar -tzf ${shq(`${out}/other-host.tar.gz`)}`).trim().split('\n')).toEqual([
 			'db%20%2201%22/20261121T020000Z/vda.qcow2',
@@ -189,7 +188,7 @@ describe('node in the n8n engine', () => {
 			'db%20%2201%22/20261121T020000Z/manifest.json',
 		]);
 
-		const failed = await n8n.run(workflow([missing], { target: 'hostFile', folder: out }, true), { credentials: credentials() });
+		const failed = await n8n.run(workflow(missing, { target: 'hostFile', folder: out }, true), { credentials: credentials() });
 		expect(failed.output('Export')).toEqual([expect.objectContaining({ error: expect.stringMatching(/cannot be exported: no such backup on the host/) }) as IDataObject]);
 		expect(tree(out).filter((entry) => entry.startsWith('./backups-export-'))).toEqual([]);
 	});
