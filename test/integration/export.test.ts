@@ -166,6 +166,13 @@ describe('node in the n8n engine', () => {
 		expect([...hashes.keys()].map((name) => name.split('/').pop())).toEqual(['vda.qcow2', 'vdb.qcow2', 'domain.xml', 'manifest.json']);
 	});
 
+	test('binary data: an image changed after the backup fails the node, and no item refers to a partial archive', async () => {
+		// made[3] was changed in place by the engine test above (same size, one byte).
+		const result = await n8n.run(workflow(made[3].path, {}), { credentials: credentials() });
+		expect(result.error?.message).toMatch(/vda\.qcow2 has sha256 [0-9a-f]{64}, the manifest says/);
+		expect(result.output('Export')).toEqual([]);
+	});
+
 	test('binary data in database mode: an archive over the limit fails before anything is read', async () => {
 		process.env.N8N_DEFAULT_BINARY_DATA_MODE = 'database';
 		process.env.N8N_BINARY_DATA_DATABASE_MAX_FILE_SIZE = '0.1';
