@@ -116,6 +116,7 @@ async function main(): Promise<void> {
 		const madeSeconds = (Date.now() - made) / 1000;
 		const folders = paths.map((path) => path.slice(dest.length + 1));
 		const ssh = await SshConnection.connect(labTarget());
+		const before = memory('self');
 		const hasZstd = 'createZstdCompress' in zlib;
 		const cases: { name: string; compression: Compression; filter: string }[] = [
 			{ name: 'tar', compression: { kind: 'none' }, filter: 'cat' },
@@ -166,7 +167,7 @@ async function main(): Promise<void> {
 			'| --- | --- | --- | ---: | ---: |',
 			...rows,
 			'',
-			`Peak RSS of this bench process (ours ran in it): VmHWM ${self.hwm} (VmRSS now ${self.rss}).`,
+			`Peak RSS of this bench process (ours ran in it): VmHWM ${before.hwm} before the first export, ${self.hwm} after all (VmRSS now ${self.rss}).`,
 			...(pid ? [`Process ${pid}: VmHWM ${memory(pid).hwm}, VmRSS ${memory(pid).rss}.`] : []),
 		];
 		console.log(lines.join('\n'));
