@@ -1,6 +1,6 @@
 /**
  * Export Archive benchmark, run by hand as root on the lab machine:
- *   npm run lab:up && npx tsx bench/export.ts [--small] [--runs 3] [--pid <n8n pid>]
+ *   npm run lab:up && npx tsx bench/export.ts [--small | --image-mib N] [--runs 3] [--pid <n8n pid>]
  * Makes a backup set on the lab host (2 x 1 GiB images, or 2 x 64 MiB with --small; half random,
  * half real program bytes so compression has something to do), then measures in the same run:
  * - ours, lib level: resolveBackups + openArchive (one exec per file, sha256 checked in Node, tar-stream,
@@ -27,7 +27,7 @@ const args = process.argv.slice(2);
 const small = args.includes('--small');
 const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : small ? 1 : 3;
 const pid = args.includes('--pid') ? Number(args[args.indexOf('--pid') + 1]) : undefined;
-const IMAGE_MIB = small ? 64 : 1024;
+const IMAGE_MIB = args.includes('--image-mib') ? Number(args[args.indexOf('--image-mib') + 1]) : small ? 64 : 1024;
 const IMAGES = 2;
 
 function memory(of: number | 'self'): { hwm: string; rss: string } {
