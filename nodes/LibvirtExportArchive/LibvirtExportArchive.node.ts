@@ -194,7 +194,9 @@ export class LibvirtExportArchive implements INodeType {
 					try {
 						for (const group of groups) {
 							try {
-								output.push({ ...(await exportGroup(this, ssh, remote, group, group.map((index) => resolved.get(index)!), signal)), pairedItem: group.map((item) => ({ item })) });
+								// The same backup from two items goes into the archive once.
+								const backups = [...new Map(group.map((index) => [resolved.get(index)!.backup.path, resolved.get(index)!])).values()];
+								output.push({ ...(await exportGroup(this, ssh, remote, group, backups, signal)), pairedItem: group.map((item) => ({ item })) });
 								group.forEach((index) => done.add(index));
 							} catch (error) {
 								fail(error, group);
@@ -262,6 +264,13 @@ async function exportGroup(
 			'INVALID_INPUT',
 			`The archive would be ${formatBytes(tarBytes)}, more than n8n can store: ${limit.reason}. Export to a file on a host instead, choose compression, or switch n8n to binary data mode "filesystem".`,
 		);
+	}
+	if (limit.buffered) {
+		context.addExecutionHints({
+			message: `${limit.reason}: n8n holds the whole archive in its memory while storing it. For large exports write a file on a host instead.`,
+			type: 'info',
+			location: 'outputPane',
+		});
 	}
 	const archive = await openArchive(ssh, backups, compression, signal);
 	let stream: Readable = archive.stream;
