@@ -1,0 +1,89 @@
+/**
+ * Export Archive's engine: backups read from a host as streams, packed into one tar (optionally
+ * compressed), delivered as a stream (n8n binary data) or written to a file on a host (this one or
+ * another) under a temp name renamed when complete. Nothing here knows n8n.
+ */
+import { pipeline } from 'stream/promises';
+import { Transform, type Readable } from 'stream';
+import { LibvirtBackupError } from '../errors';
+import type { SshConnection } from '../ssh';
+import { ARCHIVE_FORMATS, packArchive, type Compression, type PackedArchive } from './archive';
+import { createHostFileWriter } from './sink';
+import { openHostFile, type ExportableBackup } from './source';
+
+export { ARCHIVE_FORMATS, compressor, entryName, packArchive, tarSize } from './archive';
+export type { Compression, FileOpener, PackedArchive } from './archive';
+export { DOMAIN_XML_FILE, openHostFile, resolveBackups } from './source';
+export type { ExportFile, ExportableBackup } from './source';
+export { createHostFileWriter } from './sink';
+export type { HostFileWriter, HostFileWriterOptions } from './sink';
+
+export interface ArchiveSummary {
+	/** Bytes of the archive as delivered (compressed when asked). */
+	bytes: number;
+	sha256: string;
+	/** Bytes of the uncompressed tar. */
+	tarBytes: number;
+	files: number;
+	backups: { vm: string; id: string; path: string }[];
+}
+
+/** The archive of these backups, read from `ssh` one file at a time, each checked against the manifest as it streams. */
+export async function openArchive(ssh: SshConnection, backups: readonly ExportableBackup[], compression: Compression, signal?: AbortSignal): Promise<PackedArchive> {
+	return await packArchive(backups, (item, file) => openHostFile(ssh, `${item.backup.path}/${file.name}`, file, signal), compression, signal);
+}
+
+export function summarize(archive: PackedArchive, backups: readonly ExportableBackup[]): ArchiveSummary {
+	return {
+		...archive.digest(),
+		tarBytes: archive.tarBytes,
+		files: backups.reduce((total, item) => total + item.files.length, 0),
+		backups: backups.map((item) => ({ vm: item.backup.manifest.vm.name, id: item.backup.id, path: item.backup.path })),
+	};
+}
+
+/** A pass-through that fails once more than `max` bytes went through it (for a store with a size cap). */
+export function capBytes(max: number, tooLarge: () => Error): Transform {
+	let seen = 0;
+	return new Transform({
+		transform(chunk: Buffer, _encoding, callback) {
+			seen += chunk.length;
+			callback(seen > max ? tooLarge() : null, chunk);
+		},
+	});
+}
+
+/**
+ * Writes the archive to `finalPath` on the host of `target` (the source host or another one): under
+ * a temp name, renamed only when every byte arrived and was flushed; on any failure the temp file is
+ * removed and nothing is left at the final name.
+ */
+export async function writeArchiveToHost(
+	source: SshConnection,
+	target: SshConnection,
+	backups: readonly ExportableBackup[],
+	finalPath: string,
+	compression: Compression,
+	options: { signal?: AbortSignal; overwrite?: boolean } = {},
+): Promise<ArchiveSummary> {
+	const expected = ARCHIVE_FORMATS[compression.kind].extension;
+	if (!finalPath.endsWith(expected)) throw new LibvirtBackupError('INVALID_INPUT', `${finalPath}: a ${compression.kind === 'none' ? 'tar' : compression.kind} archive's name must end in ${expected}`);
+	const archive = await openArchive(source, backups, compression, options.signal);
+	let writer;
+	try {
+		writer = await createHostFileWriter(target, finalPath, { signal: options.signal, overwrite: options.overwrite });
+	} catch (error) {
+		archive.stream.destroy();
+		throw error;
+	}
+	try {
+		await pipeline(archive.stream as Readable, writer.stream);
+		// commit() checks that the host holds exactly the bytes sent.
+		await writer.commit();
+		return summarize(archive, backups);
+	} catch (error) {
+		archive.stream.destroy();
+		await writer.abort();
+		throw error;
+	}
+}

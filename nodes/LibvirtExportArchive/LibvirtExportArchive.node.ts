@@ -1,0 +1,312 @@
+import {
+	NodeConnectionTypes,
+	NodeOperationError,
+	type ICredentialTestFunctions,
+	type ICredentialsDecrypted,
+	type IDataObject,
+	type IExecuteFunctions,
+	type INodeCredentialTestResult,
+	type INodeExecutionData,
+	type INodeType,
+	type INodeTypeDescription,
+} from 'n8n-workflow';
+import type { Readable } from 'stream';
+import {
+	ARCHIVE_FORMATS,
+	capBytes,
+	openArchive,
+	resolveBackups,
+	summarize,
+	tarSize,
+	writeArchiveToHost,
+	type ArchiveSummary,
+	type Compression,
+	type ExportableBackup,
+} from '../../lib/export';
+import { formatBytes } from '../../lib/backup/hostFiles';
+import { LibvirtBackupError } from '../../lib/errors';
+import { SshConnection, withSsh } from '../../lib/ssh';
+import { libvirtSshConnectionTest } from '../shared/connectionTest';
+import { toNodeError } from '../shared/errors';
+import { hostKeyWarning } from '../shared/executeRouted';
+import { hostFromCredentials } from '../shared/target';
+import { binaryDataLimit } from './binaryDataLimit';
+
+type Target = 'binary' | 'hostFile' | 'remoteFile';
+// TODO(lead, at merge): a 'replica' target whose engine is replicateBackups(source, target, items, { dest, signal })
+// from lib/export/replica.ts (helper "replica"), on the libvirtSshTargetApi connection like 'remoteFile'.
+
+const LIMITS_NOTICE =
+	'n8n binary data: in "filesystem" mode (n8n\'s default) the archive streams to disk and only free space limits it. In "database" mode (what queue mode uses) n8n holds the whole file in memory and takes at most N8N_BINARY_DATA_DATABASE_MAX_FILE_SIZE MiB (default 512, at most 1024); in "default" (memory) mode at most about 384 MiB. For big exports write a file on a host instead.';
+
+export class LibvirtExportArchive implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Export Archive',
+		name: 'libvirtExportArchive',
+		icon: { light: 'file:../icons/libvirt.svg', dark: 'file:../icons/libvirt.dark.svg' },
+		group: ['transform'],
+		version: 1,
+		subtitle: '={{$parameter["target"] + " · " + $parameter["compression"]}}',
+		description:
+			'Pack backups (images, domain.xml, manifest, verification record) into one tar, tar.gz or tar.zst, streamed from the host without holding it in memory: as n8n binary data, or as a file on this host or another one over SSH. Every image is checked against its manifest sha256 as it streams; a backup that is missing, unfinished or invalid is refused.',
+		defaults: { name: 'Export Archive' },
+		usableAsTool: true,
+		inputs: [NodeConnectionTypes.Main],
+		outputs: [NodeConnectionTypes.Main],
+		credentials: [
+			{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' },
+			{ name: 'libvirtSshTargetApi', required: true, testedBy: 'libvirtSshTargetConnectionTest', displayOptions: { show: { target: ['remoteFile'] } } },
+		],
+		properties: [
+			{
+				displayName: 'Backup Path',
+				name: 'backupPath',
+				type: 'string',
+				required: true,
+				default: '={{ $json.path }}',
+				placeholder: '/var/backups/libvirt/web01/20261128T144300Z',
+				description: 'Folder of the backup on the host: the path field of a Backup VM Disk or List Backups item, or a path typed here',
+			},
+			{
+				displayName: 'Archives',
+				name: 'archivePer',
+				type: 'options',
+				options: [
+					{ name: 'One for All Input Items', value: 'all', description: 'One archive holding every input backup' },
+					{ name: 'One per Input Item', value: 'item', description: 'One archive for each input backup' },
+				],
+				default: 'all',
+			},
+			{
+				displayName: 'Destination',
+				name: 'target',
+				type: 'options',
+				options: [
+					{ name: 'N8n Binary Data', value: 'binary', description: 'As a file on the output item, e.g. for Respond to Webhook' },
+					{ name: 'File on This Host', value: 'hostFile', description: 'A file on the libvirt host, e.g. on an off-site mount' },
+					{ name: 'File on Another Host (SSH)', value: 'remoteFile', description: 'A file on another host, through its own SSH credential' },
+				],
+				default: 'binary',
+			},
+			{
+				displayName: LIMITS_NOTICE,
+				name: 'binaryLimitsNotice',
+				type: 'notice',
+				default: '',
+				displayOptions: { show: { target: ['binary'] } },
+			},
+			{
+				displayName: 'Compression',
+				name: 'compression',
+				type: 'options',
+				options: [
+					{ name: 'None (.Tar)', value: 'none' },
+					{ name: 'Gzip (.Tar.gz)', value: 'gzip' },
+					{ name: 'Zstandard (.Tar.zst)', value: 'zstd', description: 'Needs n8n on Node.js 22.15+ (n8n 2.x runs on Node.js 22 or 24)' },
+				],
+				default: 'gzip',
+				description: 'qcow2 images of a used disk compress little; zstd is several times faster than gzip at a similar ratio',
+			},
+			{
+				displayName: 'Compression Level',
+				name: 'compressionLevel',
+				type: 'number',
+				typeOptions: { minValue: 1, maxValue: 19 },
+				default: 1,
+				description: 'Gzip 1 to 9, zstd 1 to 19. Higher levels save little on disk images and cost much more time.',
+				displayOptions: { hide: { compression: ['none'] } },
+			},
+			{
+				displayName: 'File Name',
+				name: 'fileName',
+				type: 'string',
+				default: '',
+				placeholder: 'backups-export-2026-11-28T14-43-00.tar.gz',
+				description: 'Name of the archive; empty for backups-export-<UTC time>. The extension follows the compression and is added when missing.',
+			},
+			{
+				displayName: 'Folder on Host',
+				name: 'folder',
+				type: 'string',
+				required: true,
+				default: '',
+				placeholder: '/mnt/offsite/libvirt-exports',
+				description: 'Existing folder the archive is written to (under a temporary name, renamed when complete)',
+				displayOptions: { show: { target: ['hostFile', 'remoteFile'] } },
+			},
+			{
+				displayName: 'Overwrite',
+				name: 'overwrite',
+				type: 'boolean',
+				default: false,
+				description: 'Whether to replace an existing file of the same name (never a link or a folder). Off: an existing file fails the export.',
+				displayOptions: { show: { target: ['hostFile', 'remoteFile'] } },
+			},
+			{
+				displayName: 'Put Output File in Field',
+				name: 'binaryPropertyName',
+				type: 'string',
+				default: 'data',
+				description: 'Name of the binary field of the output item',
+				displayOptions: { show: { target: ['binary'] } },
+			},
+		],
+	};
+
+	methods = { credentialTest: { libvirtSshConnectionTest, libvirtSshTargetConnectionTest } };
+
+	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+		const items = this.getInputData();
+		const signal = this.getExecutionCancelSignal();
+		const output: INodeExecutionData[] = [];
+		const done = new Set<number>();
+		const fail = (error: unknown, itemIndexes: number[]) => {
+			const nodeError = toNodeError(this.getNode(), error, itemIndexes[0]);
+			if (!this.continueOnFail()) throw nodeError;
+			for (const itemIndex of itemIndexes) {
+				output.push({ json: { ...items[itemIndex].json, error: nodeError.message }, pairedItem: { item: itemIndex } });
+				done.add(itemIndex);
+			}
+		};
+
+		const target = this.getNodeParameter('target', 0) as Target;
+		try {
+			const host = hostFromCredentials(await this.getCredentials('libvirtSshApi'));
+			const other = target === 'remoteFile' ? hostFromCredentials(await this.getCredentials('libvirtSshTargetApi')) : undefined;
+			await withSsh(
+				host.target,
+				async (ssh) => {
+					const warnings = [hostKeyWarning(host.target, ssh.hostKeyFingerprint)];
+					const resolved = new Map<number, ExportableBackup>();
+					for (let itemIndex = 0; itemIndex < items.length; itemIndex++) {
+						try {
+							const path = String(this.getNodeParameter('backupPath', itemIndex, '')).trim();
+							if (!path) throw new NodeOperationError(this.getNode(), 'No backup path: connect a List Backups or Backup VM Disk node, or enter the backup folder', { itemIndex });
+							resolved.set(itemIndex, (await resolveBackups(ssh, [path], signal))[0]);
+						} catch (error) {
+							fail(error, [itemIndex]);
+						}
+					}
+					const indexes = [...resolved.keys()];
+					const groups = this.getNodeParameter('archivePer', 0) === 'item' ? indexes.map((index) => [index]) : indexes.length ? [indexes] : [];
+					const remote = other ? await SshConnection.connect(other.target, signal) : undefined;
+					if (other && remote) warnings.push(hostKeyWarning(other.target, remote.hostKeyFingerprint));
+					try {
+						for (const group of groups) {
+							try {
+								// The same backup from two items goes into the archive once.
+								const backups = [...new Map(group.map((index) => [resolved.get(index)!.backup.path, resolved.get(index)!])).values()];
+								output.push({ ...(await exportGroup(this, ssh, remote, group, backups, signal)), pairedItem: group.map((item) => ({ item })) });
+								group.forEach((index) => done.add(index));
+							} catch (error) {
+								fail(error, group);
+							}
+						}
+					} finally {
+						remote?.close();
+					}
+					for (const warning of warnings) if (warning) this.addExecutionHints({ message: warning, type: 'warning', location: 'outputPane' });
+				},
+				signal,
+			);
+		} catch (error) {
+			const left = items.map((_item, index) => index).filter((index) => !done.has(index));
+			if (left.length === 0 || error instanceof NodeOperationError) throw toNodeError(this.getNode(), error, left[0] ?? 0);
+			fail(error, left);
+		}
+		return [output];
+	}
+}
+
+/** One archive of `backups` (from the items `group`) to the chosen destination; its output item. */
+async function exportGroup(
+	context: IExecuteFunctions,
+	ssh: SshConnection,
+	remote: SshConnection | undefined,
+	group: number[],
+	backups: ExportableBackup[],
+	signal: AbortSignal | undefined,
+): Promise<INodeExecutionData> {
+	const itemIndex = group[0];
+	const target = context.getNodeParameter('target', itemIndex) as Target;
+	const kind = context.getNodeParameter('compression', itemIndex) as Compression['kind'];
+	const compression: Compression = kind === 'none' ? { kind } : { kind, level: Number(context.getNodeParameter('compressionLevel', itemIndex, 1)) };
+	const format = ARCHIVE_FORMATS[kind];
+	const fileName = archiveName(String(context.getNodeParameter('fileName', itemIndex, '')), format.extension, new Date());
+	const started = Date.now();
+	const json = (summary: ArchiveSummary, where: IDataObject): IDataObject => ({
+		fileName,
+		target,
+		...where,
+		compression: compression.kind === 'none' ? 'none' : `${compression.kind} -${compression.level}`,
+		bytes: summary.bytes,
+		size: formatBytes(summary.bytes),
+		sha256: summary.sha256,
+		tarBytes: summary.tarBytes,
+		files: summary.files,
+		backups: summary.backups,
+		durationMs: Date.now() - started,
+	});
+
+	if (target !== 'binary') {
+		const folder = String(context.getNodeParameter('folder', itemIndex, '')).trim().replace(/\/+$/, '');
+		if (!folder.startsWith('/')) throw new LibvirtBackupError('INVALID_INPUT', `Folder on Host must be an absolute path, got "${folder}"`);
+		const path = `${folder}/${fileName}`;
+		const summary = await writeArchiveToHost(ssh, remote ?? ssh, backups, path, compression, { signal, overwrite: context.getNodeParameter('overwrite', itemIndex, false) === true });
+		const where = remote ? { host: remote.target.host, path } : { path };
+		return { json: json(summary, where) };
+	}
+
+	const limit = binaryDataLimit(process.env);
+	const tarBytes = await tarSize(backups);
+	if (limit.maxBytes !== undefined && compression.kind === 'none' && tarBytes > limit.maxBytes) {
+		throw new LibvirtBackupError(
+			'INVALID_INPUT',
+			`The archive would be ${formatBytes(tarBytes)}, more than n8n can store: ${limit.reason}. Export to a file on a host instead, choose compression, or switch n8n to binary data mode "filesystem".`,
+		);
+	}
+	if (limit.buffered) {
+		context.addExecutionHints({
+			message: `${limit.reason}: n8n holds the whole archive in its memory while storing it. For large exports write a file on a host instead.`,
+			type: 'info',
+			location: 'outputPane',
+		});
+	}
+	const archive = await openArchive(ssh, backups, compression, signal);
+	let stream: Readable = archive.stream;
+	if (limit.maxBytes !== undefined) {
+		const max = limit.maxBytes;
+		// A compressed size is known only at the end: the export stops as soon as it passes the limit.
+		stream = archive.stream.pipe(
+			capBytes(max, () => new LibvirtBackupError('INVALID_INPUT', `The compressed archive grew past ${formatBytes(max)}, more than n8n can store: ${limit.reason}. Export to a file on a host instead.`)),
+		);
+		archive.stream.on('error', (error) => stream.destroy(error));
+		stream.on('close', () => archive.stream.destroy());
+	}
+	const binaryPropertyName = String(context.getNodeParameter('binaryPropertyName', itemIndex, 'data')) || 'data';
+	const binary = await context.helpers.prepareBinaryData(stream, fileName, format.mimeType);
+	const summary = summarize(archive, backups);
+	return { json: json(summary, { binaryDataMode: limit.mode }), binary: { [binaryPropertyName]: binary } };
+}
+
+/** The archive's name: as given (extension added when missing) or backups-export-<UTC time>. */
+export function archiveName(given: string, extension: string, now: Date): string {
+	const name = given.trim() || `backups-export-${now.toISOString().slice(0, 19).replace(/:/g, '-')}`;
+	if (name.includes('/') || name === '.' || name === '..' || /[\0\n\r]/.test(name)) throw new LibvirtBackupError('INVALID_INPUT', `File Name must be a plain file name, got "${given}"`);
+	return name.endsWith(extension) ? name : `${name}${extension}`;
+}
+
+/** The export target credential's test: connect with its pinned host key and run one command. */
+export async function libvirtSshTargetConnectionTest(this: ICredentialTestFunctions, credential: ICredentialsDecrypted): Promise<INodeCredentialTestResult> {
+	try {
+		const { target } = hostFromCredentials(credential.data ?? {});
+		const presented = await withSsh(target, async (ssh) => {
+			await ssh.run(['true'], { label: 'a test command', timeoutMs: 30_000 });
+			return ssh.hostKeyFingerprint;
+		});
+		const warning = hostKeyWarning(target, presented);
+		return { status: 'OK', message: `Connected to ${target.username}@${target.host}:${target.port}${warning ? `. WARNING: ${warning}` : ''}` };
+	} catch (error) {
+		return { status: 'Error', message: (error as Error).message };
+	}
+}

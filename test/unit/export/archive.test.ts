@@ -1,0 +1,120 @@
+/** Packing backups into a tar (optionally compressed) from local streams, and listing it back. */
+import { createHash } from 'crypto';
+import { Readable } from 'stream';
+import * as zlib from 'zlib';
+import { extract as tarExtract } from 'tar-stream';
+import { compressor, packArchive, tarSize, type Compression } from '../../../lib/export/archive';
+import type { ExportableBackup } from '../../../lib/export/source';
+import type { CatalogBackup } from '../../../lib/catalog';
+
+function backup(vmDir: string, id: string, files: Record<string, Buffer>): { item: ExportableBackup; contents: Map<string, Buffer> } {
+	const contents = new Map<string, Buffer>();
+	for (const [name, data] of Object.entries(files)) contents.set(`${vmDir}/${id}/${name}`, data);
+	const item = {
+		backup: { vmDir, id, dest: '/b', vm: vmDir, path: `/b/${vmDir}/${id}`, manifest: { finishedAt: '2026-11-20T01:01:00.000Z' } } as unknown as CatalogBackup,
+		files: Object.entries(files).map(([name, data]) => ({ name, bytes: data.length })),
+	};
+	return { item, contents };
+}
+
+function fromBuffer(data: Buffer): Readable {
+	// Several chunks, as a network stream delivers them.
+	const chunks: Buffer[] = [];
+	for (let at = 0; at < data.length; at += 7000) chunks.push(data.subarray(at, at + 7000));
+	return Readable.from(chunks);
+}
+
+async function collect(stream: Readable): Promise<Buffer> {
+	const chunks: Buffer[] = [];
+	for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+	return Buffer.concat(chunks);
+}
+
+async function untar(archive: Buffer): Promise<Map<string, Buffer>> {
+	const found = new Map<string, Buffer>();
+	const extract = tarExtract();
+	const done = (async () => {
+		for await (const entry of extract) {
+			found.set(entry.header.name, await collect(entry as unknown as Readable));
+		}
+	})();
+	extract.end(archive);
+	await done;
+	return found;
+}
+
+function zstdCases(): [string, Compression, (data: Buffer) => Buffer][] {
+	const decompress = (zlib as unknown as { zstdDecompressSync?: (data: Buffer) => Buffer }).zstdDecompressSync;
+	return decompress ? [['tar.zst', { kind: 'zstd', level: 1 }, (data) => decompress(data)]] : [];
+}
+
+const LONG_VM = `vm-${'x'.repeat(200)}`;
+const a = backup('web01', '20261120T010000Z', { 'vda.qcow2': Buffer.alloc(100_000, 0x11), 'domain.xml': Buffer.from('<domain/>\n'), 'manifest.json': Buffer.from('{}\n') });
+const b = backup(LONG_VM, '20261121T010000Z', { 'vda.qcow2': Buffer.alloc(512, 0x22), 'empty': Buffer.alloc(0), 'manifest.json': Buffer.from('{"x":1}\n') });
+const all = new Map([...a.contents, ...b.contents]);
+const opener = async (item: ExportableBackup, file: { name: string }) => fromBuffer(all.get(`${item.backup.vmDir}/${item.backup.id}/${file.name}`)!);
+
+describe('packArchive', () => {
+	test.each<[string, Compression, (data: Buffer) => Buffer]>([
+		['tar', { kind: 'none' }, (data) => data],
+		['tar.gz', { kind: 'gzip', level: 1 }, (data) => zlib.gunzipSync(data)],
+		// Node >= 22.15 only (n8n 2.x runs there; jest here may run on Node 20).
+		...zstdCases(),
+	])('%s: every file under <vm dir>/<id>/, in order, byte for byte; exact tar size; sha256 of what was delivered', async (_name, compression, decompress) => {
+		const archive = await packArchive([a.item, b.item], opener, compression);
+		const data = await collect(archive.stream);
+		const tar = decompress(data);
+
+		expect(archive.tarBytes).toBe(tar.length);
+		expect(archive.digest()).toEqual({ bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+		const entries = await untar(tar);
+		expect([...entries.keys()]).toEqual([...all.keys()]);
+		for (const [name, content] of all) expect(entries.get(name)!.equals(content)).toBe(true);
+	});
+
+	test('tarSize is exact for names that need a pax header', async () => {
+		expect(await tarSize([b.item])).toBe((await collect((await packArchive([b.item], opener, { kind: 'none' })).stream)).length);
+	});
+
+	test('a source that errors fails the archive: it never ends short', async () => {
+		const broken = async (item: ExportableBackup, file: { name: string }) => {
+			if (file.name !== 'domain.xml') return opener(item, file);
+			return new Readable({
+				read() {
+					this.destroy(new Error('sha256 differs'));
+				},
+			});
+		};
+		const archive = await packArchive([a.item], broken, { kind: 'gzip', level: 1 });
+		await expect(collect(archive.stream)).rejects.toThrow('sha256 differs');
+		expect(() => archive.digest()).toThrow(/not been completely written/);
+	});
+
+	test('a source shorter than its header fails the archive', async () => {
+		const short = async () => fromBuffer(Buffer.alloc(10));
+		const archive = await packArchive([a.item], short, { kind: 'none' });
+		await expect(collect(archive.stream)).rejects.toThrow();
+	});
+
+	test('a consumer that stops destroys the file being read', async () => {
+		let source: Readable | undefined;
+		const endless = async () => {
+			source = new Readable({ read() { this.push(Buffer.alloc(65536)); } });
+			return source;
+		};
+		const big = backup('big', '20261120T010000Z', { 'vda.qcow2': Buffer.alloc(0) });
+		big.item.files[0].bytes = 1 << 30;
+		const archive = await packArchive([big.item], endless, { kind: 'none' });
+		archive.stream.once('data', () => archive.stream.destroy());
+		await new Promise((resolve) => archive.stream.once('close', resolve));
+		await new Promise((resolve) => setImmediate(resolve));
+		expect(source!.destroyed).toBe(true);
+	});
+
+	test('refuses a bad level, and zstd where this Node has no zstd, before anything is read', () => {
+		expect(() => compressor({ kind: 'gzip', level: 10 })).toThrow(/gzip level must be a whole number from 1 to 9/);
+		const hasZstd = 'createZstdCompress' in zlib;
+		if (hasZstd) expect(compressor({ kind: 'zstd', level: 3 })).toBeDefined();
+		else expect(() => compressor({ kind: 'zstd', level: 3 })).toThrow(new RegExp(`zstd compression needs Node.js 22.15 .* this n8n runs on Node.js ${process.version.replace(/\./g, '\\.')}`));
+	});
+});
