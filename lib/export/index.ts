@@ -17,6 +17,8 @@ export { DOMAIN_XML_FILE, openHostFile, resolveBackups } from './source';
 export type { ExportFile, ExportableBackup } from './source';
 export { createHostFileWriter } from './sink';
 export type { HostFileWriter, HostFileWriterOptions } from './sink';
+export { replicateBackups } from './replica';
+export type { ReplicaOptions, ReplicaProgress, ReplicaResult } from './replica';
 
 export interface ArchiveSummary {
 	/** Bytes of the archive as delivered (compressed when asked). */

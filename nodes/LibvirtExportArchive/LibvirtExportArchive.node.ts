@@ -15,6 +15,7 @@ import {
 	ARCHIVE_FORMATS,
 	capBytes,
 	openArchive,
+	replicateBackups,
 	resolveBackups,
 	summarize,
 	tarSize,
@@ -22,6 +23,7 @@ import {
 	type ArchiveSummary,
 	type Compression,
 	type ExportableBackup,
+	type ReplicaResult,
 } from '../../lib/export';
 import { formatBytes } from '../../lib/backup/hostFiles';
 import { LibvirtBackupError } from '../../lib/errors';
@@ -32,9 +34,8 @@ import { hostKeyWarning } from '../shared/executeRouted';
 import { hostFromCredentials } from '../shared/target';
 import { binaryDataLimit } from './binaryDataLimit';
 
-type Target = 'binary' | 'hostFile' | 'remoteFile';
-// TODO(lead, at merge): a 'replica' target whose engine is replicateBackups(source, target, items, { dest, signal })
-// from lib/export/replica.ts (helper "replica"), on the libvirtSshTargetApi connection like 'remoteFile'.
+type Target = 'binary' | 'hostFile' | 'remoteFile' | 'replica';
+const ARCHIVE_TARGETS = ['binary', 'hostFile', 'remoteFile'];
 
 const LIMITS_NOTICE =
 	'n8n binary data: in "filesystem" mode (n8n\'s default) the archive streams to disk and only free space limits it. In "database" mode (what queue mode uses) n8n holds the whole file in memory and takes at most N8N_BINARY_DATA_DATABASE_MAX_FILE_SIZE MiB (default 512, at most 1024); in "default" (memory) mode at most about 384 MiB. For big exports write a file on a host instead.';
@@ -55,7 +56,7 @@ export class LibvirtExportArchive implements INodeType {
 		outputs: [NodeConnectionTypes.Main],
 		credentials: [
 			{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' },
-			{ name: 'libvirtSshTargetApi', required: true, testedBy: 'libvirtSshTargetConnectionTest', displayOptions: { show: { target: ['remoteFile'] } } },
+			{ name: 'libvirtSshTargetApi', required: true, testedBy: 'libvirtSshTargetConnectionTest', displayOptions: { show: { target: ['remoteFile', 'replica'] } } },
 		],
 		properties: [
 			{
@@ -76,6 +77,7 @@ export class LibvirtExportArchive implements INodeType {
 					{ name: 'One per Input Item', value: 'item', description: 'One archive for each input backup' },
 				],
 				default: 'all',
+				displayOptions: { show: { target: ARCHIVE_TARGETS } },
 			},
 			{
 				displayName: 'Destination',
@@ -85,6 +87,11 @@ export class LibvirtExportArchive implements INodeType {
 					{ name: 'N8n Binary Data', value: 'binary', description: 'As a file on the output item, e.g. for Respond to Webhook' },
 					{ name: 'File on This Host', value: 'hostFile', description: 'A file on the libvirt host, e.g. on an off-site mount' },
 					{ name: 'File on Another Host (SSH)', value: 'remoteFile', description: 'A file on another host, through its own SSH credential' },
+					{
+						name: 'Replica on Another Host (SSH)',
+						value: 'replica',
+						description: 'The backups themselves in the same <destination>/<VM>/<ID>/ layout on another host, hashed there against their manifests (a 3-2-1 copy)',
+					},
 				],
 				default: 'binary',
 			},
@@ -105,6 +112,7 @@ export class LibvirtExportArchive implements INodeType {
 					{ name: 'Zstandard (.Tar.zst)', value: 'zstd', description: 'Needs n8n on Node.js 22.15+ (n8n 2.x runs on Node.js 22 or 24)' },
 				],
 				default: 'gzip',
+				displayOptions: { show: { target: ARCHIVE_TARGETS } },
 				description: 'qcow2 images of a used disk compress little; zstd is several times faster than gzip at a similar ratio',
 			},
 			{
@@ -114,7 +122,7 @@ export class LibvirtExportArchive implements INodeType {
 				typeOptions: { minValue: 1, maxValue: 19 },
 				default: 1,
 				description: 'Gzip 1 to 9, zstd 1 to 19. Higher levels save little on disk images and cost much more time.',
-				displayOptions: { hide: { compression: ['none'] } },
+				displayOptions: { show: { target: ARCHIVE_TARGETS }, hide: { compression: ['none'] } },
 			},
 			{
 				displayName: 'File Name',
@@ -123,6 +131,18 @@ export class LibvirtExportArchive implements INodeType {
 				default: '',
 				placeholder: 'backups-export-2026-11-28T14-43-00.tar.gz',
 				description: 'Name of the archive; empty for backups-export-<UTC time>. The extension follows the compression and is added when missing.',
+				displayOptions: { show: { target: ARCHIVE_TARGETS } },
+			},
+			{
+				displayName: 'Destination on Other Host',
+				name: 'replicaDestination',
+				type: 'string',
+				required: true,
+				default: '',
+				placeholder: '/mnt/offsite/libvirt-backups',
+				description:
+					'Absolute backup destination on the other host: each backup lands in <destination>/<VM>/<ID>/ there. Backups already there are skipped; an incremental needs its parent there or in the same run.',
+				displayOptions: { show: { target: ['replica'] } },
 			},
 			{
 				displayName: 'Folder on Host',
@@ -172,7 +192,7 @@ export class LibvirtExportArchive implements INodeType {
 		const target = this.getNodeParameter('target', 0) as Target;
 		try {
 			const host = hostFromCredentials(await this.getCredentials('libvirtSshApi'));
-			const other = target === 'remoteFile' ? hostFromCredentials(await this.getCredentials('libvirtSshTargetApi')) : undefined;
+			const other = target === 'remoteFile' || target === 'replica' ? hostFromCredentials(await this.getCredentials('libvirtSshTargetApi')) : undefined;
 			await withSsh(
 				host.target,
 				async (ssh) => {
@@ -192,6 +212,14 @@ export class LibvirtExportArchive implements INodeType {
 					const remote = other ? await SshConnection.connect(other.target, signal) : undefined;
 					if (other && remote) warnings.push(hostKeyWarning(other.target, remote.hostKeyFingerprint));
 					try {
+						if (target === 'replica' && remote) {
+							for (const result of await replicate(this, ssh, remote, resolved, signal)) {
+								if (result.status === 'failed' || result.status === 'refused') fail(new LibvirtBackupError('BACKUP_FAILED', `${result.source}: ${result.status}: ${result.reason}`), result.items);
+								else result.items.forEach((index) => done.add(index));
+								if (result.status !== 'failed' && result.status !== 'refused') output.push({ json: result.json, pairedItem: result.items.map((item) => ({ item })) });
+							}
+							groups.length = 0;
+						}
 						for (const group of groups) {
 							try {
 								// The same backup from two items goes into the archive once.
@@ -216,6 +244,50 @@ export class LibvirtExportArchive implements INodeType {
 		}
 		return [output];
 	}
+}
+
+/**
+ * The replica target: every resolved backup (once, parents first, decided by the replica planner) onto
+ * the other host; one result per distinct backup, with the input items that named it.
+ */
+async function replicate(
+	context: IExecuteFunctions,
+	ssh: SshConnection,
+	remote: SshConnection,
+	resolved: Map<number, ExportableBackup>,
+	signal: AbortSignal | undefined,
+): Promise<{ status: ReplicaResult['status']; reason: string; source: string; items: number[]; json: IDataObject }[]> {
+	const byPath = new Map<string, { backup: ExportableBackup; items: number[] }>();
+	for (const [index, backup] of resolved) {
+		const entry = byPath.get(backup.backup.path) ?? byPath.set(backup.backup.path, { backup, items: [] }).get(backup.backup.path)!;
+		entry.items.push(index);
+	}
+	if (byPath.size === 0) return [];
+	const first = Math.min(...resolved.keys());
+	const dest = String(context.getNodeParameter('replicaDestination', first, '')).trim();
+	const holder = `n8n Export Archive replica (execution ${context.getExecutionId() ?? '?'})`;
+	const results = await replicateBackups(ssh, remote, [...byPath.values()].map((entry) => entry.backup), { dest, signal, lockHolder: holder });
+	return results.map((result) => ({
+		status: result.status,
+		reason: result.reason,
+		source: result.source,
+		items: byPath.get(result.source)?.items ?? [],
+		json: {
+			target: 'replica',
+			status: result.status,
+			...(result.reason ? { reason: result.reason } : {}),
+			vm: result.vm,
+			id: result.id,
+			kind: result.kind,
+			source: result.source,
+			path: result.path,
+			host: remote.target.host,
+			destination: dest,
+			bytes: result.bytes,
+			size: formatBytes(result.bytes),
+			durationMs: Math.round(result.seconds * 1000),
+		},
+	}));
 }
 
 /** One archive of `backups` (from the items `group`) to the chosen destination; its output item. */
