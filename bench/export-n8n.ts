@@ -1,0 +1,188 @@
+/**
+ * Export through a REAL running n8n, run by hand as root on the lab machine:
+ *   bash scripts/lab/up.sh && npm run build && npx tsx bench/export-n8n.ts [--runs 2] [--keep]
+ *
+ * Setup (untimed): two OS-less bench VMs (`lvb-bench-export-1/2`, under
+ * /var/lib/lvb-lab/bench-export/), each a 4 GiB qcow2 holding 1331 MiB of random data, shut off; one
+ * full backup of each (backupVm), so the set is 2 backups of about 1.3 GiB of images each (printed).
+ * n8n 2.41 (`n8n start`, filesystem binary data mode, its default) with the shipped
+ * workflows/export-download.json, its VM filter set to both bench VMs and its Export Archive node set
+ * to the compression under test.
+ *
+ * Timed, all in one run, wall clock: `curl` of the webhook to /dev/null (List Backups -> Export Archive
+ * streams the archive into n8n's binary data store -> Respond to Webhook streams it out), against the
+ * same files by hand over one system `ssh` exec: `ssh host tar cf - ... | cat`, `| gzip -1`,
+ * `| zstd -1` (compressed on the n8n side, as ours is). Throughput = archive input bytes / time.
+ *
+ * Memory: the n8n main process's RSS from /proc/<pid>/status: VmRSS when idle (after start, 10 s
+ * quiet), then `echo 5 > /proc/<pid>/clear_refs` (resets the peak, VmHWM, to the current RSS), the
+ * export, and VmHWM after it: the peak growth over idle. Writes bench/results/export-n8n-latest.md.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { backupVm } from '../lib/backup';
+import { SshConnection } from '../lib/ssh';
+import { vmDirName } from '../lib/store/layout';
+import { loadLab } from '../test/support/lab';
+import { createUserFolder, packPackage, REPO_ROOT, type N8nServer } from '../test/support/n8n';
+import { labCredentialData, labTarget } from '../test/support/targets';
+import { createBenchVms, engineState, loadAverage, median, removeBenchVms, sh } from './lib/host';
+
+const argv = process.argv.slice(2);
+const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : 2);
+const KEEP = argv.includes('--keep');
+if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error('--runs must be a positive integer');
+
+const lab = loadLab();
+const URI = lab.systemUri;
+const BENCH = `${lab.labDir}/bench-export`;
+const DEST = `${BENCH}/dest`;
+const VMS = [1, 2].map((n) => ({ name: `lvb-bench-export-${n}`, disk: `${BENCH}/images/lvb-bench-export-${n}.qcow2` }));
+const TOKEN = 'bench-token';
+const MB = 1e6;
+
+type Compression = 'none' | 'gzip' | 'zstd';
+const COMPRESSIONS: Compression[] = ['none', 'gzip', 'zstd'];
+/** Export Archive's parameters for each compression (level 1, as the baselines use). */
+const EXPORT_PARAMETERS: Record<Compression, Record<string, unknown>> = {
+	none: { compression: 'none' },
+	gzip: { compression: 'gzip', compressionLevel: 1 },
+	zstd: { compression: 'zstd', compressionLevel: 1 },
+};
+const BASELINE_FILTER: Record<Compression, string> = { none: 'cat', gzip: 'gzip -1', zstd: 'zstd -1 -T1' };
+
+function status(pid: number): Record<string, number> {
+	const out: Record<string, number> = {};
+	for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+		const m = /^(Vm\w+):\s+(\d+) kB/.exec(line);
+		if (m) out[m[1]] = Number(m[2]) * 1024;
+	}
+	return out;
+}
+
+function seconds(start: bigint): number {
+	return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+async function main(): Promise<void> {
+	const started = new Date();
+	const loadStart = loadAverage();
+	const ssh = await SshConnection.connect(labTarget());
+	removeBenchVms(URI, VMS.map((vm) => vm.name), BENCH);
+	const diskLine = await createBenchVms(ssh, { uri: URI, domainType: lab.domainType, dir: `${BENCH}/images`, vms: VMS, description: 'lvb export bench' });
+	const files: string[] = [];
+	let inputBytes = 0;
+	for (const vm of VMS) {
+		const result = await backupVm(ssh, { uri: URI, vm: vm.name, dest: DEST, mode: 'full', compression: 'none', quiesce: 'off', holder: 'bench', host: 'lab' });
+		const relative = `${vmDirName(vm.name)}/${result.id}`;
+		const names = (await sh(ssh, 'cd -- "$1" && ls -1A', [`${DEST}/${relative}`])).split('\n').filter(Boolean);
+		for (const name of names) {
+			files.push(`${relative}/${name}`);
+			inputBytes += Number((await sh(ssh, 'stat -c %s -- "$1"', [`${DEST}/${relative}/${name}`])).trim());
+		}
+	}
+	await sh(ssh, 'sync');
+	ssh.close();
+	console.log(`backup set: ${files.length} files, ${(inputBytes / 2 ** 30).toFixed(2)} GiB`);
+
+	const tgz = await packPackage();
+	const n8n = await createUserFolder(tgz);
+	await fs.rm(path.dirname(tgz), { recursive: true, force: true });
+	const [libvirt, headerAuth] = await n8n.importCredentials([
+		{ name: 'Libvirt lab host', type: 'libvirtSshApi', data: labCredentialData() },
+		{ name: 'Backup webhook token', type: 'httpHeaderAuth', data: { name: 'X-Backup-Token', value: TOKEN } },
+	]);
+	const shipped = JSON.parse(readFileSync(path.join(REPO_ROOT, 'workflows', 'export-download.json'), 'utf8')) as { name: string; nodes: { name: string; type: string; parameters: Record<string, unknown> }[] };
+	const ids: Record<Compression, string> = { none: '', gzip: '', zstd: '' };
+	for (const compression of COMPRESSIONS) {
+		const workflow = JSON.parse(JSON.stringify(shipped)) as typeof shipped;
+		workflow.name = `${shipped.name} (${compression})`;
+		for (const node of workflow.nodes) {
+			if (node.type === 'n8n-nodes-base.webhook') node.parameters.path = `bench-export-${compression}`;
+			if (node.name === 'List Backups') node.parameters.vmNames = VMS.map((vm) => vm.name).join(', ');
+			if (node.name === 'Export Archive') Object.assign(node.parameters, EXPORT_PARAMETERS[compression]);
+		}
+		ids[compression] = await n8n.importWorkflow(workflow, { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, '/mnt/storage/backups/vm_backups': DEST });
+		await n8n.publishWorkflow(ids[compression]);
+	}
+	let server: N8nServer | undefined;
+	const rows: string[] = [];
+	const checks: string[] = [];
+	try {
+		server = await n8n.startServer({ waitForWebhooks: COMPRESSIONS.map((c) => `bench-export-${c}`) });
+		await new Promise((resolve) => setTimeout(resolve, 10_000));
+		const idle = status(server.pid).VmRSS;
+		console.log(`n8n main process ${server.pid}: idle RSS ${(idle / 2 ** 20).toFixed(0)} MiB`);
+		for (const compression of COMPRESSIONS) {
+			const ours: number[] = [];
+			const theirs: number[] = [];
+			const peaks: number[] = [];
+			for (let run = 0; run < RUNS; run++) {
+				writeFileSync(`/proc/${server.pid}/clear_refs`, '5');
+				const t0 = process.hrtime.bigint();
+				const out = path.join(os.tmpdir(), `lvb-bench-export-${process.pid}`);
+				const code = execFileSync('curl', ['-sS', '-o', out, '-w', '%{http_code}', '-H', `X-Backup-Token: ${TOKEN}`, `${server.url}/webhook/bench-export-${compression}?last=2`], {
+					encoding: 'utf8',
+					timeout: 1_800_000,
+				}).trim();
+				ours.push(seconds(t0));
+				peaks.push(status(server.pid).VmHWM - idle);
+				const listed = spawnSync('sh', ['-c', `tar -t${compression === 'gzip' ? 'z' : compression === 'zstd' ? ' --zstd ' : ''}f "$1" | wc -l`, 'list', out], { encoding: 'utf8' }).stdout.trim();
+				if (run === 0) checks.push(`${compression}: HTTP ${code}, ${(readFileSync(out).length / 2 ** 20).toFixed(0)} MiB downloaded, tar lists ${listed} entries (the set has ${files.length} files)`);
+				await fs.rm(out, { force: true });
+				if (code !== '200') throw new Error(`export (${compression}) answered HTTP ${code}:\n${server.log().slice(-3000)}`);
+
+				const t1 = process.hrtime.bigint();
+				const baseline = spawnSync(
+					'sh',
+					['-c', `ssh -p "$1" -i "$2" -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=error root@"$3" tar cf - -C "$4" ${files.map((f) => `'${f}'`).join(' ')} | ${BASELINE_FILTER[compression]} > /dev/null`, 'baseline', String(lab.port), lab.users.root.privateKeyPath, lab.host, DEST],
+					{ encoding: 'utf8' },
+				);
+				theirs.push(seconds(t1));
+				if (baseline.status !== 0) throw new Error(`baseline failed: ${baseline.stderr}`);
+			}
+			const [o, b] = [median(ours), median(theirs)];
+			rows.push(
+				`| ${compression === 'none' ? 'tar' : `tar.${compression === 'gzip' ? 'gz' : 'zst'} (level 1)`} | ${ours.map((s) => s.toFixed(2)).join(', ')} | **${o.toFixed(2)}** (${(inputBytes / MB / o).toFixed(0)} MB/s) | ${b.toFixed(2)} (${(inputBytes / MB / b).toFixed(0)} MB/s) | **${((b / o) * 100).toFixed(0)} %** | ${(Math.max(...peaks) / 2 ** 20).toFixed(1)} MiB |`,
+			);
+			console.log(rows[rows.length - 1]);
+		}
+		const report = [
+			'# Export through n8n: results',
+			'',
+			`${started.toISOString()}. Command (as root on the lab machine): \`bash scripts/lab/up.sh && npm run build && npx tsx bench/export-n8n.ts --runs ${RUNS}\`.`,
+			'',
+			`- Engine measured: ${engineState().text}. n8n 2.41.1 (\`n8n start\`, binary data mode filesystem), Node ${spawnSync(n8n.paths.nodeBin, ['-v'], { encoding: 'utf8' }).stdout.trim()}.`,
+			`- ${diskLine}`,
+			`- Backup set: 2 full backups (one per bench VM), ${files.length} files, ${(inputBytes / 2 ** 30).toFixed(2)} GiB; exported by the shipped workflows/export-download.json (List Backups -> Newest N -> Export Archive -> Respond to Webhook), downloaded with curl.`,
+			`- Baseline, same run, same files: one system \`ssh\` exec \`tar cf - ...\` piped into \`cat\` / \`gzip -1\` / \`zstd -1 -T1\` on this side, to /dev/null.`,
+			`- Memory: n8n main process (pid ${server.pid}), idle VmRSS ${(idle / 2 ** 20).toFixed(0)} MiB; peak growth = VmHWM after the export (reset by \`echo 5 > /proc/PID/clear_refs\` just before) minus the idle VmRSS.`,
+			`- Median of ${RUNS} run(s); MB/s = backup bytes / time (1 MB = 10^6 bytes). Machine: ${os.cpus().length} cores; load average ${loadStart} at start, ${loadAverage()} at the end.`,
+			'',
+			'| archive | ours, runs (s) | ours median | ssh + tar baseline | ours / baseline throughput | n8n peak RSS growth |',
+			'| --- | --- | ---: | ---: | ---: | ---: |',
+			...rows,
+			'',
+			'Targets: throughput at least 70 % of the baseline for each form; peak RSS growth under 100 MiB.',
+			'',
+			'## Checks',
+			'',
+			...checks.map((line) => `- ${line}`),
+			'',
+		].join('\n');
+		await fs.mkdir(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
+		writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'export-n8n-latest.md'), report);
+		console.log(`\n${report}\nwritten to bench/results/export-n8n-latest.md`);
+	} finally {
+		await server?.stop();
+		await n8n.cleanup();
+		if (!KEEP) removeBenchVms(URI, VMS.map((vm) => vm.name), BENCH);
+	}
+}
+
+main().catch((error: unknown) => {
+	console.error(error);
+	process.exit(1);
+});
