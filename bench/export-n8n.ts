@@ -19,7 +19,7 @@
  * export, and VmHWM after it: the peak growth over idle. Writes bench/results/export-n8n-latest.md.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import { promises as fs, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { backupVm } from '../lib/backup';
@@ -130,7 +130,7 @@ async function main(): Promise<void> {
 				ours.push(seconds(t0));
 				peaks.push(status(server.pid).VmHWM - idle);
 				const listed = spawnSync('sh', ['-c', `tar -t${compression === 'gzip' ? 'z' : compression === 'zstd' ? ' --zstd ' : ''}f "$1" | wc -l`, 'list', out], { encoding: 'utf8' }).stdout.trim();
-				if (run === 0) checks.push(`${compression}: HTTP ${code}, ${(readFileSync(out).length / 2 ** 20).toFixed(0)} MiB downloaded, tar lists ${listed} entries (the set has ${files.length} files)`);
+				if (run === 0) checks.push(`${compression}: HTTP ${code}, ${(statSync(out).size / 2 ** 20).toFixed(0)} MiB downloaded, tar lists ${listed} entries (the set has ${files.length} files)`);
 				await fs.rm(out, { force: true });
 				if (code !== '200') throw new Error(`export (${compression}) answered HTTP ${code}:\n${server.log().slice(-3000)}`);
 

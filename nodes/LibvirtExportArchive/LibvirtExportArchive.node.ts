@@ -208,7 +208,7 @@ export class LibvirtExportArchive implements INodeType {
 						}
 					}
 					const indexes = [...resolved.keys()];
-					const groups = this.getNodeParameter('archivePer', 0) === 'item' ? indexes.map((index) => [index]) : indexes.length ? [indexes] : [];
+					const groups = target === 'replica' ? [] : this.getNodeParameter('archivePer', 0) === 'item' ? indexes.map((index) => [index]) : indexes.length ? [indexes] : [];
 					const remote = other ? await SshConnection.connect(other.target, signal) : undefined;
 					if (other && remote) warnings.push(hostKeyWarning(other.target, remote.hostKeyFingerprint));
 					try {
@@ -218,7 +218,6 @@ export class LibvirtExportArchive implements INodeType {
 								else result.items.forEach((index) => done.add(index));
 								if (result.status !== 'failed' && result.status !== 'refused') output.push({ json: result.json, pairedItem: result.items.map((item) => ({ item })) });
 							}
-							groups.length = 0;
 						}
 						for (const group of groups) {
 							try {
