@@ -15,6 +15,7 @@ import {
 	ARCHIVE_FORMATS,
 	capBytes,
 	openArchive,
+	rechunk,
 	replicateBackups,
 	resolveBackups,
 	summarize,
@@ -36,6 +37,8 @@ import { binaryDataLimit } from './binaryDataLimit';
 
 type Target = 'binary' | 'hostFile' | 'remoteFile' | 'replica';
 const ARCHIVE_TARGETS = ['binary', 'hostFile', 'remoteFile'];
+/** Chunks handed to n8n's binary data store (see rechunk). */
+const STORE_CHUNK_BYTES = 1024 * 1024;
 
 const LIMITS_NOTICE =
 	'n8n binary data: in "filesystem" mode (n8n\'s default) the archive streams to disk and only free space limits it. In "database" mode (what queue mode uses) n8n holds the whole file in memory and takes at most N8N_BINARY_DATA_DATABASE_MAX_FILE_SIZE MiB (default 512, at most 1024); in "default" (memory) mode at most about 384 MiB. For big exports write a file on a host instead.';
@@ -355,7 +358,9 @@ async function exportGroup(
 		stream.on('close', () => archive.stream.destroy());
 	}
 	const binaryPropertyName = String(context.getNodeParameter('binaryPropertyName', itemIndex, 'data')) || 'data';
-	const binary = await context.helpers.prepareBinaryData(stream, fileName, format.mimeType);
+	const chunked = stream.pipe(rechunk(STORE_CHUNK_BYTES));
+	stream.on('error', (error) => chunked.destroy(error));
+	const binary = await context.helpers.prepareBinaryData(chunked, fileName, format.mimeType);
 	const summary = summarize(archive, backups);
 	return { json: json(summary, { binaryDataMode: limit.mode }), binary: { [binaryPropertyName]: binary } };
 }

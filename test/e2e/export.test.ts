@@ -110,9 +110,16 @@ beforeAll(async () => {
 	const replicaWorkflowId = await n8n.importWorkflow(replicaWorkflow(libvirt.id, replicaId, replicaTargetId, destination.dest, vm.name, replicaDest.dest));
 	replicaRun = await n8n.execute(replicaWorkflowId, 300_000);
 	replicaAgain = await n8n.execute(replicaWorkflowId, 300_000);
-	const id = await n8n.importWorkflow(WORKFLOW, { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, [SHIPPED_DEST]: destination.dest });
-	await n8n.publishWorkflow(id);
-	server = await n8n.startServer({ waitForWebhooks: ['libvirt-export'] });
+	const replace = { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, [SHIPPED_DEST]: destination.dest };
+	// The same workflow with zstd: jest runs on Node 20, whose zlib has no zstd; n8n runs on Node 24.
+	const zstd = JSON.parse(readFileSync(WORKFLOW, 'utf8')) as { name: string; nodes: { type: string; name: string; parameters: Record<string, unknown> }[] };
+	zstd.name += ' (zstd)';
+	for (const node of zstd.nodes) {
+		if (node.type === 'n8n-nodes-base.webhook') node.parameters.path = 'libvirt-export-zst';
+		if (node.name === 'Export Archive') Object.assign(node.parameters, { compression: 'zstd', compressionLevel: 3 });
+	}
+	for (const id of await n8n.importWorkflows([{ workflow: WORKFLOW, replace }, { workflow: zstd, replace }])) await n8n.publishWorkflow(id);
+	server = await n8n.startServer({ waitForWebhooks: ['libvirt-export', 'libvirt-export-zst'] });
 }, 15 * 60_000);
 
 afterAll(async () => {
@@ -167,4 +174,13 @@ test('a replica made through n8n lists and verifies on the replica host; running
 	expect(verified.map((item) => [item.id, item.valid])).toEqual(expect.arrayContaining(ids.map((id) => [id, true])));
 	expect(nodeOutput(replicaRun.run, 'Verify on replica', 1)).toEqual([]);
 	expect(nodeOutput(replicaAgain.run, 'Replicate').map((item) => [item.id, item.status]).sort()).toEqual(ids.map((id) => [id, 'skipped']).sort());
+});
+
+test('the same download as tar.zst (n8n on Node 24 has zstd in zlib) unpacks with the zstd tool', () => {
+	const response = curl(`${server!.url}/webhook/libvirt-export-zst?vm=${encodeURIComponent(vm.name)}&last=2`, [`${TOKEN_HEADER}: ${token}`], 'export.tar.zst');
+	if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${readFileSync(response.file, 'utf8').slice(0, 2000)}`);
+	expect(response.headers['content-type']).toBe('application/zstd');
+	expect(response.headers['content-disposition']).toMatch(/\.tar\.zst"$/);
+	const listing = execFileSync('tar', ['--zstd', '-tf', response.file], { encoding: 'utf8' }).split('\n').filter(Boolean);
+	expect(listing).toEqual(expect.arrayContaining(ids.map((backupId) => `${vmDirName(vm.name)}/${backupId}/manifest.json`)));
 });
