@@ -33,6 +33,9 @@ import { createBenchVms, engineState, loadAverage, median, removeBenchVms, sh } 
 const argv = process.argv.slice(2);
 const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : 2);
 const KEEP = argv.includes('--keep');
+/** `--only tar|gzip|zstd`: one form; `--log`: n8n at debug level, its node start/finish lines printed after each export. */
+const ONLY = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
+const LOG = argv.includes('--log');
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error('--runs must be a positive integer');
 
 const lab = loadLab();
@@ -44,7 +47,7 @@ const TOKEN = 'bench-token';
 const MB = 1e6;
 
 type Compression = 'none' | 'gzip' | 'zstd';
-const COMPRESSIONS: Compression[] = ['none', 'gzip', 'zstd'];
+const COMPRESSIONS: Compression[] = (['none', 'gzip', 'zstd'] as Compression[]).filter((c) => !ONLY || ONLY === c || (ONLY === 'tar' && c === 'none'));
 /** Export Archive's parameters for each compression (level 1, as the baselines use). */
 const EXPORT_PARAMETERS: Record<Compression, Record<string, unknown>> = {
 	none: { compression: 'none' },
@@ -111,7 +114,7 @@ async function main(): Promise<void> {
 	const rows: string[] = [];
 	const checks: string[] = [];
 	try {
-		server = await n8n.startServer({ waitForWebhooks: COMPRESSIONS.map((c) => `bench-export-${c}`) });
+		server = await n8n.startServer({ waitForWebhooks: COMPRESSIONS.map((c) => `bench-export-${c}`), env: LOG ? { N8N_LOG_LEVEL: 'debug' } : {} });
 		await new Promise((resolve) => setTimeout(resolve, 10_000));
 		const idle = status(server.pid).VmRSS;
 		console.log(`n8n main process ${server.pid}: idle RSS ${(idle / 2 ** 20).toFixed(0)} MiB`);
@@ -119,17 +122,23 @@ async function main(): Promise<void> {
 			const ours: number[] = [];
 			const theirs: number[] = [];
 			const peaks: number[] = [];
+			/** Seconds to the response's first byte: the workflow (export into n8n's store) has finished by then. */
+			const firstBytes: number[] = [];
 			for (let run = 0; run < RUNS; run++) {
 				writeFileSync(`/proc/${server.pid}/clear_refs`, '5');
 				const t0 = process.hrtime.bigint();
 				const out = path.join(os.tmpdir(), `lvb-bench-export-${process.pid}`);
-				const code = execFileSync('curl', ['-sS', '-o', out, '-w', '%{http_code}', '-H', `X-Backup-Token: ${TOKEN}`, `${server.url}/webhook/bench-export-${compression}?last=2`], {
+				const [code, firstByte] = execFileSync('curl', ['-sS', '-o', out, '-w', '%{http_code} %{time_starttransfer}', '-H', `X-Backup-Token: ${TOKEN}`, `${server.url}/webhook/bench-export-${compression}?last=2`], {
 					encoding: 'utf8',
 					timeout: 1_800_000,
-				}).trim();
+				})
+					.trim()
+					.split(' ');
+				firstBytes.push(Number(firstByte));
 				ours.push(seconds(t0));
+				if (LOG) console.log(server.log().split('\n').filter((line) => /Running node|Workflow execution|Received webhook|finished/i.test(line)).slice(-12).join('\n'));
 				peaks.push(status(server.pid).VmHWM - idle);
-				const listed = spawnSync('sh', ['-c', `tar -t${compression === 'gzip' ? 'z' : compression === 'zstd' ? ' --zstd ' : ''}f "$1" | wc -l`, 'list', out], { encoding: 'utf8' }).stdout.trim();
+				const listed = spawnSync('sh', ['-c', `tar ${compression === 'gzip' ? '-z' : compression === 'zstd' ? '--zstd' : ''} -tf "$1" | wc -l`, 'list', out], { encoding: 'utf8' }).stdout.trim();
 				if (run === 0) checks.push(`${compression}: HTTP ${code}, ${(statSync(out).size / 2 ** 20).toFixed(0)} MiB downloaded, tar lists ${listed} entries (the set has ${files.length} files)`);
 				await fs.rm(out, { force: true });
 				if (code !== '200') throw new Error(`export (${compression}) answered HTTP ${code}:\n${server.log().slice(-3000)}`);
@@ -145,7 +154,7 @@ async function main(): Promise<void> {
 			}
 			const [o, b] = [median(ours), median(theirs)];
 			rows.push(
-				`| ${compression === 'none' ? 'tar' : `tar.${compression === 'gzip' ? 'gz' : 'zst'} (level 1)`} | ${ours.map((s) => s.toFixed(2)).join(', ')} | **${o.toFixed(2)}** (${(inputBytes / MB / o).toFixed(0)} MB/s) | ${b.toFixed(2)} (${(inputBytes / MB / b).toFixed(0)} MB/s) | **${((b / o) * 100).toFixed(0)} %** | ${(Math.max(...peaks) / 2 ** 20).toFixed(1)} MiB |`,
+				`| ${compression === 'none' ? 'tar' : `tar.${compression === 'gzip' ? 'gz' : 'zst'} (level 1)`} | ${ours.map((s) => s.toFixed(2)).join(', ')} | **${o.toFixed(2)}** (${(inputBytes / MB / o).toFixed(0)} MB/s) | ${b.toFixed(2)} (${(inputBytes / MB / b).toFixed(0)} MB/s) | **${((b / o) * 100).toFixed(0)} %** | ${(Math.max(...peaks) / 2 ** 20).toFixed(1)} MiB | ${median(firstBytes).toFixed(2)} s |`,
 			);
 			console.log(rows[rows.length - 1]);
 		}
@@ -161,8 +170,8 @@ async function main(): Promise<void> {
 			`- Memory: n8n main process (pid ${server.pid}), idle VmRSS ${(idle / 2 ** 20).toFixed(0)} MiB; peak growth = VmHWM after the export (reset by \`echo 5 > /proc/PID/clear_refs\` just before) minus the idle VmRSS.`,
 			`- Median of ${RUNS} run(s); MB/s = backup bytes / time (1 MB = 10^6 bytes). Machine: ${os.cpus().length} cores; load average ${loadStart} at start, ${loadAverage()} at the end.`,
 			'',
-			'| archive | ours, runs (s) | ours median | ssh + tar baseline | ours / baseline throughput | n8n peak RSS growth |',
-			'| --- | --- | ---: | ---: | ---: | ---: |',
+			'| archive | ours, runs (s) | ours median | ssh + tar baseline | ours / baseline throughput | n8n peak RSS growth | first byte after |',
+			'| --- | --- | ---: | ---: | ---: | ---: | ---: |',
 			...rows,
 			'',
 			'Targets: throughput at least 70 % of the baseline for each form; peak RSS growth under 100 MiB.',
