@@ -36,6 +36,8 @@ const KEEP = argv.includes('--keep');
 /** `--only tar|gzip|zstd`: one form; `--log`: n8n at debug level, its node start/finish lines printed after each export. */
 const ONLY = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
 const LOG = argv.includes('--log');
+/** `--profile DIR`: n8n (and its children) write V8 CPU profiles into DIR when they exit. */
+const PROFILE = argv.includes('--profile') ? argv[argv.indexOf('--profile') + 1] : undefined;
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error('--runs must be a positive integer');
 
 const lab = loadLab();
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
 	const rows: string[] = [];
 	const checks: string[] = [];
 	try {
-		server = await n8n.startServer({ waitForWebhooks: COMPRESSIONS.map((c) => `bench-export-${c}`), env: LOG ? { N8N_LOG_LEVEL: 'debug' } : {} });
+		server = await n8n.startServer({ waitForWebhooks: COMPRESSIONS.map((c) => `bench-export-${c}`), env: { ...(LOG ? { N8N_LOG_LEVEL: 'debug' } : {}), ...(PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROFILE}` } : {}) } });
 		await new Promise((resolve) => setTimeout(resolve, 10_000));
 		const idle = status(server.pid).VmRSS;
 		console.log(`n8n main process ${server.pid}: idle RSS ${(idle / 2 ** 20).toFixed(0)} MiB`);
