@@ -193,7 +193,7 @@ export interface NewVmXml {
 }
 
 /** A tree in fast-xml-parser's preserveOrder form: each element is `{ tag: children, ':@': attributes }`. */
-type OrderedNode = Record<string, unknown>;
+export type OrderedNode = Record<string, unknown>;
 
 const orderedParser = new XMLParser({
 	preserveOrder: true,
@@ -249,20 +249,22 @@ function escapeOrdered(entries: OrderedNode[]): OrderedNode[] {
 	});
 }
 
-function parseOrderedDomain(xml: string): { tree: OrderedNode[]; domain: OrderedNode } {
+/** A domain XML as fast-xml-parser's ordered tree (attributes and text kept exactly), and its <domain> element. */
+export function parseOrderedDomain(xml: string): { tree: OrderedNode[]; domain: OrderedNode } {
 	let tree: OrderedNode[];
 	try {
 		// A raw CR is data (see parseDomainXml).
 		tree = orderedParser.parse(xml.replace(/\r/g, '&#13;')) as OrderedNode[];
 	} catch (error) {
-		throw new LibvirtBackupError('PARSE_ERROR', `The saved domain XML does not parse: ${(error as Error).message}`);
+		throw new LibvirtBackupError('PARSE_ERROR', `Domain XML does not parse: ${(error as Error).message}`);
 	}
 	const domain = tree.find((entry) => tagOf(entry) === 'domain');
-	if (!domain) throw new LibvirtBackupError('PARSE_ERROR', 'The saved domain XML has no <domain> element');
+	if (!domain) throw new LibvirtBackupError('PARSE_ERROR', 'Domain XML has no <domain> element');
 	return { tree, domain };
 }
 
-function buildOrdered(tree: OrderedNode[]): string {
+/** The XML of an ordered tree, every value escaped (a newline in an attribute stays one). */
+export function buildOrdered(tree: OrderedNode[]): string {
 	return String(orderedBuilder.build(escapeOrdered(tree)));
 }
 

@@ -7,12 +7,12 @@
  * exactly those files and never probes an image header: the backup folder is on a share others
  * can write, so no backing-file name planted in a qcow2 header may choose what qemu opens.
  */
-import { XMLBuilder, XMLParser } from 'fast-xml-parser';
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { runVirsh } from './virsh';
+import { buildOrdered, parseOrderedDomain, type OrderedNode } from './domainXml';
 
 export interface ChainLayer {
 	path: string;
@@ -41,37 +41,6 @@ export const INSTANT_METADATA_NS = 'https://github.com/n8n-nodes-libvirt-backup/
 const PREFIX = 'lvb';
 const ROOT = `${PREFIX}:instant`;
 
-const parser = new XMLParser({
-	preserveOrder: true,
-	ignoreAttributes: false,
-	attributeNamePrefix: '',
-	parseAttributeValue: false,
-	parseTagValue: false,
-	trimValues: false,
-	htmlEntities: true,
-});
-// Values are escaped here before building (the builder's own escaping keeps a raw newline in an
-// attribute, which an XML reader turns into a space).
-const builder = new XMLBuilder({ preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', suppressEmptyNode: true, processEntities: false, format: false });
-
-function escapeXml(value: string): string {
-	return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/\r/g, '&#13;').replace(/\n/g, '&#10;');
-}
-
-function escapeTree(nodes: OrderedNode[]): OrderedNode[] {
-	return nodes.map((node) => {
-		const copy: OrderedNode = {};
-		for (const [key, value] of Object.entries(node)) {
-			if (key === '#text') copy[key] = escapeXml(String(value));
-			else if (key === ':@') copy[key] = Object.fromEntries(Object.entries(value as Record<string, string>).map(([name, text]) => [name, escapeXml(text)]));
-			else copy[key] = escapeTree(value as OrderedNode[]);
-		}
-		return copy;
-	});
-}
-
-/** A node of fast-xml-parser's ordered tree: `{ tag: children, ':@': attributes }` or `{ '#text': ... }`. */
-type OrderedNode = Record<string, unknown>;
 
 function tagOf(node: OrderedNode): string | undefined {
 	return Object.keys(node).find((key) => key !== ':@' && key !== '#text');
@@ -95,24 +64,6 @@ function textNode(value: string): OrderedNode {
 	return { '#text': value };
 }
 
-function parseTree(xml: string): OrderedNode[] {
-	try {
-		// A raw CR in a libvirt document is data (see parseDomainXml): kept as a character reference.
-		return parser.parse(xml.replace(/\r/g, '&#13;')) as OrderedNode[];
-	} catch (error) {
-		throw new LibvirtBackupError('PARSE_ERROR', `Domain XML does not parse: ${(error as Error).message}`);
-	}
-}
-
-function buildTree(tree: OrderedNode[]): string {
-	return String(builder.build(escapeTree(tree)));
-}
-
-function domainOf(tree: OrderedNode[]): OrderedNode {
-	const domain = tree.find((node) => tagOf(node) === 'domain');
-	if (!domain) throw new LibvirtBackupError('PARSE_ERROR', 'Domain XML has no <domain> element');
-	return domain;
-}
 
 function child(node: OrderedNode, tag: string): OrderedNode | undefined {
 	return children(node).find((candidate) => tagOf(candidate) === tag);
@@ -130,8 +81,7 @@ function chainXml(layers: readonly ChainLayer[]): OrderedNode {
  * records `metadata` in the domain's `<metadata>`. Every disk must be found by its target.
  */
 export function instantDomainXml(xml: string, disks: readonly InstantDisk[], metadata: InstantMetadata): string {
-	const tree = parseTree(xml);
-	const domain = domainOf(tree);
+	const { tree, domain } = parseOrderedDomain(xml);
 	// The saved definition lies on the backup share: raw hypervisor arguments in it would run as qemu does.
 	const foreign = children(domain).map(tagOf).filter((tag): tag is string => tag !== undefined && tag.includes(':'));
 	if (foreign.length > 0) {
@@ -146,7 +96,7 @@ export function instantDomainXml(xml: string, disks: readonly InstantDisk[], met
 	});
 	if (byTarget.size > 0) throw new LibvirtBackupError('INVALID_INPUT', `The saved domain XML has no disk ${[...byTarget.keys()].join(', ')}`);
 	setMetadata(domain, metadata);
-	return buildTree(tree);
+	return buildOrdered(tree);
 }
 
 /**
@@ -154,15 +104,14 @@ export function instantDomainXml(xml: string, disks: readonly InstantDisk[], met
  * and our instant-recovery metadata removed: what a made-permanent VM is defined as.
  */
 export function standaloneDomainXml(xml: string, disks: readonly { target: string; path: string; format: 'qcow2' | 'raw' }[]): string {
-	const tree = parseTree(xml);
-	const domain = domainOf(tree);
+	const { tree, domain } = parseOrderedDomain(xml);
 	const byTarget = new Map(disks.map((disk) => [disk.target, disk]));
 	rewriteDisks(domain, (target) => {
 		const disk = byTarget.get(target);
 		return disk ? { path: disk.path, format: disk.format, chain: [] } : undefined;
 	});
 	setMetadata(domain, undefined);
-	return buildTree(tree);
+	return buildOrdered(tree);
 }
 
 function rewriteDisks(domain: OrderedNode, replacement: (target: string) => { path: string; format: string; chain: readonly ChainLayer[] } | undefined): void {
@@ -215,7 +164,7 @@ function textOf(node: OrderedNode): string {
 
 /** Our instant-recovery metadata in a domain's XML, or undefined when it has none (not an instant-recovery VM). */
 export function parseInstantMetadata(xml: string): InstantMetadata | undefined {
-	const domain = domainOf(parseTree(xml));
+	const domain = parseOrderedDomain(xml).domain;
 	const holder = child(domain, 'metadata');
 	const ours = holder ? children(holder).find((node) => localName(tagOf(node)) === 'instant' && Object.entries(attrs(node)).some(([key, value]) => key.startsWith('xmlns') && value === INSTANT_METADATA_NS)) : undefined;
 	if (!ours) return undefined;
@@ -330,7 +279,7 @@ export interface DefinedDisk {
 
 /** File disks of a definition with the backing chain it spells out (format included). */
 export function definedDisks(xml: string): DefinedDisk[] {
-	const devices = child(domainOf(parseTree(xml)), 'devices');
+	const devices = child(parseOrderedDomain(xml).domain, 'devices');
 	const disks: DefinedDisk[] = [];
 	for (const disk of devices ? children(devices) : []) {
 		if (tagOf(disk) !== 'disk' || (attrs(disk).type ?? 'file') !== 'file') continue;
