@@ -42,7 +42,7 @@ import { SshConnection } from '../lib/ssh';
 import { loadLab } from '../test/support/lab';
 import { labTarget } from '../test/support/targets';
 import { ExecLog, type ExecRecord } from './lib/execLog';
-import { MiB, VIRTUAL_MIB, createBenchVms, engineState, loadAverage, median, qemuIo, removeBenchVms, rotate, settle, sh, sshCosts, sshLine } from './lib/host';
+import { MiB, VIRTUAL_MIB, createBenchVms, engineState, loadAverage, median, qemuIo, removeBenchVms, rotate, settle, sh, sshCosts, sshLine, runBench } from './lib/host';
 
 const argv = process.argv.slice(2);
 const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : 3);
@@ -461,15 +461,6 @@ echo "$(df -T -- "$1" | awk 'NR==2{print $2}') filesystem; domain type $2."`,
 	if (failures.length > 0) process.exitCode = 1;
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-	process.once(signal, () => {
-		console.error(`${signal}: removing the bench VM...`);
-		if (!KEEP) teardown();
-		process.exit(130);
-	});
-}
-
-main().catch((error: unknown) => {
-	console.error(error);
-	process.exit(1);
+runBench(main, () => {
+	if (!KEEP) teardown();
 });

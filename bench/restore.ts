@@ -29,7 +29,7 @@ import { restoreBackup } from '../lib/restore';
 import { SshConnection } from '../lib/ssh';
 import { loadLab } from '../test/support/lab';
 import { labTarget } from '../test/support/targets';
-import { DATA_BYTES, createBenchVms, engineState, loadAverage, median, qemuIo, removeBenchVms, rotate, settle, sh, sshCosts, sshLine } from './lib/host';
+import { DATA_BYTES, createBenchVms, engineState, loadAverage, median, qemuIo, removeBenchVms, rotate, settle, sh, sshCosts, sshLine, runBench } from './lib/host';
 
 const argv = process.argv.slice(2);
 const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : 5);
@@ -197,15 +197,6 @@ async function main(): Promise<void> {
 	if (failures.length > 0) process.exitCode = 1;
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-	process.once(signal, () => {
-		console.error(`${signal}: removing the bench VMs...`);
-		if (!KEEP) teardown();
-		process.exit(130);
-	});
-}
-
-main().catch((error: unknown) => {
-	console.error(error);
-	process.exit(1);
+runBench(main, () => {
+	if (!KEEP) teardown();
 });

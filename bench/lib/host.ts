@@ -180,3 +180,18 @@ export function engineState(): { key: string; text: string } {
 		text: `commit ${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ` with uncommitted changes in lib/ (${dirty.split('\n').length} files)` : ' (lib/ clean)'}`,
 	};
 }
+
+/** Runs a bench's main; Ctrl-C or SIGTERM runs `teardown` (removing its VMs) first, a failure exits 1. */
+export function runBench(main: () => Promise<void>, teardown: () => void): void {
+	for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+		process.once(signal, () => {
+			console.error(`${signal}: removing the bench VM(s)...`);
+			teardown();
+			process.exit(130);
+		});
+	}
+	main().catch((error: unknown) => {
+		console.error(error);
+		process.exit(1);
+	});
+}
