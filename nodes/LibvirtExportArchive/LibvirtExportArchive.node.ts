@@ -193,13 +193,15 @@ export class LibvirtExportArchive implements INodeType {
 		};
 
 		const target = this.getNodeParameter('target', 0) as Target;
+		/** Host key warnings of this node's own connections (see executeRouted): on every item it outputs. */
+		const warnings: (string | undefined)[] = [];
 		try {
 			const host = hostFromCredentials(await this.getCredentials('libvirtSshApi'));
 			const other = target === 'remoteFile' || target === 'replica' ? hostFromCredentials(await this.getCredentials('libvirtSshTargetApi')) : undefined;
 			await withSsh(
 				host.target,
 				async (ssh) => {
-					const warnings = [hostKeyWarning(host.target, ssh.hostKeyFingerprint)];
+					warnings.push(hostKeyWarning(host.target, ssh.hostKeyFingerprint));
 					const resolved = new Map<number, ExportableBackup>();
 					for (let itemIndex = 0; itemIndex < items.length; itemIndex++) {
 						try {
@@ -217,9 +219,12 @@ export class LibvirtExportArchive implements INodeType {
 					try {
 						if (target === 'replica' && remote) {
 							for (const result of await replicate(this, ssh, remote, resolved, signal)) {
-								if (result.status === 'failed' || result.status === 'refused') fail(new LibvirtBackupError('BACKUP_FAILED', `${result.source}: ${result.status}: ${result.reason}`), result.items);
-								else result.items.forEach((index) => done.add(index));
-								if (result.status !== 'failed' && result.status !== 'refused') output.push({ json: result.json, pairedItem: result.items.map((item) => ({ item })) });
+								if (result.status === 'failed' || result.status === 'refused') {
+									fail(new LibvirtBackupError('BACKUP_FAILED', `${result.source}: ${result.status}: ${result.reason}`), result.items);
+								} else {
+									output.push({ json: result.json, pairedItem: result.items.map((item) => ({ item })) });
+									result.items.forEach((index) => done.add(index));
+								}
 							}
 						}
 						for (const group of groups) {
@@ -235,7 +240,6 @@ export class LibvirtExportArchive implements INodeType {
 					} finally {
 						remote?.close();
 					}
-					for (const warning of warnings) if (warning) this.addExecutionHints({ message: warning, type: 'warning', location: 'outputPane' });
 				},
 				signal,
 			);
@@ -243,6 +247,12 @@ export class LibvirtExportArchive implements INodeType {
 			const left = items.map((_item, index) => index).filter((index) => !done.has(index));
 			if (left.length === 0 || error instanceof NodeOperationError) throw toNodeError(this.getNode(), error, left[0] ?? 0);
 			fail(error, left);
+		}
+		const warning = warnings.filter(Boolean).join(' ');
+		if (warning) this.addExecutionHints({ message: warning, type: 'warning', location: 'outputPane' });
+		for (const item of output) {
+			if (warning) item.json.hostKeyWarning = warning;
+			else delete item.json.hostKeyWarning;
 		}
 		return [output];
 	}

@@ -166,6 +166,14 @@ describe('node in the n8n engine', () => {
 		expect([...hashes.keys()].map((name) => name.split('/').pop())).toEqual(['vda.qcow2', 'vdb.qcow2', 'domain.xml', 'manifest.json']);
 	});
 
+	test('a credential that skips host key verification says so in every output item, as every other node does', async () => {
+		const store = credentials();
+		store.src = { ...store.src, data: { ...store.src.data, skipHostKeyVerification: true } };
+		const result = await n8n.run(workflow(made[0].path, {}), { credentials: store });
+		expect(result.error).toBeUndefined();
+		expect(result.output('Export')).toEqual([expect.objectContaining({ hostKeyWarning: expect.stringMatching(/^host key NOT verified/) }) as IDataObject]);
+	});
+
 	test('binary data: an image changed after the backup fails the node, and no item refers to a partial archive', async () => {
 		// made[3] was changed in place by the engine test above (same size, one byte).
 		const result = await n8n.run(workflow(made[3].path, {}), { credentials: credentials() });
