@@ -1,6 +1,5 @@
 import {
 	NodeConnectionTypes,
-	type IDataObject,
 	type IExecuteFunctions,
 	type INodeExecutionData,
 	type INodeType,
@@ -10,6 +9,7 @@ import { discoverVms, type DiscoveryFilter } from '../../lib/libvirt';
 import { parseNameList } from '../shared/catalogParameters';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
+import { discoveredVmItem } from '../shared/items';
 
 export class LibvirtDiscoverVms implements INodeType {
 	description: INodeTypeDescription = {
@@ -89,7 +89,7 @@ export class LibvirtDiscoverVms implements INodeType {
 			if (vms.length === 0) {
 				this.addExecutionHints({ message: `No VMs found on ${target.host} (${uri}) for these filters`, location: 'outputPane' });
 			}
-			return vms.map((vm) => ({ host: target.host, ...vm }) as unknown as IDataObject);
+			return vms.map((vm) => discoveredVmItem(vm, target.host));
 		});
 	}
 }

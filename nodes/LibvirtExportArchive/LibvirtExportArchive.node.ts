@@ -26,7 +26,7 @@ import {
 	type ExportableBackup,
 	type ReplicaResult,
 } from '../../lib/export';
-import { formatBytes } from '../../lib/backup/hostFiles';
+import { formatBytes } from '../../lib/format';
 import { LibvirtBackupError } from '../../lib/errors';
 import { SshConnection, withSsh } from '../../lib/ssh';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';

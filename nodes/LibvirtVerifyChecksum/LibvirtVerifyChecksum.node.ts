@@ -2,7 +2,6 @@ import {
 	NodeConnectionTypes,
 	NodeHelpers,
 	NodeOperationError,
-	type IDataObject,
 	type IExecuteFunctions,
 	type INodeExecutionData,
 	type INodeType,
@@ -11,6 +10,7 @@ import {
 import { BackupVerifier, type InvalidAction } from '../../lib/catalog';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executeRouted } from '../shared/executeRouted';
+import { verifiedItem } from '../shared/items';
 
 const VALID = 0;
 const INVALID = 1;
@@ -96,20 +96,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 				rehashChain: this.getNodeParameter('rehashChain', itemIndex, false) === true,
 				signal,
 			});
-			const json: IDataObject = {
-				...items[itemIndex].json,
-				vm: result.vm,
-				id: result.id,
-				path: result.path,
-				status: result.status,
-				valid: result.valid,
-				checkedAt: result.checkedAt,
-				disks: result.disks as unknown as IDataObject[],
-				parents: result.parents as unknown as IDataObject[],
-				problems: result.problems,
-				action: result.action,
-			};
-			return [{ output: result.valid ? VALID : INVALID, json }];
+			return [{ output: result.valid ? VALID : INVALID, json: verifiedItem(items[itemIndex].json, result) }];
 		});
 	}
 }

@@ -24,7 +24,7 @@ export type RoutedItemWork = (ssh: SshConnection, host: LibvirtHost, itemIndex: 
 
 export interface RoutedOptions {
 	/** The json of an error item (continueOnFail); by default the input item's json plus `error`. */
-	errorJson?: (input: IDataObject, message: string) => IDataObject;
+	errorJson?: (input: IDataObject, message: string, itemIndex: number) => IDataObject;
 }
 
 /** The warning for a target whose host key is not verified (undefined when it is). */
@@ -64,7 +64,7 @@ export async function executeRouted(
 	const failItem = (error: unknown, itemIndex: number) => {
 		const nodeError = toNodeError(context.getNode(), error, itemIndex);
 		if (!context.continueOnFail()) throw withWarningDescription(nodeError, warning);
-		emit(errorOutput, errorJson(items[itemIndex].json, nodeError.message), itemIndex);
+		emit(errorOutput, errorJson(items[itemIndex].json, nodeError.message, itemIndex), itemIndex);
 		done.add(itemIndex);
 	};
 
