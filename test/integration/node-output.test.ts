@@ -24,6 +24,8 @@ interface Step {
 	type: string;
 	parameters: Record<string, unknown>;
 	continueOnFail?: boolean;
+	/** "On Error: Continue (using error output)": failed items leave on an output of their own. */
+	errorOutput?: boolean;
 }
 
 /** Manual Trigger -> steps in a line (each on the previous node's first output). */
@@ -41,6 +43,7 @@ function chain(...steps: Step[]): WorkflowJson {
 			parameters: step.parameters as INode['parameters'],
 			credentials: { libvirtSshApi: { id: CRED_ID, name: 'lab' } },
 			...(step.continueOnFail ? { onError: 'continueRegularOutput' as const } : {}),
+			...(step.errorOutput ? { onError: 'continueErrorOutput' as const } : {}),
 		});
 	});
 	return { nodes, connections };
@@ -105,6 +108,27 @@ describe('Backup VM Disk error items name the VM', () => {
 			{ credentials: credentials() },
 		);
 		expect(result.output('Backup')).toEqual([{ vm: 'lvb-no-such-vm', uuid: null, error: expect.stringMatching(/lvb-no-such-vm/) }]);
+	});
+
+	// n8n moves an item to the error output only when it carries an error or its json holds nothing
+	// but error/message/details: any other field on a failed item sent it down the success branch.
+	test('with the error output on, the failed item leaves on the error output, not the success one', async () => {
+		const result = await n8n.run(
+			chain(discover(), { name: 'Backup', type: 'libvirtBackupVmDisk', parameters: { destination: unwritable }, errorOutput: true }),
+			{ credentials: credentials() },
+		);
+		expect(result.error).toBeUndefined();
+		expect(result.output('Backup', 0)).toEqual([]);
+		// n8n merges the input item (the Discover item: name, uuid) into it; the rest is in details.
+		expect(result.output('Backup', 1)).toEqual([expect.objectContaining({ name: vm.name, uuid, error: expect.any(String), details: { vm: vm.name } })]);
+	});
+
+	test('a credential that skips host key verification: the failed item (with hostKeyWarning) still leaves on the error output', async () => {
+		const skipping = { [CRED_ID]: { type: 'libvirtSshApi', data: labCredentialData({ skipHostKeyVerification: true, hostKeys: '', port: 1 }) } };
+		const result = await n8n.run(chain({ name: 'List', type: 'libvirtListBackups', parameters: { destination: destination.dest }, errorOutput: true }), { credentials: skipping });
+		expect(result.error).toBeUndefined();
+		expect(result.output('List', 0)).toEqual([]);
+		expect(result.output('List', 1)).toEqual([{ error: expect.stringMatching(/connection refused/), details: { hostKeyWarning: expect.stringMatching(/^host key NOT verified/) } }]);
 	});
 });
 

@@ -3,6 +3,7 @@
 import type { BackupResult } from '../../lib/backup';
 import type { BackupVerification } from '../../lib/catalog';
 import type { DiscoveredVm } from '../../lib/libvirt';
+import { forErrorOutput } from '../../nodes/shared/executeRouted';
 import { backupItem, discoveredVmItem, verifiedItem } from '../../nodes/shared/items';
 
 const MiB = 1024 * 1024;
@@ -121,5 +122,14 @@ describe('Verify Checksum', () => {
 	test('a quarantined backup: path is where it is now', () => {
 		const moved = verifiedItem(input, { ...verification, action: 'quarantined', path: `${backup.path}.quarantined` });
 		expect(moved).toMatchObject({ action: 'quarantined', path: `${backup.path}.quarantined` });
+	});
+});
+
+describe('error items for n8n\'s error output (forErrorOutput)', () => {
+	test('only error and details: what the input already says is left to n8n\'s merge', () => {
+		const input = { name: 'web01', uuid: 'u-1' };
+		expect(forErrorOutput({ vm: 'web01', uuid: 'u-1', error: 'boom', hostKeyWarning: 'w' }, input)).toEqual({ error: 'boom', details: { vm: 'web01', hostKeyWarning: 'w' } });
+		expect(forErrorOutput({ ...input, error: 'boom' }, input)).toEqual({ error: 'boom' });
+		expect(forErrorOutput({ error: 'boom' }, {})).toEqual({ error: 'boom' });
 	});
 });
