@@ -23,8 +23,8 @@ export class LibvirtVerifyChecksum implements INodeType {
 		group: ['transform'],
 		version: 1,
 		subtitle: '={{"if invalid: " + $parameter["onInvalid"]}}',
-		description:
-			'Re-hash every image of a backup on the host, compare with its manifest and run qemu-img check; an incremental is valid only if the backups it builds on are (a parent verified valid earlier is trusted, not re-hashed, unless Re-Hash Whole Chain is on). Valid backups go to the first output; invalid ones (proven damage), unverifiable ones (an image could not be read or checked) and, with Continue On Fail, backups that could not be checked at all go to the second.',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/verify-checksum.md',
+		description: 'Check a backup against its checksums and qemu-img check',
 		defaults: { name: 'Verify Checksum' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
