@@ -8,7 +8,7 @@ export class LibvirtSshApi implements ICredentialType {
 
 	icon: Icon = { light: 'file:libvirt.svg', dark: 'file:libvirt.dark.svg' };
 
-	documentationUrl = 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/credential.md';
+	documentationUrl = 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/credentials/libvirtSshApi.md';
 
 	properties: INodeProperties[] = [
 		{ displayName: 'Host', name: 'host', type: 'string', default: '', required: true, placeholder: 'kvm01.example.com' },

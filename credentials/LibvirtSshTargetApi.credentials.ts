@@ -13,7 +13,7 @@ export class LibvirtSshTargetApi implements ICredentialType {
 
 	icon: Icon = { light: 'file:libvirt.svg', dark: 'file:libvirt.dark.svg' };
 
-	documentationUrl = 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/export-archive.md';
+	documentationUrl = 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/credentials/libvirtSshTargetApi.md';
 
 	properties: INodeProperties[] = new LibvirtSshApi().properties.filter((property) => property.name !== 'libvirtUri');
 }

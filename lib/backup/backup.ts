@@ -19,7 +19,8 @@ import {
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
 import { readCatalog, type Catalog } from '../catalog/list';
-import { finalizeBackupFolder, finishImages, formatBytes, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
+import { formatBytes } from '../format';
+import { finalizeBackupFolder, finishImages, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
 import { CHECKPOINT_PREFIX, checkpointPrefix, isDestinationCheckpoint, planBackup, selectDisks, type BackupMode, type NewFullPolicy, type StoreState } from './plan';
 import { backupDir, backupId, checkDestination, vmBackupDir, vmDirName } from '../store/layout';
 import { acquireVmLock } from '../store/lock';
@@ -51,6 +52,8 @@ export interface BackupRequest {
 
 export interface BackupHooks {
 	onProgress?: (progress: Progress) => void;
+	/** The VM the request named, once found: a failure after this point is this VM's. */
+	onVm?: (vm: { name: string; uuid: string }) => void;
 	signal?: AbortSignal;
 	now?: () => Date;
 }
@@ -122,6 +125,7 @@ export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks
 	const now = hooks.now ?? (() => new Date());
 	const started = now();
 	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
+	hooks.onVm?.({ name: vm.name, uuid: vm.uuid });
 	const vmDir = vmBackupDir(request.dest, vm.name);
 	const lock = await acquireVmLock(ssh, vmDir, request.holder, vm.name);
 	let succeeded = false;

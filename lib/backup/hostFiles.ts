@@ -17,17 +17,6 @@ export const HASH_FN = `if command -v openssl >/dev/null 2>&1; then hash() { ope
 /** Written before a snapshot-fallback backup puts overlays on a VM, removed after they are merged. */
 export const PENDING_FILE = '.lvb-pending.json';
 
-export function formatBytes(bytes: number): string {
-	const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-	let value = bytes;
-	let unit = 0;
-	while (value >= 1024 && unit < units.length - 1) {
-		value /= 1024;
-		unit += 1;
-	}
-	return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
-
 /**
  * Files of ours in a backup folder this run made: refused when the name exists already (planted), and
  * created O_EXCL (`dd conv=excl`), which never follows a symbolic link or opens a FIFO or device.

@@ -2,4 +2,5 @@ export { backupVm, checkBackupRequest, CHECKPOINT_PREFIX, MAX_NEW_FULL_DAYS, MAX
 export type { NewFullPolicy } from './plan';
 export type { BackupMode, BackupRequest, BackupHooks, BackupResult, DiskResult } from './backup';
 export type { Progress } from './strategies';
-export { formatBytes } from './hostFiles';
+// scripts/demo.ts reads it from here.
+export { formatBytes } from '../format';

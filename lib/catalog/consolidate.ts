@@ -5,7 +5,8 @@
  * header never chooses what the host opens; every image of the chain is hashed against its
  * manifest while the copy runs, and any mismatch discards the result.
  */
-import { HASH_FN, formatBytes } from '../backup/hostFiles';
+import { HASH_FN } from '../backup/hostFiles';
+import { formatBytes } from '../format';
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
 import { scriptArgv } from '../shell';

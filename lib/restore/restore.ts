@@ -6,7 +6,8 @@
  * a failed, cancelled or corrupted restore leaves every original disk as it was.
  */
 import { isOurBitmap } from '../backup/backup';
-import { HASH_FN, formatBytes } from '../backup/hostFiles';
+import { HASH_FN } from '../backup/hostFiles';
+import { formatBytes } from '../format';
 import { newMarker, splitSections } from '../batch';
 import { CHECK_CHAIN_FN } from '../catalog/consolidate';
 import { readCatalog } from '../catalog/list';

@@ -4,6 +4,7 @@ import { backupVm, MAX_NEW_FULL_DAYS, MAX_NEW_FULL_INCREMENTALS, MAX_TIMEOUT_MIN
 import type { Quiesce } from '../../lib/libvirt';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
+import { backupItem } from '../shared/items';
 
 export class LibvirtBackupVmDisk implements INodeType {
 	description: INodeTypeDescription = {
@@ -13,7 +14,8 @@ export class LibvirtBackupVmDisk implements INodeType {
 		group: ['transform'],
 		version: 1,
 		subtitle: '={{$parameter["mode"] + " backup to " + $parameter["destination"]}}',
-		description: 'Back up the disks of a libvirt VM consistently (live or shut off), with checksums and a manifest',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/backup-vm-disk.md',
+		description: 'Back up the disks of a libvirt VM, live or shut off, with checksums',
 		defaults: { name: 'Backup VM Disk' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
@@ -122,6 +124,8 @@ export class LibvirtBackupVmDisk implements INodeType {
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const holder = `n8n execution ${this.getExecutionId() ?? '?'} (workflow "${this.getWorkflow().name ?? this.getWorkflow().id}")`;
+		// Error items name the VM: the one the engine found, else the one asked for, else the input's.
+		const vms = new Map<number, { vm: string; uuid: string | null }>();
 		return await executePerItem(this, async (ssh, { target, uri }, itemIndex, signal) => {
 			const mode = this.getNodeParameter('mode', itemIndex) as BackupMode;
 			const request: BackupRequest = {
@@ -141,9 +145,11 @@ export class LibvirtBackupVmDisk implements INodeType {
 				holder,
 				host: target.host,
 			};
+			vms.set(itemIndex, { vm: request.vm, uuid: null });
 			let lastLogged = -10;
 			const result = await backupVm(ssh, request, {
 				signal,
+				onVm: ({ name, uuid }) => vms.set(itemIndex, { vm: name, uuid }),
 				onProgress: (progress) => {
 					if (progress.percent >= lastLogged + 10 || progress.phase !== 'copy') {
 						lastLogged = progress.phase === 'copy' ? progress.percent : lastLogged;
@@ -151,7 +157,13 @@ export class LibvirtBackupVmDisk implements INodeType {
 					}
 				},
 			});
-			return [result as unknown as IDataObject];
-		});
+			return [backupItem(result)];
+		}, { errorJson: (input, message, itemIndex) => ({ ...(vms.get(itemIndex) ?? vmOfInput(input)), error: message }) });
 	}
+}
+
+/** The VM an input item names: a Discover VMs item (name, uuid), a List Backups item (vm, vmUuid) or `{ vm }`. */
+function vmOfInput(input: IDataObject): { vm: string | null; uuid: string | null } {
+	const text = (value: unknown) => (typeof value === 'string' && value !== '' ? value : null);
+	return { vm: text(input.name) ?? text(input.vm), uuid: text(input.uuid) ?? text(input.vmUuid) };
 }

@@ -1,6 +1,5 @@
 import {
 	NodeConnectionTypes,
-	type IDataObject,
 	type IExecuteFunctions,
 	type INodeExecutionData,
 	type INodeType,
@@ -10,6 +9,7 @@ import { discoverVms, type DiscoveryFilter } from '../../lib/libvirt';
 import { parseNameList } from '../shared/catalogParameters';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
+import { discoveredVmItem } from '../shared/items';
 
 export class LibvirtDiscoverVms implements INodeType {
 	description: INodeTypeDescription = {
@@ -19,7 +19,8 @@ export class LibvirtDiscoverVms implements INodeType {
 		group: ['input'],
 		version: 1,
 		subtitle: '={{$parameter["state"] === "any" ? "all VMs" : $parameter["state"] + " VMs"}}',
-		description: 'List the virtual machines of a libvirt host with their state and disks',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/discover-vms.md',
+		description: 'List the VMs of a libvirt host with their state and disks',
 		defaults: { name: 'Discover VMs' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
@@ -89,7 +90,7 @@ export class LibvirtDiscoverVms implements INodeType {
 			if (vms.length === 0) {
 				this.addExecutionHints({ message: `No VMs found on ${target.host} (${uri}) for these filters`, location: 'outputPane' });
 			}
-			return vms.map((vm) => ({ host: target.host, ...vm }) as unknown as IDataObject);
+			return vms.map((vm) => discoveredVmItem(vm, target.host));
 		});
 	}
 }

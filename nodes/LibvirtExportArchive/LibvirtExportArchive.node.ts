@@ -26,7 +26,7 @@ import {
 	type ExportableBackup,
 	type ReplicaResult,
 } from '../../lib/export';
-import { formatBytes } from '../../lib/backup/hostFiles';
+import { formatBytes } from '../../lib/format';
 import { LibvirtBackupError } from '../../lib/errors';
 import { SshConnection, withSsh } from '../../lib/ssh';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
@@ -51,8 +51,8 @@ export class LibvirtExportArchive implements INodeType {
 		group: ['transform'],
 		version: 1,
 		subtitle: '={{$parameter["target"] + " · " + $parameter["compression"]}}',
-		description:
-			'Pack backups (images, domain.xml, manifest, verification record) into one tar, tar.gz or tar.zst, streamed from the host without holding it in memory: as n8n binary data, or as a file on this host or another one over SSH. Every image is checked against its manifest sha256 as it streams; a backup that is missing, unfinished or invalid is refused.',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/export-archive.md',
+		description: 'Pack VM backups into a tar archive or copy them to another host',
 		defaults: { name: 'Export Archive' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],

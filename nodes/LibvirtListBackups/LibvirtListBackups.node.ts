@@ -25,8 +25,8 @@ export class LibvirtListBackups implements INodeType {
 		group: ['input'],
 		version: 1,
 		subtitle: '={{$parameter["destination"]}}',
-		description:
-			'List the backups under a destination on the host, one item per backup read from its manifest. Unfinished folders and quarantined backups are never listed as backups.',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/list-backups.md',
+		description: 'List the backups in a destination folder on a libvirt host',
 		defaults: { name: 'List Backups' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],

@@ -41,9 +41,15 @@ export class LibvirtPruneBackups implements INodeType {
 		icon: { light: 'file:../icons/libvirt.svg', dark: 'file:../icons/libvirt.dark.svg' },
 		group: ['transform'],
 		version: 1,
-		subtitle: '={{$parameter["dryRun"] ? "dry run" : "prune"}}',
-		description:
-			'Remove old backups by a retention policy read from manifests (Proxmox Backup Server rules). Protected backups, the newest valid backup of each VM and full backups a kept incremental needs are never removed; files that are not our backups are never touched. Outputs one item per backup with keep/prune, the reasons and the bytes freed (freedBytes), or one summary item. As an AI agent tool it only reports what would be pruned (dry run).',
+		// The policy at a glance on the canvas, e.g. "7d 4w 6m, dry run" (docs/nodes/prune-old-backups.md#subtitle).
+		subtitle:
+			'={{ ((($parameter["keepLast"] > 0 ? " last " + $parameter["keepLast"] : "") + ($parameter["keepHourly"] > 0 ? " " + $parameter["keepHourly"] + "h" : "") + ' +
+			'($parameter["keepDaily"] > 0 ? " " + $parameter["keepDaily"] + "d" : "") + ($parameter["keepWeekly"] > 0 ? " " + $parameter["keepWeekly"] + "w" : "") + ' +
+			'($parameter["keepMonthly"] > 0 ? " " + $parameter["keepMonthly"] + "m" : "") + ($parameter["keepYearly"] > 0 ? " " + $parameter["keepYearly"] + "y" : "") + ' +
+			'($parameter["keepWithin"] ? " within " + $parameter["keepWithin"] : "") + ($parameter["retentionDays"] > 0 ? " within " + $parameter["retentionDays"] + "d" : "")).trim() || "no rules") + ' +
+			'($parameter["dryRun"] === false ? ", prune" : ", dry run") }}',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/prune-old-backups.md',
+		description: 'Remove old VM backups by a retention policy',
 		defaults: { name: 'Prune Old Backups' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
@@ -64,7 +70,8 @@ export class LibvirtPruneBackups implements INodeType {
 				name: 'dryRun',
 				type: 'boolean',
 				default: true,
-				description: 'Whether to only report what would be pruned. Turn off to remove backups.',
+				description:
+					'Whether to only report what would be pruned. Turn off to remove backups: protected backups, the newest valid backup of each VM and the backups a kept incremental needs are never removed, and files that are not our backups never touched.',
 				displayOptions: { hide: { '@tool': [true] } },
 			},
 			{

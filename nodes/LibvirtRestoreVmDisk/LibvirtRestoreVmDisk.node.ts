@@ -117,8 +117,8 @@ export class LibvirtRestoreVmDisk implements INodeType {
 		group: ['transform'],
 		version: 1,
 		subtitle: '={{$parameter["operation"] + ($parameter["target"] ? " to " + $parameter["target"] : "")}}',
-		description:
-			'Restore a backup (full or incremental) onto the VM\'s own disks or into a folder, optionally as a new VM. Every image of the chain is checked against its manifest while the disks are rebuilt, and the disks are replaced only when all is written and matched.',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/restore-vm-disk.md',
+		description: 'Restore a VM backup onto its disks, into a folder or as a new VM',
 		defaults: { name: 'Restore VM Disk' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],

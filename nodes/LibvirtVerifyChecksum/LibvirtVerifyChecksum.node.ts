@@ -2,7 +2,6 @@ import {
 	NodeConnectionTypes,
 	NodeHelpers,
 	NodeOperationError,
-	type IDataObject,
 	type IExecuteFunctions,
 	type INodeExecutionData,
 	type INodeType,
@@ -11,6 +10,7 @@ import {
 import { BackupVerifier, type InvalidAction } from '../../lib/catalog';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executeRouted } from '../shared/executeRouted';
+import { verifiedItem } from '../shared/items';
 
 const VALID = 0;
 const INVALID = 1;
@@ -23,8 +23,8 @@ export class LibvirtVerifyChecksum implements INodeType {
 		group: ['transform'],
 		version: 1,
 		subtitle: '={{"if invalid: " + $parameter["onInvalid"]}}',
-		description:
-			'Re-hash every image of a backup on the host, compare with its manifest and run qemu-img check; an incremental is valid only if the backups it builds on are (a parent verified valid earlier is trusted, not re-hashed, unless Re-Hash Whole Chain is on). Valid backups go to the first output; invalid ones (proven damage), unverifiable ones (an image could not be read or checked) and, with Continue On Fail, backups that could not be checked at all go to the second.',
+		documentationUrl: 'https://github.com/n8n-nodes-libvirt-backup/n8n-nodes-libvirt-backup/blob/main/docs/nodes/verify-checksum.md',
+		description: 'Check a backup against its checksums and qemu-img check',
 		defaults: { name: 'Verify Checksum' },
 		usableAsTool: true,
 		inputs: [NodeConnectionTypes.Main],
@@ -96,20 +96,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 				rehashChain: this.getNodeParameter('rehashChain', itemIndex, false) === true,
 				signal,
 			});
-			const json: IDataObject = {
-				...items[itemIndex].json,
-				vm: result.vm,
-				id: result.id,
-				path: result.path,
-				status: result.status,
-				valid: result.valid,
-				checkedAt: result.checkedAt,
-				disks: result.disks as unknown as IDataObject[],
-				parents: result.parents as unknown as IDataObject[],
-				problems: result.problems,
-				action: result.action,
-			};
-			return [{ output: result.valid ? VALID : INVALID, json }];
+			return [{ output: result.valid ? VALID : INVALID, json: verifiedItem(items[itemIndex].json, result) }];
 		});
 	}
 }

@@ -24,7 +24,7 @@ export type RoutedItemWork = (ssh: SshConnection, host: LibvirtHost, itemIndex: 
 
 export interface RoutedOptions {
 	/** The json of an error item (continueOnFail); by default the input item's json plus `error`. */
-	errorJson?: (input: IDataObject, message: string) => IDataObject;
+	errorJson?: (input: IDataObject, message: string, itemIndex: number) => IDataObject;
 }
 
 /** The warning for a target whose host key is not verified (undefined when it is). */
@@ -61,10 +61,12 @@ export async function executeRouted(
 	const emit = (output: number, json: IDataObject, itemIndex: number) => {
 		outputs[output].push({ json: withHostKeyWarning(json, warning), pairedItem: { item: itemIndex } });
 	};
+	const toErrorOutput = context.getNode().onError === 'continueErrorOutput';
 	const failItem = (error: unknown, itemIndex: number) => {
 		const nodeError = toNodeError(context.getNode(), error, itemIndex);
 		if (!context.continueOnFail()) throw withWarningDescription(nodeError, warning);
-		emit(errorOutput, errorJson(items[itemIndex].json, nodeError.message), itemIndex);
+		const json = withHostKeyWarning(errorJson(items[itemIndex].json, nodeError.message, itemIndex), warning);
+		outputs[errorOutput].push({ json: toErrorOutput ? forErrorOutput(json, items[itemIndex].json) : json, pairedItem: { item: itemIndex } });
 		done.add(itemIndex);
 	};
 
@@ -92,6 +94,18 @@ export async function executeRouted(
 	}
 	if (warning) context.addExecutionHints({ message: warning, type: 'warning', location: 'outputPane' });
 	return outputs;
+}
+
+/**
+ * With "On Error: Continue (using error output)" n8n moves an item to the error output only when its
+ * json holds nothing but error, message and details, and then merges the input item's json into it.
+ * So the error stays `error`, and what the input does not already say (the VM, hostKeyWarning) goes
+ * into `details`.
+ */
+export function forErrorOutput(json: IDataObject, input: IDataObject): IDataObject {
+	const { error, ...rest } = json;
+	const details = Object.fromEntries(Object.entries(rest).filter(([key, value]) => input[key] !== value));
+	return Object.keys(details).length > 0 ? { error, details } : { error };
 }
 
 /** n8n keeps no hints of a run that throws, so the error itself carries the warning. */
