@@ -20,8 +20,8 @@ import {
 } from 'n8n-workflow';
 import { formatBytes } from '../../lib/backup/hostFiles';
 import { LibvirtBackupError } from '../../lib/errors';
-import { discoverVms, type DiscoveredVm } from '../../lib/libvirt';
-import { withSsh } from '../../lib/ssh';
+import { discoverVms, listDomains, type HostDomain } from '../../lib/libvirt';
+import { withSsh, type SshConnection } from '../../lib/ssh';
 import { hostFromCredentials } from './target';
 
 const UUID_REGEX = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';
@@ -120,10 +120,11 @@ function printable(name: string): string {
 	return name.replace(/[\p{Cc}\u2028\u2029]/gu, (char) => JSON.stringify(char).slice(1, -1).replace(/^\\u00/, '\\x'));
 }
 
-async function hostVms(context: ILoadOptionsFunctions, vm?: string): Promise<DiscoveredVm[]> {
+/** Runs `read` over the node's credential; a failure says which host could not be read, and what to do. */
+async function onHost<T>(context: ILoadOptionsFunctions, read: (ssh: SshConnection, uri: string) => Promise<T>): Promise<T> {
 	const { target, uri } = hostFromCredentials(await context.getCredentials('libvirtSshApi'));
 	try {
-		return (await withSsh(target, async (ssh) => await discoverVms(ssh, uri, vm === undefined ? { excludeDevices: [] } : { domains: [vm], excludeDevices: [] }))).vms;
+		return await withSsh(target, async (ssh) => await read(ssh, uri));
 	} catch (error) {
 		const message = error instanceof Error ? error.message : String(error);
 		throw new NodeOperationError(context.getNode(), `Could not read the VMs of ${target.username}@${target.host}:${target.port} (${uri}): ${message}`, {
@@ -132,9 +133,11 @@ async function hostVms(context: ILoadOptionsFunctions, vm?: string): Promise<Dis
 	}
 }
 
-async function searchList(context: ILoadOptionsFunctions, filter: string | undefined, value: (vm: DiscoveredVm) => string): Promise<INodeListSearchResult> {
+async function searchList(context: ILoadOptionsFunctions, filter: string | undefined, value: (vm: HostDomain) => string): Promise<INodeListSearchResult> {
 	const wanted = (filter ?? '').trim().toLowerCase();
-	const vms = (await hostVms(context)).filter((vm) => wanted === '' || vm.name.toLowerCase().includes(wanted) || vm.uuid.toLowerCase().includes(wanted));
+	const vms = (await onHost(context, async (ssh, uri) => await listDomains(ssh, uri))).filter(
+		(vm) => wanted === '' || vm.name.toLowerCase().includes(wanted) || vm.uuid.toLowerCase().includes(wanted),
+	);
 	return { results: vms.map((vm): INodeListSearchItems => ({ name: `${printable(vm.name)} (${vm.state})`, value: value(vm) })) };
 }
 
@@ -151,7 +154,7 @@ export async function getVmDisks(this: ILoadOptionsFunctions): Promise<INodeProp
 	const { value } = vmReference(this.getCurrentNodeParameter('vm'));
 	const vm = value.trim();
 	if (vm === '' || vm.startsWith('=')) return [];
-	const [found] = await hostVms(this, vm);
+	const [found] = (await onHost(this, async (ssh, uri) => await discoverVms(ssh, uri, { domains: [vm], excludeDevices: [] }))).vms;
 	return (found?.disks ?? []).map((disk) => ({
 		name: `${disk.target} (${[disk.device, disk.format, disk.virtualBytes === null ? undefined : formatBytes(disk.virtualBytes)].filter(Boolean).join(', ')})`,
 		value: disk.target,
