@@ -3,6 +3,9 @@
 // the lab's real sshd and libvirt. Workflows saved before the picker (plain strings) and with it
 // (resource locator values) both run. Needs `npm run build` and the lab.
 import type { IDataObject, ILoadOptionsFunctions, INode, INodeListSearchResult, INodePropertyOptions, INodeType } from 'n8n-workflow';
+import { listDomains } from '../../lib/libvirt';
+import { withSsh } from '../../lib/ssh';
+import { hostFromCredentials } from '../../nodes/shared/target';
 import { loadLab, type Lab } from '../support/lab';
 import { InProcessN8n, type CredentialStore, type WorkflowJson } from '../support/n8n-inprocess';
 import { labCredentialData } from '../support/targets';
@@ -110,6 +113,18 @@ describe('listSearch over the node credential', () => {
 		const byUuid = (await search('libvirtBackupVmDisk', 'searchVms', '$(TOUCH', store)).results;
 		expect(byUuid.length).toBeGreaterThan(0);
 		for (const item of byUuid) expect(item.name.toLowerCase()).toContain('$(touch');
+	});
+
+	test(`a fleet of VMs is listed in one SSH command, no disk image inspected`, async () => {
+		const store = credentials({ libvirtUri: lab.fleetUri });
+		const { results } = await search('libvirtBackupVmDisk', 'searchVms', undefined, store);
+		expect(results).toHaveLength(lab.fleetCount);
+		const { target, uri } = hostFromCredentials(store[CREDENTIAL_ID].data);
+		const execs = await withSsh(target, async (ssh) => {
+			await listDomains(ssh, uri);
+			return ssh.execCount;
+		});
+		expect(execs).toBe(1);
 	});
 
 	test('an unreachable host is a clear error', async () => {
