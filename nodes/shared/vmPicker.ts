@@ -115,9 +115,11 @@ export function vmNamesInput(raw: unknown, resolved: unknown): { raw: unknown; n
 	return { raw: typed, names: resolved.value };
 }
 
+const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
 /** One display line whatever the name holds: a VM name may contain line breaks and control characters. */
-function printable(name: string): string {
-	return name.replace(/[\p{Cc}\u2028\u2029]/gu, (char) => JSON.stringify(char).slice(1, -1).replace(/^\\u00/, '\\x'));
+export function printable(name: string): string {
+	return name.replace(/[\p{Cc}\u2028\u2029]/gu, (char) => ESCAPES[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Runs `read` over the node's credential; a failure says which host could not be read, and what to do. */

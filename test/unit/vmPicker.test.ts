@@ -1,7 +1,7 @@
 // The readers of the VM picker: both the plain strings of workflows saved before it and the
 // resource locator values it saves resolve to what the string fields gave.
 import { selectVmNames } from '../../nodes/shared/catalogParameters';
-import { diskTargets, vmForBackup, vmNamesInput } from '../../nodes/shared/vmPicker';
+import { diskTargets, printable, vmForBackup, vmNamesInput } from '../../nodes/shared/vmPicker';
 
 const UUID = '4dea22b3-1d52-d8f3-2516-782e98ab3fa0';
 const rl = (mode: string, value: unknown) => ({ __rl: true, mode, value });
@@ -66,5 +66,18 @@ describe('VM Names: vmNamesInput then selectVmNames', () => {
 		['only separators', rl('name', ','), rl('name', ','), '","'],
 	])('%s is refused, not read as every VM', (_label, raw, resolved, shown) => {
 		expect(() => select(raw, resolved)).toThrow(`VM Names is set but names no VM (it resolved to ${shown})`);
+	});
+});
+
+describe('printable: a VM name on one display line', () => {
+	test.each<[string, string]>([
+		['web01', 'web01'],
+		['lvb-new\nline', 'lvb-new\\nline'],
+		['a\rb\tc', 'a\\rb\\tc'],
+		['a\u0001b\u007fc', 'a\\u0001b\\u007fc'],
+		['a\u2028b\u2029c', 'a\\u2028b\\u2029c'],
+		["lvb-evil '\"; $(touch pwned) |&\\`$HOME* ünï-€", "lvb-evil '\"; $(touch pwned) |&\\`$HOME* ünï-€"],
+	])('%j', (name, shown) => {
+		expect(printable(name)).toBe(shown);
 	});
 });
