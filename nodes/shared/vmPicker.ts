@@ -57,12 +57,17 @@ export const vmProperty: INodeProperties = {
 	],
 };
 
-/** Backup VM Disk's disks: the chosen VM's disks, or names typed or given by an expression. */
+/**
+ * Backup VM Disk's disks: the chosen VM's disks, or names typed or given by an expression. Arbitrary
+ * values are allowed so that the editor does not flag "vda, vdb" saved by the former text field, nor
+ * disks of a VM that only an expression names (its list stays empty).
+ */
 export const disksProperty: INodeProperties = {
 	displayName: 'Disks',
 	name: 'disks',
 	type: 'multiOptions',
 	typeOptions: { loadOptionsMethod: 'getVmDisks', loadOptionsDependsOn: ['vm.value'] },
+	allowArbitraryValues: true,
 	default: [],
 	description:
 		'Disk targets to back up (the chosen VM\'s disks); empty means every disk that can be backed up. Choose from the list, or specify IDs using an <a href="https://docs.n8n.io/code/expressions/">expression</a>.',
