@@ -114,14 +114,30 @@ done
 /** Stay well under OpenSSH's 256 KiB packet limit for one exec request. */
 const MAX_ARGS_BYTES = 96 * 1024;
 
-export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
-	const nameSelected = checkFilter(filter);
-	const execsBefore = ssh.execCount;
+export interface HostDomain {
+	name: string;
+	uuid: string;
+	state: DomainState;
+}
+
+/** Every domain's name, UUID and state in one SSH round trip, no disk image inspected (for pickers). */
+export async function listDomains(ssh: SshConnection, uri: string, signal?: AbortSignal): Promise<HostDomain[]> {
+	const { definitions, stateOf } = await readDomains(ssh, uri, signal);
+	return definitions.map(({ name, uuid }) => ({ name, uuid, state: stateOf(uuid) })).sort(byName);
+}
+
+interface HostDomains {
+	definitions: DomainDefinition[];
+	inSet(set: string, uuid: string): boolean;
+	stateOf(uuid: string): DomainState;
+}
+
+async function readDomains(ssh: SshConnection, uri: string, signal?: AbortSignal): Promise<HostDomains> {
 	const marker = newMarker();
 	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]), uri, 'virsh (discovery)', signal);
 
 	const sets = new Map<string, Set<string>>();
-	let definitions: DomainDefinition[] = [];
+	const definitions: DomainDefinition[] = [];
 	for (const section of splitSections(stdout, marker)) {
 		if (section.kind === 'xml') {
 			// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
@@ -130,10 +146,18 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 			sets.set(section.arg, new Set(section.body.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean)));
 		}
 	}
-	if (filter.domains) definitions = resolveDomains(definitions, filter.domains, uri);
 	const inSet = (set: string, uuid: string) => sets.get(set)?.has(uuid.toLowerCase()) ?? false;
 	const stateOf = (uuid: string): DomainState =>
 		(['running', 'paused', 'shutoff'] as const).find((state) => inSet(state, uuid)) ?? 'other';
+	return { definitions, inSet, stateOf };
+}
+
+export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
+	const nameSelected = checkFilter(filter);
+	const execsBefore = ssh.execCount;
+	const host = await readDomains(ssh, uri, signal);
+	const { inSet, stateOf } = host;
+	const definitions = filter.domains ? resolveDomains(host.definitions, filter.domains, uri) : host.definitions;
 
 	const selected = definitions.filter((domain) => {
 		if (!nameSelected(domain.name)) return false;
@@ -167,9 +191,11 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 				reasons,
 			};
 		})
-		.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+		.sort(byName);
 	return { vms, sshExecs: ssh.execCount - execsBefore };
 }
+
+const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 const STATES = ['any', 'running', 'paused', 'shutoff', 'other'];
 const PERSISTENCE = ['any', 'persistent', 'transient'];

@@ -1,5 +1,5 @@
-export { checkFilter, discoverVms } from './discover';
-export type { DiscoveredVm, DiscoveredDisk, DiscoveryFilter, DiscoveryResult, DomainState, ImageLayer } from './discover';
+export { checkFilter, discoverVms, listDomains } from './discover';
+export type { DiscoveredVm, DiscoveredDisk, DiscoveryFilter, DiscoveryResult, DomainState, HostDomain, ImageLayer } from './discover';
 export { backupXml, checkpointXml, parseDomainXml, parseCheckpointSizes } from './domainXml';
 export type { BackupDiskTarget, DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
 export { dumpDomainXml, virshVersion, virshFailure, runVirsh } from './virsh';

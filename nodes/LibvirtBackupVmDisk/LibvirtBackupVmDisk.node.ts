@@ -5,6 +5,7 @@ import type { Quiesce } from '../../lib/libvirt';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 import { backupItem } from '../shared/items';
+import { disksProperty, diskTargets, getVmDisks, readVm, searchVms, vmProperty } from '../shared/vmPicker';
 
 export class LibvirtBackupVmDisk implements INodeType {
 	description: INodeTypeDescription = {
@@ -22,14 +23,7 @@ export class LibvirtBackupVmDisk implements INodeType {
 		outputs: [NodeConnectionTypes.Main],
 		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
 		properties: [
-			{
-				displayName: 'VM',
-				name: 'vm',
-				type: 'string',
-				default: '={{ $json.uuid || $json.name }}',
-				required: true,
-				description: 'Name or UUID of the VM. The default takes it from a Discover VMs item.',
-			},
+			vmProperty,
 			{
 				displayName: 'Destination Folder',
 				name: 'destination',
@@ -68,14 +62,7 @@ export class LibvirtBackupVmDisk implements INodeType {
 				default: 7,
 				description: "Start a new chain with a full backup once the chain's full backup is this many days old (0: no limit)",
 			},
-			{
-				displayName: 'Disks',
-				name: 'disks',
-				type: 'string',
-				default: '',
-				placeholder: 'vda, vdb',
-				description: 'Disk targets to back up, comma separated. Empty means every disk that can be backed up.',
-			},
+			disksProperty,
 			{
 				displayName: 'Compression',
 				name: 'compression',
@@ -120,7 +107,7 @@ export class LibvirtBackupVmDisk implements INodeType {
 		],
 	};
 
-	methods = { credentialTest: { libvirtSshConnectionTest } };
+	methods = { credentialTest: { libvirtSshConnectionTest }, listSearch: { searchVms }, loadOptions: { getVmDisks } };
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const holder = `n8n execution ${this.getExecutionId() ?? '?'} (workflow "${this.getWorkflow().name ?? this.getWorkflow().id}")`;
@@ -130,14 +117,11 @@ export class LibvirtBackupVmDisk implements INodeType {
 			const mode = this.getNodeParameter('mode', itemIndex) as BackupMode;
 			const request: BackupRequest = {
 				uri,
-				vm: String(this.getNodeParameter('vm', itemIndex)).trim(),
+				vm: readVm(this, itemIndex),
 				dest: String(this.getNodeParameter('destination', itemIndex)),
 				mode,
 				newFullAfter: mode === 'auto' ? { incrementals: Number(this.getNodeParameter('newFullAfterIncrementals', itemIndex, 7)), days: Number(this.getNodeParameter('newFullAfterDays', itemIndex, 7)) } : undefined,
-				disks: String(this.getNodeParameter('disks', itemIndex, ''))
-					.split(',')
-					.map((disk) => disk.trim())
-					.filter(Boolean),
+				disks: diskTargets(this.getNodeParameter('disks', itemIndex, [])),
 				compression: this.getNodeParameter('compression', itemIndex) as BackupRequest['compression'],
 				quiesce: this.getNodeParameter('quiesce', itemIndex) as Quiesce,
 				method: this.getNodeParameter('method', itemIndex, 'auto') as BackupRequest['method'],

@@ -11,6 +11,7 @@ import { listCatalog, type CatalogBackup, type CatalogFilter } from '../../lib/c
 import { describeInstantUse } from '../../lib/store/instant';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
+import { searchVmNames } from '../shared/vmPicker';
 import { MAX_WINDOW_YEARS } from '../../lib/retention';
 import { checkNumber, destinationProperty, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
 
@@ -90,7 +91,7 @@ export class LibvirtListBackups implements INodeType {
 		],
 	};
 
-	methods = { credentialTest: { libvirtSshConnectionTest } };
+	methods = { credentialTest: { libvirtSshConnectionTest }, listSearch: { searchVmNames } };
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		return await executePerItem(this, async (ssh, { target }, itemIndex, signal) => {

@@ -12,6 +12,7 @@ import { MAX_KEEP_COUNT, MAX_WINDOW_YEARS, type RetentionPolicy } from '../../li
 import { checkBoolean, checkNumber, destinationProperty, readNumber, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
+import { searchVmNames } from '../shared/vmPicker';
 
 const COUNT_RULES: Array<[keyof RetentionPolicy, string, string]> = [
 	['keepLast', 'Keep Last', 'Keep the newest N backups of each VM'],
@@ -147,7 +148,7 @@ export class LibvirtPruneBackups implements INodeType {
 		],
 	};
 
-	methods = { credentialTest: { libvirtSshConnectionTest } };
+	methods = { credentialTest: { libvirtSshConnectionTest }, listSearch: { searchVmNames } };
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		// n8n runs a usableAsTool node as the type `<name>Tool` (convertNodeToAiTool): an AI agent's

@@ -1,6 +1,7 @@
 /** Parameters List Backups and Prune Old Backups share, with the same names and wording, and their readers. */
 import type { IExecuteFunctions, INodeProperties } from 'n8n-workflow';
 import { LibvirtBackupError } from '../../lib/errors';
+import { listMode, vmNamesInput } from './vmPicker';
 
 export const destinationProperty: INodeProperties = {
 	displayName: 'Destination',
@@ -12,18 +13,20 @@ export const destinationProperty: INodeProperties = {
 	description: 'Absolute path of the backup destination on the host; backups live in <destination>/<VM>/<backup ID>/',
 };
 
+/** The VM filter: one VM picked from the host, or names (backups are filed by VM name, so no UUID mode). */
 export const vmNamesProperty: INodeProperties = {
 	displayName: 'VM Names',
 	name: 'vmNames',
-	type: 'string',
-	default: '',
-	placeholder: 'web01, db01',
-	description: 'Only backups of these VMs (comma or newline separated, exact names). Empty means all.',
+	type: 'resourceLocator',
+	default: { mode: 'name', value: '' },
+	description: 'Only backups of this VM (picked from the host) or of these VMs (by name: comma or newline separated, exact names). Empty means all.',
+	modes: [listMode('searchVmNames'), { displayName: 'By Name', name: 'name', type: 'string', placeholder: 'web01, db01' }],
 };
 
-/** The VMs to select, or undefined for every VM (see selectVmNames). */
+/** The VMs to select, or undefined for every VM (see selectVmNames and vmNamesInput). */
 export function readVmNames(context: IExecuteFunctions, itemIndex: number): string[] | undefined {
-	return selectVmNames(context.getNode().parameters.vmNames, context.getNodeParameter('vmNames', itemIndex, ''));
+	const { raw, names } = vmNamesInput(context.getNode().parameters.vmNames, context.getNodeParameter('vmNames', itemIndex, ''));
+	return selectVmNames(raw, names);
 }
 
 /**

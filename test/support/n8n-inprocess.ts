@@ -33,6 +33,7 @@ import type {
 	INodeExecutionData,
 	IDataObject,
 	IHttpRequestOptions,
+	ILoadOptionsFunctions,
 } from 'n8n-workflow';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -376,6 +377,27 @@ export class InProcessN8n {
 				return items.map((i) => i.json);
 			},
 		};
+	}
+
+	/**
+	 * A real n8n-core LoadOptionsContext for one node, built as n8n's DynamicNodeParametersService
+	 * builds it when the editor asks for a list (listSearch) or options (loadOptions): the node alone
+	 * in a workflow, its current parameters in additionalData, its credential from the store.
+	 */
+	loadOptionsContext(node: INode, path: string, opts: { credentials?: CredentialStore } = {}): ILoadOptionsFunctions {
+		const { Workflow } = wf();
+		const store = opts.credentials ?? this.credentials;
+		const workflow = new Workflow({ nodes: [node], connections: {}, active: false, nodeTypes: this.nodeTypes });
+		const additionalData = {
+			credentialsHelper: makeCredentialsHelper(this.loaders, () => store),
+			currentNodeParameters: node.parameters,
+			userId: 'inprocess-user',
+			variables: {},
+			restApiUrl: 'http://localhost:5678/rest',
+			instanceBaseUrl: 'http://localhost:5678/',
+			webhookBaseUrl: 'http://localhost:5678/webhook',
+		} as unknown as IWorkflowExecuteAdditionalData;
+		return new (core().LoadOptionsContext)(workflow, node, additionalData, path);
 	}
 
 	/** Ends n8n-core's background work (SSH tunnel client pool) and removes the temp user folder. */
