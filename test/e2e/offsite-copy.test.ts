@@ -1,6 +1,7 @@
 // e2e: the shipped offsite-copy workflow in REAL n8n (`n8n execute`) against the lab: List Backups ->
 // newest verified backup per VM with its chain -> Export Archive's replica target onto the lab's second
-// sshd -> Verify Checksum there -> a report posted to a real HTTP receiver on loopback.
+// sshd -> Verify Checksum there -> a report posted to a real HTTP receiver on loopback. A second VM's
+// backup is damaged after its verification: its copy fails, is posted to chat and never verified there.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { BackupVerifier } from '../../lib/catalog';
@@ -24,6 +25,8 @@ const SHIPPED_HOOK = 'https://chat.example.com/hooks/REPLACE_WITH_YOUR_WEBHOOK';
 let n8n: N8nInstance | undefined;
 let chat: HttpReceiver | undefined;
 let vm: TestVm;
+let damaged: TestVm;
+let damagedId: string;
 let source: { dest: string; cleanup(): void };
 let offsite: { dest: string; cleanup(): void };
 /** full, incremental (both verified), then an incremental nobody verified yet. */
@@ -53,6 +56,14 @@ beforeAll(async () => {
 		}
 	}
 
+	damaged = createTestVm('offsite-bad', [{ target: 'vda', format: 'qcow2', virtualMiB: 16, writes: [{ pattern: 0x5d, offsetMiB: 0, lengthMiB: 2 }] }], 'shutoff');
+	const bad = await labBackup(damaged.name, source.dest);
+	damagedId = bad.id;
+	expect((await withSsh(labTarget(), (ssh) => new BackupVerifier(ssh).verify(bad.path))).valid).toBe(true);
+	// Damage after the verification (bit rot, a bad disk): List Backups still says verified ok, the copy's hashing finds it.
+	const manifest = JSON.parse(host(`cat ${q(`${bad.path}/manifest.json`)}`)) as { disks: { file: string }[] };
+	host(`printf 'rot' | dd of=${q(`${bad.path}/${manifest.disks[0].file}`)} bs=1 seek=1200000 conv=notrunc status=none`);
+
 	chat = await startHttpReceiver();
 	const tgz = await packPackage();
 	n8n = await createUserFolder(tgz);
@@ -81,19 +92,20 @@ afterAll(async () => {
 	await n8n?.cleanup();
 	await chat?.close();
 	vm?.destroy();
+	damaged?.destroy();
 	source?.cleanup();
 	offsite?.cleanup();
 });
 
 test('the newest verified backup and the full it builds on are copied to the off-site host and verify there', () => {
 	assertSuccess(first);
-	const copied = nodeOutput(first.run, 'Copy to off-site host');
+	const copied = nodeOutput(first.run, 'Copied?', 0);
 	expect(copied.map((item) => [item.id, item.status])).toEqual([
 		[ids[0], 'replicated'],
 		[ids[1], 'replicated'],
 	]);
 	expect(copied.every((item) => item.host === loadLab().replicaHost!.host)).toBe(true);
-	expect(nodeOutput(first.run, 'Copy to off-site host', 1)).toEqual([]);
+	expect(nodeOutput(first.run, 'Copied?', 1)).toEqual([expect.objectContaining({ vm: damaged.name, id: damagedId, error: expect.stringContaining('sha256') })]);
 	const verified = nodeOutput(first.run, 'Verify on off-site host');
 	expect(verified.map((item) => [item.id, item.valid, String(item.path).startsWith(`${offsite.dest}/`)])).toEqual([
 		[ids[0], true, true],
@@ -103,30 +115,34 @@ test('the newest verified backup and the full it builds on are copied to the off
 	const vmDir = `${offsite.dest}/${vmDirName(vm.name)}`;
 	// The replica is a store of its own: manifests, images and Verify's records there; the unverified newest stays home.
 	expect(host(`cd ${q(vmDir)} && ls -d */ | sort`).split('\n').filter(Boolean)).toEqual([`${ids[0]}/`, `${ids[1]}/`]);
+	expect(host(`test -e ${q(`${offsite.dest}/${vmDirName(damaged.name)}/${damagedId}`)} || echo absent`).trim()).toBe('absent');
 	for (const backupId of ids.slice(0, 2)) {
 		const record = JSON.parse(host(`cat ${q(`${vmDir}/${backupId}/verification.json`)}`)) as { ok: boolean };
 		expect(record.ok).toBe(true);
 	}
 });
 
-test('the report posted to chat names the VM and the counts', async () => {
+test('the report posted to chat names the VMs and the counts; the failed copy is posted on its own', async () => {
 	const post = await chat!.waitFor((candidate) => text(candidate).startsWith('Off-site copy to '));
-	expect(text(post)).toMatch(/^Off-site copy to \S+: 1 VMs, 2 backups copied, 0 already there, 0 failed; 2 verified there, 0 invalid; /);
+	expect(text(post)).toMatch(/^Off-site copy to \S+: 2 VMs, 2 backups copied, 0 already there, 1 failed; 2 verified there, 0 invalid; /);
 	expect(text(post)).toContain(`\n${vm.name}: ${ids[0]} full copied (`);
 	expect(text(post)).toContain(`, ${ids[1]} incremental copied (`);
-	expect(nodeOutput(first.run, 'Report')[0]).toMatchObject({ vms: 1, replicated: 2, skipped: 0, failed: 0, verified: 2, invalid: 0 });
-	expect(chat!.posts.filter((candidate) => !text(candidate).startsWith('Off-site copy to '))).toEqual([]);
+	expect(text(post)).toContain(`\n${damaged.name}: ${damagedId} FAILED: `);
+	expect(nodeOutput(first.run, 'Report')[0]).toMatchObject({ vms: 2, replicated: 2, skipped: 0, failed: 1, verified: 2, invalid: 0 });
+	const failure = await chat!.waitFor((candidate) => text(candidate).startsWith('Off-site copy of '));
+	expect(text(failure)).toMatch(new RegExp(`^Off-site copy of ${damaged.name} ${damagedId} failed: .*sha256`));
+	expect(chat!.posts.map(text).filter((posted) => !/^Off-site copy (to|of) /.test(posted))).toEqual([]);
 });
 
 test('a second run skips what is already there and says so', async () => {
 	assertSuccess(second);
-	expect(nodeOutput(second.run, 'Copy to off-site host').map((item) => [item.id, item.status])).toEqual([
+	expect(nodeOutput(second.run, 'Copied?', 0).map((item) => [item.id, item.status])).toEqual([
 		[ids[0], 'skipped'],
 		[ids[1], 'skipped'],
 	]);
-	expect(nodeOutput(second.run, 'Report')[0]).toMatchObject({ replicated: 0, skipped: 2, failed: 0, verified: 2, invalid: 0 });
+	expect(nodeOutput(second.run, 'Report')[0]).toMatchObject({ replicated: 0, skipped: 2, failed: 1, verified: 2, invalid: 0 });
 	const reports = chat!.posts.map(text).filter((posted) => posted.startsWith('Off-site copy to '));
 	expect(reports).toHaveLength(2);
-	expect(reports[1]).toMatch(/: 1 VMs, 0 backups copied, 2 already there, 0 failed; 2 verified there, 0 invalid; /);
+	expect(reports[1]).toMatch(/: 2 VMs, 0 backups copied, 2 already there, 1 failed; 2 verified there, 0 invalid; /);
 	expect(reports[1]).toContain(`\n${vm.name}: ${ids[0]} already there, ${ids[1]} already there`);
 });
