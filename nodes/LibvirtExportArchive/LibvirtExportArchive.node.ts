@@ -31,7 +31,7 @@ import { LibvirtBackupError } from '../../lib/errors';
 import { SshConnection, withSsh } from '../../lib/ssh';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { toNodeError } from '../shared/errors';
-import { hostKeyWarning } from '../shared/executeRouted';
+import { forErrorOutput, hostKeyWarning, withWarningDescription } from '../shared/executeRouted';
 import { hostFromCredentials } from '../shared/target';
 import { binaryDataLimit } from './binaryDataLimit';
 
@@ -183,25 +183,32 @@ export class LibvirtExportArchive implements INodeType {
 		const signal = this.getExecutionCancelSignal();
 		const output: INodeExecutionData[] = [];
 		const done = new Set<number>();
+		/** Host key warnings of this node's own connections (see executeRouted): on every item it outputs. */
+		const warnings: (string | undefined)[] = [];
+		const currentWarning = () => warnings.filter(Boolean).join(' ') || undefined;
+		/** Error items, with the input item each stands for. */
+		const failed = new Map<INodeExecutionData, number>();
 		const fail = (error: unknown, itemIndexes: number[]) => {
 			const nodeError = toNodeError(this.getNode(), error, itemIndexes[0]);
-			if (!this.continueOnFail()) throw nodeError;
+			if (!this.continueOnFail()) throw withWarningDescription(nodeError, currentWarning());
 			for (const itemIndex of itemIndexes) {
-				output.push({ json: { ...items[itemIndex].json, error: nodeError.message }, pairedItem: { item: itemIndex } });
+				const item = { json: { ...items[itemIndex].json, error: nodeError.message }, pairedItem: { item: itemIndex } };
+				output.push(item);
+				failed.set(item, itemIndex);
 				done.add(itemIndex);
 			}
 		};
 
 		const target = this.getNodeParameter('target', 0) as Target;
-		/** Host key warnings of this node's own connections (see executeRouted): on every item it outputs. */
-		const warnings: (string | undefined)[] = [];
 		try {
 			const host = hostFromCredentials(await this.getCredentials('libvirtSshApi'));
+			// Known before connecting, so that a connection failure says it too.
+			warnings.push(hostKeyWarning(host.target));
 			const other = target === 'remoteFile' || target === 'replica' ? hostFromCredentials(await this.getCredentials('libvirtSshTargetApi')) : undefined;
 			await withSsh(
 				host.target,
 				async (ssh) => {
-					warnings.push(hostKeyWarning(host.target, ssh.hostKeyFingerprint));
+					warnings[0] = hostKeyWarning(host.target, ssh.hostKeyFingerprint);
 					const resolved = new Map<number, ExportableBackup>();
 					for (let itemIndex = 0; itemIndex < items.length; itemIndex++) {
 						try {
@@ -245,14 +252,18 @@ export class LibvirtExportArchive implements INodeType {
 			);
 		} catch (error) {
 			const left = items.map((_item, index) => index).filter((index) => !done.has(index));
-			if (left.length === 0 || error instanceof NodeOperationError) throw toNodeError(this.getNode(), error, left[0] ?? 0);
+			if (left.length === 0 || error instanceof NodeOperationError) throw withWarningDescription(toNodeError(this.getNode(), error, left[0] ?? 0), currentWarning());
 			fail(error, left);
 		}
-		const warning = warnings.filter(Boolean).join(' ');
+		const warning = currentWarning();
 		if (warning) this.addExecutionHints({ message: warning, type: 'warning', location: 'outputPane' });
+		const toErrorOutput = this.getNode().onError === 'continueErrorOutput';
 		for (const item of output) {
 			if (warning) item.json.hostKeyWarning = warning;
 			else delete item.json.hostKeyWarning;
+			const input = failed.get(item);
+			// n8n sends an item to the error output only when it holds nothing but error and details.
+			if (toErrorOutput && input !== undefined) item.json = forErrorOutput(item.json, items[input].json);
 		}
 		return [output];
 	}

@@ -109,7 +109,7 @@ export function forErrorOutput(json: IDataObject, input: IDataObject): IDataObje
 }
 
 /** n8n keeps no hints of a run that throws, so the error itself carries the warning. */
-function withWarningDescription(error: NodeOperationError, warning: string | undefined): NodeOperationError {
+export function withWarningDescription(error: NodeOperationError, warning: string | undefined): NodeOperationError {
 	if (warning && !error.description?.includes(warning)) error.description = [error.description, warning].filter(Boolean).join('\n\n');
 	return error;
 }

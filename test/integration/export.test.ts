@@ -119,7 +119,7 @@ describe('node in the n8n engine', () => {
 	}
 
 	/** Manual Trigger (one item) -> Export Archive of that backup path. */
-	function workflow(path: string, parameters: Record<string, unknown>, continueOnFail = false): WorkflowJson {
+	function workflow(path: string, parameters: Record<string, unknown>, continueOnFail: boolean | 'errorOutput' = false): WorkflowJson {
 		const nodes: INode[] = [
 			{ id: 't', name: TRIGGER, type: 'n8n-nodes-base.manualTrigger', typeVersion: 1, position: [0, 0], parameters: {} },
 			{
@@ -130,7 +130,8 @@ describe('node in the n8n engine', () => {
 				position: [200, 0],
 				parameters: { backupPath: path, ...parameters } as INode['parameters'],
 				credentials: { libvirtSshApi: { id: 'src', name: 'lab' }, libvirtSshTargetApi: { id: 'dst', name: 'other' } },
-				...(continueOnFail ? { onError: 'continueRegularOutput' as const } : {}),
+				...(continueOnFail === true ? { onError: 'continueRegularOutput' as const } : {}),
+				...(continueOnFail === 'errorOutput' ? { onError: 'continueErrorOutput' as const } : {}),
 			},
 		];
 		return { nodes, connections: { [TRIGGER]: { main: [[{ node: 'Export', type: 'main', index: 0 }]] } } };
@@ -206,5 +207,27 @@ describe('node in the n8n engine', () => {
 		const failed = await n8n.run(workflow(missing, { target: 'hostFile', folder: out }, true), { credentials: credentials() });
 		expect(failed.output('Export')).toEqual([expect.objectContaining({ error: expect.stringMatching(/cannot be exported: no such backup on the host/) }) as IDataObject]);
 		expect(tree(out).filter((entry) => entry.startsWith('./backups-export-'))).toEqual([]);
+	});
+
+	// n8n moves an item to the error output only when its json holds nothing but error, message and
+	// details: a failed item that kept its input's fields (a List Backups item) went down the success branch.
+	test('with the error output on, a failed item leaves on the error output, with the host key warning in its details', async () => {
+		const missing = `${dest}/web01/20261129T000000Z`;
+		const store = credentials();
+		store.src = { ...store.src, data: { ...store.src.data, skipHostKeyVerification: true } };
+		const result = await n8n.run(workflow(missing, { target: 'hostFile', folder: out }, 'errorOutput'), { credentials: store });
+		expect(result.error).toBeUndefined();
+		expect(result.output('Export', 0)).toEqual([]);
+		expect(result.output('Export', 1)).toEqual([
+			{ error: expect.stringMatching(/cannot be exported: no such backup on the host/), details: { hostKeyWarning: expect.stringMatching(/^host key NOT verified/) } },
+		]);
+	});
+
+	test('a thrown error (no continue) carries the host key warning in its description, as every other node does', async () => {
+		const store = credentials();
+		store.src = { ...store.src, data: { ...store.src.data, skipHostKeyVerification: true } };
+		const result = await n8n.run(workflow(`${dest}/web01/20261129T000000Z`, { target: 'hostFile', folder: out }), { credentials: store });
+		expect(result.error?.message).toMatch(/no such backup on the host/);
+		expect((result.error as { description?: string } | undefined)?.description).toMatch(/host key NOT verified/);
 	});
 });
