@@ -108,6 +108,9 @@ test('a VM that cannot be backed up takes the failure branch: an email and a cha
 test('the summary reaches the chat webhook: counts, one line per VM, control characters escaped, readable sizes', () => {
 	const [summary] = nodeOutput(run.run, 'Summary');
 	expect(summary).toMatchObject({ succeeded: VMS.length, failed: 1, invalid: 0 });
+	// All results waits for every branch: one summary, not one per branch that reached it
+	expect(run.run?.data?.resultData?.runData?.Summary).toHaveLength(1);
+	expect(chatTexts().filter((text) => text.startsWith('Libvirt backup:'))).toHaveLength(1);
 	const posted = chatTexts().find((text) => text.startsWith('Libvirt backup:'));
 	expect(posted).toMatch(new RegExp(`^Libvirt backup: ${VMS.length} VMs backed up, 1 failed, 0 invalid, `));
 	const lines = posted!.split('\n');
