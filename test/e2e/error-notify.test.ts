@@ -80,7 +80,7 @@ beforeAll(async () => {
 	expect(ids[0]).toBe('LvbErrorNotify01');
 	// n8n runs only a published error workflow.
 	for (const id of ids) await n8n.publishWorkflow(id);
-	server = await n8n.startServer({ waitForWebhooks: ['backup-missing-vm', 'backup-bad-dest'] });
+	server = await n8n.startServer({ waitForWebhooks: ['POST backup-missing-vm', 'POST backup-bad-dest'] });
 }, 15 * 60_000);
 
 afterAll(async () => {

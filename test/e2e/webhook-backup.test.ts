@@ -51,7 +51,7 @@ beforeAll(async () => {
 	]);
 	const id = await n8n.importWorkflow(WORKFLOW, { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, [SHIPPED_DEST]: destination.dest });
 	await n8n.publishWorkflow(id);
-	server = await n8n.startServer({ waitForWebhooks: ['libvirt-backup'] });
+	server = await n8n.startServer({ waitForWebhooks: ['POST libvirt-backup'] });
 }, 15 * 60_000);
 
 afterAll(async () => {
