@@ -388,8 +388,9 @@ export class N8nInstance {
 
 	/**
 	 * `n8n start` on a free loopback port, resolved once /healthz answers and every `waitForWebhooks`
-	 * path (GET `/webhook/<path>` without credentials, so only for webhooks with authentication: the
-	 * probe must not run the workflow) is registered (answers anything but 404). `env` adds or
+	 * path (GET `/webhook/<path>`, or POST for an entry `POST <path>`, without credentials, so only for
+	 * webhooks with authentication: the probe must not run the workflow) is registered (answers
+	 * anything but 404; n8n answers 404 to a method a webhook is not registered for). `env` adds or
 	 * overrides variables (e.g. N8N_DEFAULT_BINARY_DATA_MODE).
 	 */
 	async startServer(options: { waitForWebhooks?: string[]; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<N8nServer> {
@@ -418,14 +419,15 @@ export class N8nInstance {
 		};
 		const started = Date.now();
 		const deadline = started + (options.timeoutMs ?? 120_000);
-		const answers = async (url: string, ok: (status: number) => boolean) => {
+		const answers = async (probe: string, ok: (status: number) => boolean) => {
+			const [method, url] = probe.startsWith('POST ') ? ['POST', probe.slice(5)] : ['GET', probe];
 			try {
-				return ok((await fetch(url, { signal: AbortSignal.timeout(5_000) })).status);
+				return ok((await fetch(url, { method, signal: AbortSignal.timeout(5_000) })).status);
 			} catch {
 				return false;
 			}
 		};
-		const pending = [`${server.url}/healthz`, ...(options.waitForWebhooks ?? []).map((hook) => `${server.url}/webhook/${hook}`)];
+		const pending = [`${server.url}/healthz`, ...(options.waitForWebhooks ?? []).map((hook) => hook.replace(/^(POST )?/, `$1${server.url}/webhook/`))];
 		while (pending.length > 0) {
 			if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
 				await server.stop();
