@@ -389,8 +389,8 @@ export class N8nInstance {
 	/**
 	 * `n8n start` on a free loopback port, resolved once /healthz answers and every `waitForWebhooks`
 	 * path (GET `/webhook/<path>`, or POST for an entry `POST <path>`, without credentials, so only for
-	 * webhooks with authentication: the probe must not run the workflow) is registered (answers
-	 * anything but 404; n8n answers 404 to a method a webhook is not registered for). `env` adds or
+	 * webhooks with authentication: the probe must not run the workflow) is registered (refuses the
+	 * probe with 401/403). `env` adds or
 	 * overrides variables (e.g. N8N_DEFAULT_BINARY_DATA_MODE).
 	 */
 	async startServer(options: { waitForWebhooks?: string[]; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<N8nServer> {
@@ -433,7 +433,9 @@ export class N8nInstance {
 				await server.stop();
 				throw new Error(`n8n start did not come up (waiting for ${pending[0]}):\n${log.split('\n').slice(-40).join('\n')}`);
 			}
-			if (await answers(pending[0], (status) => (pending[0].endsWith('/healthz') ? status === 200 : status !== 404))) pending.shift();
+			// A registered webhook with authentication refuses a call without it (401/403); while n8n
+			// is still starting, it answers 404 or 503 (/healthz is up before the webhooks are).
+			if (await answers(pending[0], (status) => (pending[0].endsWith('/healthz') ? status === 200 : status === 401 || status === 403))) pending.shift();
 			else await new Promise((resolve) => setTimeout(resolve, 250));
 		}
 		this.timings.push({ command: 'n8n start (until ready)', ms: Date.now() - started, exitCode: 0 });
