@@ -18,7 +18,9 @@ if (unknown.length > 0) {
 	process.exit(2);
 }
 
+/** Cells are cut at 80 characters: the full reasons are in the execution, in the editor. */
 function table(rows: string[][]): string {
+	rows = rows.map((row) => row.map((cell) => (cell.length > 80 ? `${cell.slice(0, 79)}…` : cell)));
 	const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
 	const line = (row: string[]) => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd();
 	return [line(rows[0]), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.slice(1).map(line)].join('\n');
