@@ -83,8 +83,19 @@ export function shippedWorkflowFiles(): string[] {
 }
 
 const WEBHOOK_TYPE = 'n8n-nodes-base.webhook';
+const SHIPPED_HOOK = 'https://chat.example.com/hooks/REPLACE_WITH_YOUR_WEBHOOK';
 
-export async function createDemoN8n(options: { backupsDir?: string; offsiteDir?: string } = {}): Promise<DemoN8n> {
+export interface DemoOptions {
+	backupsDir?: string;
+	offsiteDir?: string;
+	/**
+	 * Replace only the credential ids and keep the shipped destinations and chat hook, so that the
+	 * canvas shows what a user imports (the screenshots); the workflows then cannot run.
+	 */
+	shippedText?: boolean;
+}
+
+export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n> {
 	const lab = loadLab();
 	const backupsDir = options.backupsDir ?? `${lab.labDir}/demo-backups`;
 	const offsiteDir = options.offsiteDir ?? `${lab.labDir}/demo-offsite`;
@@ -125,17 +136,19 @@ export async function createDemoN8n(options: { backupsDir?: string; offsiteDir?:
 			REPLACE_SMTP_CREDENTIAL_ID: smtp.id,
 			REPLACE_HEADER_AUTH_ID: header.id,
 			REPLACE_TARGET_CREDENTIAL_ID: target.id,
-			'/mnt/storage/backups/vm_backups': backupsDir,
-			'/mnt/offsite/vm_backups': offsiteDir,
-			'https://chat.example.com/hooks/REPLACE_WITH_YOUR_WEBHOOK': `${chat.url}/hooks/chat`,
 		};
+		if (!options.shippedText) {
+			replace['/mnt/storage/backups/vm_backups'] = backupsDir;
+			replace['/mnt/offsite/vm_backups'] = offsiteDir;
+			replace[SHIPPED_HOOK] = `${chat.url}/hooks/chat`;
+		}
 		const files = shippedWorkflowFiles();
 		const parsed: WorkflowJson[] = [];
 		for (const file of files) {
 			let text = await fs.readFile(file, 'utf8');
 			for (const [from, to] of Object.entries(replace)) text = text.split(from).join(to);
 			// A placeholder added to a workflow without a value here would reach n8n as a dead reference.
-			const left = text.match(/REPLACE_[A-Z_]+/);
+			const left = (options.shippedText ? text.split(SHIPPED_HOOK).join('') : text).match(/REPLACE_[A-Z_]+/);
 			if (left) throw new Error(`${path.relative(REPO_ROOT, file)}: placeholder ${left[0]} has no demo value (add it in test/support/demoN8n.ts)`);
 			parsed.push(JSON.parse(text));
 		}
@@ -178,6 +191,12 @@ export async function createDemoN8n(options: { backupsDir?: string; offsiteDir?:
 					env: { N8N_PERSONALIZATION_ENABLED: 'false' },
 				});
 				demo.server = server;
+				// /healthz answers before the database is ready; REST calls before that get 503.
+				const deadline = Date.now() + 120_000;
+				while ((await fetch(`${server.url}/healthz/readiness`).catch(() => undefined))?.status !== 200) {
+					if (Date.now() > deadline) throw new Error(`n8n at ${server.url} did not become ready:\n${server.log().slice(-4000)}`);
+					await new Promise((resolve) => setTimeout(resolve, 250));
+				}
 				const setup = await fetch(`${server.url}/rest/owner/setup`, {
 					method: 'POST',
 					headers: { 'content-type': 'application/json' },
