@@ -93,6 +93,8 @@ export interface DemoOptions {
 	 * canvas shows what a user imports (the screenshots); the workflows then cannot run.
 	 */
 	shippedText?: boolean;
+	/** Changes a workflow (by file name without `.json`) before it is imported, e.g. narrows a test's Discover. */
+	edit?: (name: string, workflow: Record<string, unknown>) => void;
 }
 
 export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n> {
@@ -150,7 +152,9 @@ export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n>
 			// A placeholder added to a workflow without a value here would reach n8n as a dead reference.
 			const left = (options.shippedText ? text.split(SHIPPED_HOOK).join('') : text).match(/REPLACE_[A-Z_]+/);
 			if (left) throw new Error(`${path.relative(REPO_ROOT, file)}: placeholder ${left[0]} has no demo value (add it in test/support/demoN8n.ts)`);
-			parsed.push(JSON.parse(text));
+			const workflow = JSON.parse(text);
+			options.edit?.(path.basename(file, '.json'), workflow);
+			parsed.push(workflow);
 		}
 		const ids = await n8n.importWorkflows(parsed.map((workflow) => ({ workflow: workflow as Record<string, unknown> })));
 		const workflows: DemoWorkflow[] = files.map((file, i) => {
