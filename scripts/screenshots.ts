@@ -15,7 +15,7 @@ async function main(): Promise<void> {
 	const demo = await createDemoN8n({ shippedText: true });
 	try {
 		const server = await demo.serve();
-		const editor = await openEditor(server.url, { width: 1440, height: 810 });
+		const editor = await openEditor(server.url, { width: 1440, height: 900 });
 		try {
 			await fs.mkdir(OUT, { recursive: true });
 			for (const workflow of demo.workflows) {

@@ -14,6 +14,7 @@ export const SELECTORS = {
 	/** A community node whose package is not installed. */
 	nodeNotInstalled: '[data-test-id="node-not-installed"]',
 	zoomToFit: '[data-test-id="zoom-to-fit"]',
+	zoomOut: '[data-test-id="zoom-out-button"]',
 	viewport: '.vue-flow__viewport',
 	/** The "Production Checklist" popover n8n opens on a published workflow. */
 	checklistClose: '[data-test-id="suggested-actions-close"]',
@@ -41,13 +42,20 @@ export async function openEditor(baseUrl: string, viewport = { width: 1600, heig
 	}
 }
 
-/** Opens a workflow on the canvas, closes the checklist popover and zooms to fit once the view is still. */
+/**
+ * Opens a workflow on the canvas, closes the checklist popover and zooms to fit (then one step out:
+ * the canvas controls and the Execute button float over the fitted view's bottom row), with the
+ * mouse parked on the header so that no node shows its hover toolbar.
+ */
 export async function showWorkflow(page: Page, workflowId: string): Promise<void> {
 	await page.goto(`/workflow/${workflowId}`);
 	await page.locator(SELECTORS.node).first().waitFor({ timeout: 60_000 });
 	const checklist = page.locator(SELECTORS.checklistClose);
 	if (await checklist.isVisible()) await checklist.click();
 	await page.locator(SELECTORS.zoomToFit).click();
+	await settled(page);
+	await page.locator(SELECTORS.zoomOut).click();
+	await page.mouse.move((page.viewportSize()?.width ?? 800) / 2, 1);
 	await settled(page);
 }
 
