@@ -18,9 +18,9 @@ if (unknown.length > 0) {
 	process.exit(2);
 }
 
-/** Cells are cut at 80 characters: the full reasons are in the execution, in the editor. */
+/** Cells are cut at 60 characters: the full reasons are in the execution, in the editor. */
 function table(rows: string[][]): string {
-	rows = rows.map((row) => row.map((cell) => (cell.length > 80 ? `${cell.slice(0, 79)}…` : cell)));
+	rows = rows.map((row) => row.map((cell) => (cell.length > 60 ? `${cell.slice(0, 59)}…` : cell)));
 	const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
 	const line = (row: string[]) => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd();
 	return [line(rows[0]), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.slice(1).map(line)].join('\n');
@@ -110,6 +110,7 @@ async function main(): Promise<number> {
 		console.log(`imported ${demo.workflows.length} workflows: ${demo.workflows.map((w) => w.name).join(', ')}`);
 		console.log(`\nrunning ${demo.nightly.name} in n8n against ${lab.host}:${lab.port} ...\n`);
 		const result = await demo.n8n.execute(demo.nightly.id, 900_000);
+		console.log(`n8n execute took ${seconds(result.ms)}\n`);
 		const problems = report(
 			result.run,
 			lab.vms.map((vm) => vm.name),
