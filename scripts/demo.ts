@@ -91,7 +91,7 @@ function printServing(demo: DemoN8n): void {
 	for (const workflow of demo.workflows) {
 		console.log(`  ${workflow.name.padEnd(18)} ${url}/workflow/${workflow.id}${workflow.published ? '  (published)' : ''}`);
 	}
-	const hooks = demo.workflows.flatMap((workflow) => workflow.webhookPaths.map((hook) => `${url}/webhook/${hook}`));
+	const hooks = demo.workflows.flatMap((workflow) => workflow.webhooks.map((hook) => `${hook.method.padEnd(4)} ${url}/webhook/${hook.path}`));
 	if (hooks.length > 0) {
 		console.log(`webhooks (header ${demo.webhookToken.name}: ${demo.webhookToken.value}):`);
 		for (const hook of hooks) console.log(`  ${hook}`);

@@ -30,8 +30,8 @@ export interface DemoWorkflow {
 	/** The workflow's own name (as the editor lists it). */
 	title: string;
 	published: boolean;
-	/** Paths of its webhooks (`/webhook/<path>` once published). */
-	webhookPaths: string[];
+	/** Its webhooks (`<method> /webhook/<path>` once published). */
+	webhooks: Array<{ method: string; path: string }>;
 }
 
 export interface DemoN8n {
@@ -55,7 +55,7 @@ export interface DemoN8n {
 
 interface WorkflowJson {
 	name?: string;
-	nodes?: Array<{ type?: string; parameters?: { path?: unknown; authentication?: unknown } }>;
+	nodes?: Array<{ type?: string; parameters?: { path?: unknown; authentication?: unknown; httpMethod?: unknown } }>;
 }
 
 /** Fails with a clear message when `port` on 127.0.0.1 is taken (e.g. another n8n). */
@@ -158,24 +158,28 @@ export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n>
 		}
 		const ids = await n8n.importWorkflows(parsed.map((workflow) => ({ workflow: workflow as Record<string, unknown> })));
 		const workflows: DemoWorkflow[] = files.map((file, i) => {
-			const webhooks = (parsed[i].nodes ?? []).filter((node) => node.type === WEBHOOK_TYPE);
+			const webhooks = (parsed[i].nodes ?? [])
+				.filter((node) => node.type === WEBHOOK_TYPE)
+				.map((node) => ({ method: String(node.parameters?.httpMethod ?? 'GET'), path: String(node.parameters?.path ?? ''), auth: node.parameters?.authentication }));
 			return {
 				name: path.basename(file, '.json'),
 				file,
 				id: ids[i],
 				title: parsed[i].name ?? path.basename(file, '.json'),
 				published: path.basename(file) === NIGHTLY_FILE || webhooks.length > 0,
-				webhookPaths: webhooks.map((node) => String(node.parameters?.path ?? '')),
+				webhooks: webhooks.map(({ method, path }) => ({ method, path })),
 			};
 		});
 		const nightly = workflows.find((workflow) => path.basename(workflow.file) === NIGHTLY_FILE);
 		if (!nightly) throw new Error(`workflows/${NIGHTLY_FILE} is missing`);
 		for (const workflow of workflows) if (workflow.published) await n8n.publishWorkflow(workflow.id);
-		// Only webhooks behind header auth can be probed without running their workflow.
+		// Only webhooks behind header auth can be probed without running their workflow; startServer
+		// probes with GET, or POST for a `POST <path>` entry.
 		const probeable = parsed.flatMap((workflow) =>
 			(workflow.nodes ?? [])
 				.filter((node) => node.type === WEBHOOK_TYPE && node.parameters?.authentication === 'headerAuth')
-				.map((node) => String(node.parameters?.path)),
+				.filter((node) => ['GET', 'POST'].includes(String(node.parameters?.httpMethod ?? 'GET')))
+				.map((node) => `${node.parameters?.httpMethod === 'POST' ? 'POST ' : ''}${String(node.parameters?.path)}`),
 		);
 		const instance = n8n;
 		const demo: DemoN8n = {
