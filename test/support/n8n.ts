@@ -387,13 +387,19 @@ export class N8nInstance {
 	}
 
 	/**
-	 * `n8n start` on a loopback port (`port`, else a free one), resolved once /healthz answers and every `waitForWebhooks`
+	 * `n8n start` on a free loopback port, resolved once /healthz answers and every `waitForWebhooks`
 	 * path (GET `/webhook/<path>` without credentials, so only for webhooks with authentication: the
 	 * probe must not run the workflow) is registered (answers anything but 404). `env` adds or
 	 * overrides variables (e.g. N8N_DEFAULT_BINARY_DATA_MODE).
 	 */
 	async startServer(
-		options: { port?: number; waitForWebhooks?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+		options: {
+			/** A fixed port instead of a free one (the demo's editor on 5678). */
+			port?: number;
+			waitForWebhooks?: string[];
+			env?: Record<string, string>;
+			timeoutMs?: number;
+		} = {},
 	): Promise<N8nServer> {
 		const port = options.port ?? (await freePort());
 		const env = { ...this.env, N8N_PORT: String(port), N8N_LISTEN_ADDRESS: '127.0.0.1', N8N_SECURE_COOKIE: 'false', ...options.env };
