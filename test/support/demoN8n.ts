@@ -1,7 +1,8 @@
 /**
  * The demo's n8n, in one place for `npm run demo`, `npm run screenshots` and the browser test: a
- * fresh user folder with the packed package, the four credentials the shipped workflows name (lab
- * host, SMTP to a local receiver, webhook header token, off-site host = the lab's replica sshd),
+ * fresh user folder with the packed package, the credentials the shipped workflows name (lab host,
+ * SMTP to a local receiver, webhook header token, off-site host = the lab's replica sshd, as an
+ * export target and as a libvirt host),
  * every workflows/*.json imported with its placeholders replaced, the nightly workflow and every
  * webhook workflow published, and — once `serve()` starts the server — an owner account, so the
  * editor opens on its login page.
@@ -118,8 +119,9 @@ export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n>
 			await fs.rm(path.dirname(tgz), { recursive: true, force: true });
 		}
 		const replica = lab.replicaHost;
+		const onReplica = labCredentialData(replica ? { host: replica.host, port: replica.port, hostKeys: replica.knownHostsLine } : {});
 		const webhookToken = { name: 'X-Backup-Token', value: randomBytes(18).toString('base64url') };
-		const [libvirt, smtp, header, target] = await n8n.importCredentials([
+		const [libvirt, smtp, header, target, offsite] = await n8n.importCredentials([
 			{ name: 'Libvirt host', type: 'libvirtSshApi', data: labCredentialData() },
 			{
 				name: 'SMTP',
@@ -127,17 +129,16 @@ export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n>
 				data: { host: mail.host, port: mail.port, secure: false, disableStartTls: true, user: 'any', password: 'any' },
 			},
 			{ name: 'Backup webhook token', type: 'httpHeaderAuth', data: webhookToken },
-			{
-				name: 'Off-site host',
-				type: 'libvirtSshTargetApi',
-				data: labCredentialData(replica ? { host: replica.host, port: replica.port, hostKeys: replica.knownHostsLine } : {}),
-			},
+			{ name: 'Off-site host', type: 'libvirtSshTargetApi', data: onReplica },
+			// offsite-copy verifies its copies on the off-site host with the libvirt nodes
+			{ name: 'Off-site host (Libvirt SSH)', type: 'libvirtSshApi', data: onReplica },
 		]);
 		const replace: Record<string, string> = {
 			REPLACE_CREDENTIAL_ID: libvirt.id,
 			REPLACE_SMTP_CREDENTIAL_ID: smtp.id,
 			REPLACE_HEADER_AUTH_ID: header.id,
 			REPLACE_TARGET_CREDENTIAL_ID: target.id,
+			REPLACE_OFFSITE_CREDENTIAL_ID: offsite.id,
 		};
 		if (!options.shippedText) {
 			replace['/mnt/storage/backups/vm_backups'] = backupsDir;
