@@ -38,7 +38,7 @@ function report(run: RunJson | undefined, labVms: string[]): string[] {
 	const verified = [...nodeOutput(run, 'Verify Checksum', 0), ...nodeOutput(run, 'Verify Checksum', 1)];
 	const rows = vms.map((vm) => {
 		const backup = backups.find((b) => b.vm === vm.name);
-		const failure = failed.find((b) => b.vm === vm.name);
+		const failure = failed.find((b) => (b.vm ?? b.name) === vm.name);
 		const verify = backup && verified.find((v) => v.path === backup.path);
 		return [
 			printable(vm.name),
@@ -53,7 +53,7 @@ function report(run: RunJson | undefined, labVms: string[]): string[] {
 		];
 	});
 	// Failure items that do not name their VM still get a row.
-	for (const failure of failed.filter((f) => !vms.some((vm) => vm.name === f.vm))) rows.push(['?', '', '', `FAILED: ${printable(failure.error)}`, '-']);
+	for (const failure of failed.filter((f) => !vms.some((vm) => vm.name === (f.vm ?? f.name)))) rows.push(['?', '', '', `FAILED: ${printable(failure.error)}`, '-']);
 	console.log(`${vms.length} VMs on the lab host\n`);
 	console.log(table([['VM', 'state', 'backupable', 'backup', 'verify'], ...rows]));
 	if (backups[0]) console.log(`\nbackup folders: ${String(backups[0].path).replace(/\/[^/]+\/[^/]+$/, '')}/<vm>/<id>`);
