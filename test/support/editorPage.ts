@@ -48,7 +48,8 @@ export async function openEditor(baseUrl: string, viewport = { width: 1600, heig
  * mouse parked on the header so that no node shows its hover toolbar.
  */
 export async function showWorkflow(page: Page, workflowId: string): Promise<void> {
-	await page.goto(`/workflow/${workflowId}`);
+	// The editor's bundle loads slowly on a busy machine: wait for the DOM, then for the canvas.
+	await page.goto(`/workflow/${workflowId}`, { waitUntil: 'domcontentloaded', timeout: 120_000 });
 	await page.locator(SELECTORS.node).first().waitFor({ timeout: 60_000 });
 	const checklist = page.locator(SELECTORS.checklistClose);
 	if (await checklist.isVisible()) await checklist.click();
