@@ -393,8 +393,16 @@ export class N8nInstance {
 	 * probe with 401/403). `env` adds or
 	 * overrides variables (e.g. N8N_DEFAULT_BINARY_DATA_MODE).
 	 */
-	async startServer(options: { waitForWebhooks?: string[]; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<N8nServer> {
-		const port = await freePort();
+	async startServer(
+		options: {
+			/** A fixed port instead of a free one (the demo's editor on 5678). */
+			port?: number;
+			waitForWebhooks?: string[];
+			env?: Record<string, string>;
+			timeoutMs?: number;
+		} = {},
+	): Promise<N8nServer> {
+		const port = options.port ?? (await freePort());
 		const env = { ...this.env, N8N_PORT: String(port), N8N_LISTEN_ADDRESS: '127.0.0.1', N8N_SECURE_COOKIE: 'false', ...options.env };
 		const child = spawn(this.paths.nodeBin, [this.paths.n8nBin, 'start'], { cwd: this.userFolder, env, stdio: ['ignore', 'pipe', 'pipe'] });
 		let log = '';
