@@ -9,13 +9,12 @@ import * as path from 'node:path';
 import { createUserFolder, packPackage, REPO_ROOT, type N8nInstance, type N8nServer } from '../support/n8n';
 import { startHttpReceiver, startMailReceiver, type HttpReceiver, type MailReceiver } from '../support/receivers';
 import { labCredentialData } from '../support/targets';
+import { SHIPPED_DEST, SHIPPED_HOOK, TOKEN_HEADER } from '../support/shipped';
 
 jest.setTimeout(600_000);
 
 const ERROR_WORKFLOW = path.join(REPO_ROOT, 'workflows', 'error-notify.json');
 const WEBHOOK_WORKFLOW = path.join(REPO_ROOT, 'workflows', 'webhook-backup.json');
-const SHIPPED_HOOK = 'https://chat.example.com/hooks/REPLACE_WITH_YOUR_WEBHOOK';
-const TOKEN_HEADER = 'X-Backup-Token';
 const token = randomBytes(18).toString('hex');
 const MISSING_VM = `lvb-t-missing-${process.pid}`;
 
@@ -74,7 +73,7 @@ beforeAll(async () => {
 	const replace = { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, REPLACE_SMTP_CREDENTIAL_ID: smtp.id, [SHIPPED_HOOK]: `${chat.url}/hook` };
 	const ids = await n8n.importWorkflows([
 		{ workflow: ERROR_WORKFLOW, replace },
-		{ workflow: await failingCopy('Backup on request (VM missing)', 'backup-missing-vm', '/mnt/storage/backups/vm_backups'), replace },
+		{ workflow: await failingCopy('Backup on request (VM missing)', 'backup-missing-vm', SHIPPED_DEST), replace },
 		{ workflow: await failingCopy('Backup on request (bad destination)', 'backup-bad-dest', 'relative/backups'), replace },
 	]);
 	expect(ids[0]).toBe('LvbErrorNotify01');

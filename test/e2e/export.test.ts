@@ -14,12 +14,11 @@ import { labBackup } from '../support/labBackup';
 import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type ExecuteResult, type N8nInstance, type N8nServer } from '../support/n8n';
 import { labCredentialData } from '../support/targets';
 import { createTestVm, testDestination, type TestVm } from '../support/testVm';
+import { SHIPPED_DEST, TOKEN_HEADER } from '../support/shipped';
 
 jest.setTimeout(600_000);
 
 const WORKFLOW = path.join(REPO_ROOT, 'workflows', 'export-download.json');
-const SHIPPED_DEST = '/mnt/storage/backups/vm_backups';
-const TOKEN_HEADER = 'X-Backup-Token';
 const token = randomBytes(18).toString('hex');
 
 let n8n: N8nInstance | undefined;

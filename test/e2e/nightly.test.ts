@@ -10,12 +10,11 @@ import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type ExecuteResul
 import { startHttpReceiver, startMailReceiver, type HttpReceiver, type MailReceiver } from '../support/receivers';
 import { labCredentialData } from '../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
+import { SHIPPED_DEST, SHIPPED_HOOK } from '../support/shipped';
 
 jest.setTimeout(600_000);
 
 const WORKFLOW = path.join(REPO_ROOT, 'workflows', 'nightly-backup.json');
-const SHIPPED_DEST = '/mnt/storage/backups/vm_backups';
-const SHIPPED_HOOK = 'https://chat.example.com/hooks/REPLACE_WITH_YOUR_WEBHOOK';
 const lab = loadLab();
 const TAB_VM = lab.hostileVms.find((name) => name.includes('\t'))!;
 /** Lab VMs the run backs up: live, paused, offline with a chain, odd disks, hostile names (shell characters, a tab). */

@@ -14,13 +14,11 @@ import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type ExecuteResul
 import { startHttpReceiver, type HttpReceiver } from '../support/receivers';
 import { labCredentialData, labTarget } from '../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
+import { SHIPPED_DEST, SHIPPED_HOOK, SHIPPED_OFFSITE } from '../support/shipped';
 
 jest.setTimeout(600_000);
 
 const WORKFLOW = path.join(REPO_ROOT, 'workflows', 'offsite-copy.json');
-const SHIPPED_DEST = '/mnt/storage/backups/vm_backups';
-const SHIPPED_OFFSITE = '/mnt/offsite/vm_backups';
-const SHIPPED_HOOK = 'https://chat.example.com/hooks/REPLACE_WITH_YOUR_WEBHOOK';
 
 let n8n: N8nInstance | undefined;
 let chat: HttpReceiver | undefined;

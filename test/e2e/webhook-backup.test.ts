@@ -8,12 +8,11 @@ import { quoteArg as q } from '../../lib/shell';
 import { createUserFolder, packPackage, REPO_ROOT, type N8nInstance, type N8nServer } from '../support/n8n';
 import { labCredentialData } from '../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
+import { SHIPPED_DEST, TOKEN_HEADER } from '../support/shipped';
 
 jest.setTimeout(600_000);
 
 const WORKFLOW = path.join(REPO_ROOT, 'workflows', 'webhook-backup.json');
-const SHIPPED_DEST = '/mnt/storage/backups/vm_backups';
-const TOKEN_HEADER = 'X-Backup-Token';
 const token = randomBytes(18).toString('hex');
 
 let n8n: N8nInstance | undefined;

@@ -15,6 +15,7 @@ import { loadLab } from './lab';
 import { createUserFolder, packPackage, REPO_ROOT, type N8nInstance, type N8nServer } from './n8n';
 import { startHttpReceiver, startMailReceiver, type HttpReceiver, type MailReceiver } from './receivers';
 import { labCredentialData } from './targets';
+import { SHIPPED_DEST, SHIPPED_HOOK, SHIPPED_OFFSITE, TOKEN_HEADER } from './shipped';
 
 export const WORKFLOWS_DIR = path.join(REPO_ROOT, 'workflows');
 export const NIGHTLY_FILE = 'nightly-backup.json';
@@ -84,7 +85,6 @@ export function shippedWorkflowFiles(): string[] {
 }
 
 const WEBHOOK_TYPE = 'n8n-nodes-base.webhook';
-const SHIPPED_HOOK = 'https://chat.example.com/hooks/REPLACE_WITH_YOUR_WEBHOOK';
 
 export interface DemoOptions {
 	backupsDir?: string;
@@ -120,7 +120,7 @@ export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n>
 		}
 		const replica = lab.replicaHost;
 		const onReplica = labCredentialData(replica ? { host: replica.host, port: replica.port, hostKeys: replica.knownHostsLine } : {});
-		const webhookToken = { name: 'X-Backup-Token', value: randomBytes(18).toString('base64url') };
+		const webhookToken = { name: TOKEN_HEADER, value: randomBytes(18).toString('base64url') };
 		const [libvirt, smtp, header, target, offsite] = await n8n.importCredentials([
 			{ name: 'Libvirt host', type: 'libvirtSshApi', data: labCredentialData() },
 			{
@@ -141,8 +141,8 @@ export async function createDemoN8n(options: DemoOptions = {}): Promise<DemoN8n>
 			REPLACE_OFFSITE_CREDENTIAL_ID: offsite.id,
 		};
 		if (!options.shippedText) {
-			replace['/mnt/storage/backups/vm_backups'] = backupsDir;
-			replace['/mnt/offsite/vm_backups'] = offsiteDir;
+			replace[SHIPPED_DEST] = backupsDir;
+			replace[SHIPPED_OFFSITE] = offsiteDir;
 			replace[SHIPPED_HOOK] = `${chat.url}/hooks/chat`;
 		}
 		const files = shippedWorkflowFiles();
