@@ -17,8 +17,9 @@ import { backupVm } from '../../lib/backup';
 import { quoteArg as q } from '../../lib/shell';
 import { withSsh } from '../../lib/ssh';
 import { vmDirName } from '../../lib/store/layout';
+import { randomBytes } from 'crypto';
 import { makeBackups, makeDest, onHost, removeDest } from '../support/backupFixtures';
-import { loadLab } from '../support/lab';
+import { labDir, loadLab } from '../support/lab';
 import { InProcessN8n, type WorkflowJson } from '../support/n8n-inprocess';
 import { labCredentialData, labTarget } from '../support/targets';
 import { createTestVm, type TestVm } from '../support/testVm';
@@ -38,15 +39,28 @@ const PWNED = ['/root/pwned', '/pwned', '/tmp/pwned', `${lab.labDir}/pwned`];
 
 let n8n: InProcessN8n;
 let vm: TestVm;
-let base: string;
+/** The world every case starts from (see Ctx), made once and copied; the real backup of the test VM. */
+let template: string;
 let realSource: string;
 
 beforeAll(async () => {
 	n8n = await InProcessN8n.create();
 	vm = createTestVm('hcorpus', [{ target: 'vda', format: 'qcow2', virtualMiB: 16, writes: [{ pattern: 0x3c, offsetMiB: 0, lengthMiB: 1 }] }], 'shutoff');
-	base = makeDest('base');
+	const dest = makeDest();
+	template = dest.slice(0, dest.lastIndexOf('/'));
+	makeBackups(dest, [
+		{ vm: 'web01', id: '20261120T010000Z' },
+		{ vm: 'web01', id: '20261121T010000Z' },
+		{ vm: 'db01', id: '20261121T010000Z' },
+	]);
+	makeBackups(`${template}/outside/store`, [
+		{ vm: 'web01', id: '20261110T010000Z' },
+		{ vm: 'web01', id: '20261111T010000Z' },
+		{ vm: 'web01', id: '20261112T010000Z' },
+	]);
+	onHost(`mkdir -p -- ${q(`${template}/exports`)} ${q(`${template}/restores`)} && printf '%s' ${q(SENTINEL_TEXT)} > ${q(`${template}/outside/sentinel`)}`);
 	const made = await withSsh(labTarget(), (ssh) =>
-		backupVm(ssh, { uri: lab.systemUri, vm: vm.name, dest: base, mode: 'full', compression: 'none', quiesce: 'off', holder: 'hostile corpus', host: 'lab' }),
+		backupVm(ssh, { uri: lab.systemUri, vm: vm.name, dest: `${template}/real`, mode: 'full', compression: 'none', quiesce: 'off', holder: 'hostile corpus', host: 'lab' }),
 	);
 	realSource = made.path;
 });
@@ -54,79 +68,73 @@ beforeAll(async () => {
 afterAll(async () => {
 	await n8n?.shutdown();
 	vm?.destroy();
-	if (base) removeDest(base);
+	if (template) removeDest(`${template}/dest`);
 });
 
-afterEach(() => {
-	// Restore may define a VM (named with the marker) on the shared libvirtd: remove it, by UUID.
-	onHost(
-		`virsh -q list --all --uuid | while read -r u; do [ -n "$u" ] || continue; case "$(virsh -q domname "$u")" in *${MARKER}*) virsh -q destroy "$u" >/dev/null 2>&1; virsh -q undefine "$u" >/dev/null;; esac; done`,
-	);
-});
-
-/** A fresh world for one case (see Ctx), with the plant done. */
-function setUp(kase: HostileCase): Ctx {
-	const dest = makeDest();
-	const root = dest.slice(0, dest.lastIndexOf('/'));
-	const outsideStore = `${root}/outside/store`;
-	const [old, newest, db] = makeBackups(dest, [
-		{ vm: 'web01', id: '20261120T010000Z' },
-		{ vm: 'web01', id: '20261121T010000Z' },
-		{ vm: 'db01', id: '20261121T010000Z' },
-	]).map((made) => made.path);
-	const outside = makeBackups(outsideStore, [
-		{ vm: 'web01', id: '20261110T010000Z' },
-		{ vm: 'web01', id: '20261111T010000Z' },
-		{ vm: 'web01', id: '20261112T010000Z' },
-	]);
-	const realId = realSource.slice(realSource.lastIndexOf('/') + 1);
-	const ctx: Ctx = {
+function contextFor(kase: HostileCase): Ctx {
+	const root = `${labDir()}/test-dest/${randomBytes(6).toString('hex')}`;
+	const dest = `${root}/dest`;
+	return {
 		root,
 		dest,
-		old,
-		newest,
-		db,
+		old: `${dest}/web01/20261120T010000Z`,
+		newest: `${dest}/web01/20261121T010000Z`,
+		db: `${dest}/db01/20261121T010000Z`,
 		sentinel: `${root}/outside/sentinel`,
-		outsideStore,
-		outsideBackup: outside[0].path,
+		outsideStore: `${root}/outside/store`,
+		outsideBackup: `${root}/outside/store/web01/20261110T010000Z`,
 		exports: `${root}/exports`,
 		restores: `${root}/restores`,
 		canary: `/tmp/lvb-canary-${process.pid}-${kase.id}`,
+		canaryName: `lvb-canary-${process.pid}-${kase.id}`,
 		vm: vm.name,
 		realSource,
-		realBackup: `${dest}/${vmDirName(vm.name)}/${realId}`,
+		realBackup: `${dest}/${vmDirName(vm.name)}/${realSource.slice(realSource.lastIndexOf('/') + 1)}`,
 		marker: MARKER,
 		labHostile: lab.hostileVms,
 	};
-	onHost(
+}
+
+/** The case's world from the template, with its plant, in one host command; then what is outside it and the traces. */
+function setUp(kase: HostileCase, ctx: Ctx, writable: string[]): Observed {
+	return observe(
+		ctx,
+		writable,
 		[
-			`mkdir -p -- ${q(ctx.exports)} ${q(ctx.restores)}`,
-			`printf '%s' ${q(SENTINEL_TEXT)} > ${q(ctx.sentinel)}`,
+			`mkdir -p -- ${q(ctx.root)} && cp -a -- ${['dest', 'outside', 'exports', 'restores'].map((entry) => q(`${template}/${entry}`)).join(' ')} ${q(ctx.root)}/`,
 			`S=${q(ctx.sentinel)}`,
 			kase.plant?.(ctx) ?? 'true',
 			// Every file outside: atime before mtime, so that a read (relatime) moves it.
-			`find ${q(root)} -path ${q(dest)} -prune -o -type f -exec touch -a -d '2020-01-01 00:00:00' {} +`,
+			`find ${q(ctx.root)} -path ${q(ctx.dest)} -prune -o -type f -exec touch -a -d '2020-01-01 00:00:00' {} +`,
 		].join('\n'),
 	);
-	return ctx;
 }
 
-/** Every entry under the case's folder outside `writable`: type, and for non-folders size, mtime, ctime (and atime for files). */
-function outsideState(ctx: Ctx, writable: string[]): Map<string, string> {
-	const out = onHost(`find ${q(ctx.root)} -printf '%y %s %T@ %C@ %A@ %p\\0'`);
-	const state = new Map<string, string>();
+interface Observed {
+	/** Every entry under the case's folder outside `writable`: type, and for non-folders size, mtime, ctime (and atime for files). */
+	outside: Map<string, string>;
+	/** The canary and the `pwned` files that exist. */
+	traces: string[];
+}
+
+function observe(ctx: Ctx, writable: string[], before = 'true'): Observed {
+	const traces = [ctx.canary, ...PWNED, ...['/root', '', '/tmp', lab.labDir].map((folder) => `${folder}/${ctx.canaryName}`)].map(q).join(' ');
+	const out = onHost(
+		`${before}\nfind ${q(ctx.root)} -printf '%y %s %T@ %C@ %A@ %p\\0'\nfor f in ${traces}; do if [ -e "$f" ] || [ -L "$f" ]; then printf 'trace %s\\0' "$f"; fi; done`,
+	);
+	const outside = new Map<string, string>();
+	const found: string[] = [];
 	for (const entry of out.split('\0').filter(Boolean)) {
+		if (entry.startsWith('trace ')) {
+			found.push(entry.slice('trace '.length));
+			continue;
+		}
 		const [type, size, mtime, ctime, atime] = entry.split(' ', 5);
 		const path = entry.split(' ').slice(5).join(' ');
 		if (writable.some((allowed) => path === allowed || path.startsWith(`${allowed}/`))) continue;
-		state.set(path, type === 'd' ? 'd' : `${type} ${size} m${mtime} c${ctime}${type === 'f' ? ` a${atime}` : ''}`);
+		outside.set(path, type === 'd' ? 'd' : `${type} ${size} m${mtime} c${ctime}${type === 'f' ? ` a${atime}` : ''}`);
 	}
-	return state;
-}
-
-/** The canary and the `pwned` files: a line per one that exists. */
-function commandTraces(ctx: Ctx): string {
-	return onHost(`for f in ${[ctx.canary, ...PWNED].map(q).join(' ')}; do if [ -e "$f" ] || [ -L "$f" ]; then stat -c '%n %Y' -- "$f"; fi; done`);
+	return { outside, traces: found };
 }
 
 function workflow(kase: HostileCase, ctx: Ctx): WorkflowJson {
@@ -152,14 +160,13 @@ test('the corpus has at least 60 cases, unique ids, and covers every node', () =
 });
 
 test.each(CORPUS.map((kase) => [`${kase.category} | ${NODES[kase.node].name} | ${kase.label} [${kase.id}]`, kase] as const))('%s', async (name, kase) => {
-	const ctx = setUp(kase);
+	const ctx = contextFor(kase);
+	const writable = kase.writable?.(ctx) ?? [ctx.dest];
 	let handled = false;
 	let ms = 0;
 	try {
-		const writable = kase.writable?.(ctx) ?? [ctx.dest];
-		const before = outsideState(ctx, writable);
-		const tracesBefore = commandTraces(ctx);
-		expect(tracesBefore.includes(ctx.canary)).toBe(false);
+		const before = setUp(kase, ctx, writable);
+		expect(before.traces.filter((trace) => trace.includes(ctx.canaryName))).toEqual([]);
 
 		const started = Date.now();
 		const result = await n8n.run(workflow(kase, ctx), { credentials: { [CREDENTIAL_ID]: { type: 'libvirtSshApi', data: labCredentialData(kase.credential?.(ctx) ?? {}) } } });
@@ -167,19 +174,19 @@ test.each(CORPUS.map((kase) => [`${kase.category} | ${NODES[kase.node].name} | $
 
 		const items: IDataObject[] = result.output('Node');
 		if ('error' in kase.expect) {
-			expect({ status: result.run.status, items }).toMatchObject({ status: 'error', items: [] });
-			expect(result.error?.message).toMatch(kase.expect.error);
+			expect({ status: result.run.status, items, message: result.error?.message }).toMatchObject({ status: 'error', items: [], message: expect.stringMatching(kase.expect.error) });
 		} else {
 			expect(result.error).toBeUndefined();
 			kase.expect.items(items, ctx);
 		}
-		expect(commandTraces(ctx)).toBe(tracesBefore);
-		expect(outsideState(ctx, writable)).toEqual(before);
-		expect(onHost(`cat -- ${q(ctx.sentinel)}`)).toBe(SENTINEL_TEXT);
+		const after = observe(ctx, writable);
+		expect(after.traces).toEqual(before.traces);
+		expect(after.outside).toEqual(before.outside);
 		handled = true;
 	} finally {
 		record({ kind: 'hostile', name, handled, ms });
-		onHost(`rm -f -- ${q(ctx.canary)}`);
-		removeDest(ctx.dest);
+		// Restore may have defined a VM (its name holds the marker) on the shared libvirtd.
+		const undefine = kase.node === 'restore' ? `virsh -q list --all --name | grep -F -- ${q(MARKER)} | while IFS= read -r n; do virsh -q destroy -- "$n" >/dev/null 2>&1; virsh -q undefine -- "$n" >/dev/null; done; ` : '';
+		onHost(`${undefine}rm -rf -- ${q(ctx.root)}`);
 	}
 });

@@ -43,6 +43,8 @@ export interface Ctx {
 	restores: string;
 	/** Must never exist: every injected command touches it. */
 	canary: string;
+	/** The canary's file name, for values that may not hold a '/': `touch NAME` lands in the shell's folder (checked too). */
+	canaryName: string;
 	/** The suite's test VM (shut off), a real backup of it made once, and where a case copies it to. */
 	vm: string;
 	realSource: string;
@@ -238,9 +240,9 @@ export const CORPUS: HostileCase[] = [
 		category: 'path',
 		node: 'export',
 		label: 'File Name "-$(touch ...)`x`" is a literal file',
-		params: (c) => ({ backupPath: c.newest, target: 'hostFile', folder: c.exports, fileName: `-$(touch ${c.canary})\`x\`` }),
+		params: (c) => ({ backupPath: c.newest, target: 'hostFile', folder: c.exports, fileName: `-$(touch ${c.canaryName})\`touch ${c.canaryName}\`;x` }),
 		writable: (c) => [c.exports],
-		expect: expectItems((items, c) => expect(items).toEqual([expect.objectContaining({ path: `${c.exports}/-$(touch ${c.canary})\`x\`.tar.gz` })])),
+		expect: expectItems((items, c) => expect(items).toEqual([expect.objectContaining({ path: `${c.exports}/-$(touch ${c.canaryName})\`touch ${c.canaryName}\`;x.tar.gz` })])),
 	},
 	{ id: 'export-folder-relative', category: 'path', node: 'export', label: 'Folder on Host relative', params: (c) => ({ backupPath: c.newest, target: 'hostFile', folder: 'exports' }), expect: { error: /must be an absolute path/ } },
 	{
@@ -287,11 +289,11 @@ export const CORPUS: HostileCase[] = [
 		node: 'restore',
 		label: 'New VM name with $(...), quotes and a leading -',
 		plant: (c) => realBackupPlant(c),
-		params: (c) => ({ backupPath: c.realBackup, target: 'folder', folder: c.restores, defineNewVm: true, newVmName: `-${c.marker}'"$(touch ${c.canary})` }),
+		params: (c) => ({ backupPath: c.realBackup, target: 'folder', folder: c.restores, defineNewVm: true, newVmName: `-${c.marker}'"$(touch ${c.canaryName})` }),
 		writable: (c) => [c.restores, c.dest],
-		expect: expectItems((items, c) => expect(items).toEqual([expect.objectContaining({ newVm: expect.objectContaining({ name: `-${c.marker}'"$(touch ${c.canary})` }) })])),
+		expect: expectItems((items, c) => expect(items).toEqual([expect.objectContaining({ domain: expect.objectContaining({ name: `-${c.marker}'"$(touch ${c.canaryName})` }) })])),
 	},
-	{ id: 'restore-newvm-newline', category: 'vm name', node: 'restore', label: 'New VM name with a newline', params: (c) => ({ backupPath: c.newest, target: 'folder', folder: c.restores, defineNewVm: true, newVmName: `${c.marker}\ntouch ${c.canary}` }), expect: { error: /contains a control character/ } },
+	{ id: 'restore-newvm-newline', category: 'vm name', node: 'restore', label: 'New VM name with a newline', params: (c) => ({ backupPath: c.newest, target: 'folder', folder: c.restores, defineNewVm: true, newVmName: `${c.marker}\ntouch ${c.canaryName}` }), expect: { error: /contains a control character/ } },
 	{ id: 'restore-newvm-long', category: 'vm name', node: 'restore', label: 'New VM name of 4096 characters', params: (c) => ({ backupPath: c.newest, target: 'folder', folder: c.restores, defineNewVm: true, newVmName: c.marker.padEnd(4096, 'n') }), expect: { error: /longer than 200 bytes/ } },
 	{
 		id: 'restore-newvm-exists',
@@ -304,7 +306,7 @@ export const CORPUS: HostileCase[] = [
 		expect: { error: /A VM named "--help" already exists/ },
 	},
 	{ id: 'instant-folder-dotdot', category: 'path', node: 'restore', label: 'Instant recovery overlay folder with ..', params: (c) => ({ operation: 'instantRecover', instantBackupPath: c.newest, instantVmName: `${c.marker}-i`, instantOverlayFolder: `${c.restores}/../outside`, instantStart: false }), expect: { error: /\.\./ } },
-	{ id: 'instant-name-newline', category: 'vm name', node: 'restore', label: 'Instant recovery VM name with a newline', params: (c) => ({ operation: 'instantRecover', instantBackupPath: c.newest, instantVmName: `${c.marker}\n$(touch ${c.canary})`, instantOverlayFolder: c.restores, instantStart: false }), expect: { error: /control character|line break/ } },
+	{ id: 'instant-name-newline', category: 'vm name', node: 'restore', label: 'Instant recovery VM name with a newline', params: (c) => ({ operation: 'instantRecover', instantBackupPath: c.newest, instantVmName: `${c.marker}\n$(touch ${c.canaryName})`, instantOverlayFolder: c.restores, instantStart: false }), expect: { error: /control character|line break/ } },
 
 	// ---- Planted symlinks, FIFOs and device nodes in the destination and backup folders ----
 	...(
