@@ -89,6 +89,7 @@ export const injections = (c: Ctx): Record<string, string> => ({
 
 const expectItems = (check: (items: IDataObject[], ctx: Ctx) => void): Expect => ({ items: check });
 const noItems = expectItems((items) => expect(items).toEqual([]));
+const invalid = expectItems((items) => expect(items).toEqual([expect.objectContaining({ valid: false })]));
 const NOT_FOUND = /^VM not found: /;
 const BAD_DEST = /^Destination (must|cannot)/;
 const NOT_BACKUP_PATH = /is not a backup folder \(expected <destination>\/<vm>\/<backup id>\)/;
@@ -241,7 +242,7 @@ export const CORPUS: HostileCase[] = [
 		node: 'export',
 		label: 'File Name "-$(touch ...)`x`" is a literal file',
 		params: (c) => ({ backupPath: c.newest, target: 'hostFile', folder: c.exports, fileName: `-$(touch ${c.canaryName})\`touch ${c.canaryName}\`;x` }),
-		writable: (c) => [c.exports],
+		writable: (c) => [c.exports, c.dest],
 		expect: expectItems((items, c) => expect(items).toEqual([expect.objectContaining({ path: `${c.exports}/-$(touch ${c.canaryName})\`touch ${c.canaryName}\`;x.tar.gz` })])),
 	},
 	{ id: 'export-folder-relative', category: 'path', node: 'export', label: 'Folder on Host relative', params: (c) => ({ backupPath: c.newest, target: 'hostFile', folder: 'exports' }), expect: { error: /must be an absolute path/ } },
@@ -306,7 +307,7 @@ export const CORPUS: HostileCase[] = [
 		expect: { error: /A VM named "--help" already exists/ },
 	},
 	{ id: 'instant-folder-dotdot', category: 'path', node: 'restore', label: 'Instant recovery overlay folder with ..', params: (c) => ({ operation: 'instantRecover', instantBackupPath: c.newest, instantVmName: `${c.marker}-i`, instantOverlayFolder: `${c.restores}/../outside`, instantStart: false }), expect: { error: /\.\./ } },
-	{ id: 'instant-name-newline', category: 'vm name', node: 'restore', label: 'Instant recovery VM name with a newline', params: (c) => ({ operation: 'instantRecover', instantBackupPath: c.newest, instantVmName: `${c.marker}\n$(touch ${c.canaryName})`, instantOverlayFolder: c.restores, instantStart: false }), expect: { error: /control character|line break/ } },
+	{ id: 'instant-name-newline', category: 'vm name', node: 'restore', label: 'Instant recovery VM name with a newline', plant: (c) => realBackupPlant(c), writable: (c) => [c.restores, c.dest], params: (c) => ({ operation: 'instantRecover', instantBackupPath: c.realBackup, instantVmName: `${c.marker}\n$(touch ${c.canaryName})`, instantOverlayFolder: c.restores, instantStart: false }), expect: { error: /control character|line break/ } },
 
 	// ---- Planted symlinks, FIFOs and device nodes in the destination and backup folders ----
 	...(
@@ -316,8 +317,8 @@ export const CORPUS: HostileCase[] = [
 			['dev', 'a device node (/dev/zero)', swapImage('mknod -m 0644 -- "$f" c 1 5')],
 		] as const
 	).flatMap(([kind, what, plant]): HostileCase[] => [
-		{ id: `list-image-${kind}`, category: 'planted file', node: 'list', label: `image swapped for ${what}`, plant, params: (c) => ({ destination: c.dest, vmNames: rl('web01') }), expect: expectItems((items, c) => expect(newestItem(items, c)).toBeUndefined()) },
-		{ id: `verify-image-${kind}`, category: 'planted file', node: 'verify', label: `image swapped for ${what}`, plant, params: (c) => ({ backupPath: c.newest }), expect: { error: /./ } },
+		{ id: `list-image-${kind}`, category: 'planted file', node: 'list', label: `image swapped for ${what}`, plant, params: (c) => ({ destination: c.dest, vmNames: rl('web01') }), expect: expectItems((items, c) => expect(items.map((item) => item.path)).toEqual([c.newest, c.old])) },
+		{ id: `verify-image-${kind}`, category: 'planted file', node: 'verify', label: `image swapped for ${what}`, plant, params: (c) => ({ backupPath: c.newest }), expect: invalid },
 		{ id: `export-image-${kind}`, category: 'planted file', node: 'export', label: `image swapped for ${what}`, plant, params: (c) => ({ backupPath: c.newest, target: 'binary' }), expect: { error: /cannot be exported/ } },
 		{ id: `restore-image-${kind}`, category: 'planted file', node: 'restore', label: `image swapped for ${what}`, plant, params: (c) => ({ backupPath: c.newest, target: 'folder', folder: c.restores }), expect: { error: /missing or not regular files|not a backup/ } },
 	]),
@@ -328,7 +329,7 @@ export const CORPUS: HostileCase[] = [
 		label: 'On Invalid: Delete, image a symlink to the sentinel',
 		plant: imageLink,
 		params: (c) => ({ backupPath: c.newest, onInvalid: 'delete' }),
-		expect: { error: /./ },
+		expect: invalid,
 	},
 	{
 		id: 'prune-image-link',
@@ -355,7 +356,7 @@ export const CORPUS: HostileCase[] = [
 		label: 'a backup folder that is a symlink to a backup outside, pruned for real',
 		plant: (c) => `ln -s -- ${q(c.outsideBackup)} ${q(`${c.dest}/web01/20200101T000000Z`)}`,
 		params: (c) => ({ destination: c.dest, vmNames: rl('web01'), dryRun: false, keepLast: 1 }),
-		expect: expectItems((items, c) => expect(items.map((item) => item.path)).toEqual([c.newest, c.old])),
+		expect: expectItems((items, c) => expect(items.map((item) => item.path)).toEqual(expect.arrayContaining([c.newest, c.old]))),
 	},
 	{
 		id: 'list-vmdir-link',
@@ -467,8 +468,8 @@ export const CORPUS: HostileCase[] = [
 			label: `manifest with ${what} (newest), Keep Last 1, for real`,
 			plant,
 			params: (c) => ({ destination: c.dest, vmNames: rl('web01'), dryRun: false, keepLast: 1 }),
-			// The one valid backup is kept; the folder with the bad manifest is not ours to remove.
-			expect: expectItems((items, c) => expect(items.map((item) => [item.path, item.action])).toEqual([[c.old, 'keep']])),
+			// Both stay: the folder with the bad manifest is not ours to remove, and the valid one is the newest good backup.
+			expect: expectItems((items, c) => expect(items.map((item) => [item.path, item.action])).toEqual([[c.newest, 'keep'], [c.old, 'keep']])),
 		},
 	]),
 	{
@@ -476,7 +477,7 @@ export const CORPUS: HostileCase[] = [
 		category: 'manifest',
 		node: 'restore',
 		label: 'manifest VM uuid "$(touch ...)", restore over the original',
-		plant: (c) => writeManifest(c.newest, `m.vm.uuid=${JSON.stringify(`$(touch ${c.canary})`)};m.vm.name=${JSON.stringify(`\`touch ${c.canary}\``)}`),
+		plant: (c) => writeManifest(c.newest, `m.vm.uuid=${JSON.stringify(`$(touch ${c.canary})\`touch ${c.canary}\``)}`),
 		params: (c) => ({ backupPath: c.newest, target: 'original' }),
 		expect: { error: /is not defined on this host/ },
 	},
@@ -516,7 +517,7 @@ function realBackupPlant(c: Ctx): string {
 
 /** A libvirt test-driver node (no daemon) with domains of these names, at <root>/node.xml. */
 function testDriverXml(c: Ctx, ...names: string[]): string {
-	const domains = names.map((name) => `<domain type='test'><name>${name}</name><memory>1024</memory><os><type>hvm</type></os></domain>`).join('');
+	const domains = names.map((name, index) => `<domain type='test'><name>${name}</name><uuid>6f1c7d0e-0000-4000-8000-00000000000${index}</uuid><memory>1024</memory><os><type>hvm</type></os></domain>`).join('');
 	return `printf '%s' ${q(`<node>${domains}</node>`)} > ${q(`${c.root}/node.xml`)}`;
 }
 
