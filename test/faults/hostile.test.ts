@@ -172,7 +172,7 @@ test.each(CORPUS.map((kase) => [`${kase.category} | ${NODES[kase.node].name} | $
 		const result = await n8n.run(workflow(kase, ctx), { credentials: { [CREDENTIAL_ID]: { type: 'libvirtSshApi', data: labCredentialData(kase.credential?.(ctx) ?? {}) } } });
 		ms = Date.now() - started;
 
-		const items: IDataObject[] = result.output('Node');
+		const items: IDataObject[] = (result.run.data.resultData.runData.Node?.[0]?.data?.main ?? []).flatMap((output) => (output ?? []).map((item) => item.json));
 		if ('error' in kase.expect) {
 			expect({ status: result.run.status, items, message: result.error?.message }).toMatchObject({ status: 'error', items: [], message: expect.stringMatching(kase.expect.error) });
 		} else {

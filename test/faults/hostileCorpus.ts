@@ -55,6 +55,7 @@ export interface Ctx {
 	labHostile: readonly string[];
 }
 
+/** `items`: every item the node put out, on all its outputs (Verify sends invalid backups to a second one). */
 export type Expect = { error: RegExp } | { items: (items: IDataObject[], ctx: Ctx) => void };
 
 export interface HostileCase {
@@ -428,6 +429,7 @@ export const CORPUS: HostileCase[] = [
 		label: '(a+)+$ on a 5000-character name',
 		plant: (c) => testDriverXml(c, `${'a'.repeat(5000)}!`),
 		credential: (c) => ({ libvirtUri: `test://${c.root}/node.xml` }),
+		writable: (c) => [c.dest, `${c.root}/node.xml`],
 		params: () => ({ nameRegex: '(a+)+$' }),
 		expect: noItems,
 	},
@@ -438,6 +440,7 @@ export const CORPUS: HostileCase[] = [
 		label: '(x+x+)+y and ^(a|a?)+$ on long names',
 		plant: (c) => testDriverXml(c, `${'x'.repeat(3000)}`, `${'a'.repeat(3000)}b`),
 		credential: (c) => ({ libvirtUri: `test://${c.root}/node.xml` }),
+		writable: (c) => [c.dest, `${c.root}/node.xml`],
 		params: () => ({ nameRegex: '(x+x+)+y|^(a|a?)+$' }),
 		expect: noItems,
 	},
@@ -469,7 +472,7 @@ export const CORPUS: HostileCase[] = [
 			plant,
 			params: (c) => ({ destination: c.dest, vmNames: rl('web01'), dryRun: false, keepLast: 1 }),
 			// Both stay: the folder with the bad manifest is not ours to remove, and the valid one is the newest good backup.
-			expect: expectItems((items, c) => expect(items.map((item) => [item.path, item.action])).toEqual([[c.newest, 'keep'], [c.old, 'keep']])),
+			expect: expectItems((items, c) => expect(items.map((item) => [item.path, item.action])).toEqual([[c.old, 'keep'], [c.newest, 'keep']])),
 		},
 	]),
 	{
