@@ -92,7 +92,8 @@ export function vmReference(resolved: unknown): VmReference {
 /** The name or UUID Backup VM Disk hands the engine, as the plain string field gave it before. */
 export function vmForBackup(resolved: unknown): string {
 	const { mode, value } = vmReference(resolved);
-	const vm = value.trim();
+	// A name is taken exactly: libvirt allows spaces at either end, and a trimmed name can be another VM.
+	const vm = mode === 'name' ? value : value.trim();
 	// The editor checks the pattern only for typed values: one an expression gives is checked here.
 	if (mode === 'id' && !UUID.test(vm)) throw new LibvirtBackupError('INVALID_INPUT', `VM "By UUID" is not a UUID: ${JSON.stringify(value)}`, { field: 'vm' });
 	return vm;
