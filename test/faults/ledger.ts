@@ -6,7 +6,8 @@
  */
 import { appendFileSync } from 'fs';
 
-export const LEDGER = process.env.LVB_SAFETY_LEDGER ?? '/tmp/lvb-safety-ledger.jsonl';
+/** Set by the reporter for each jest run; the fallback is for a test file run outside jest's reporter. */
+const ledger = () => process.env.LVB_SAFETY_LEDGER ?? '/tmp/lvb-safety-ledger.jsonl';
 
 export interface FaultEntry {
 	kind: 'fault';
@@ -43,5 +44,5 @@ export interface SecretEntry {
 export type LedgerEntry = FaultEntry | HostileEntry | SecretEntry;
 
 export function record(entry: LedgerEntry): void {
-	appendFileSync(LEDGER, `${JSON.stringify(entry)}\n`);
+	appendFileSync(ledger(), `${JSON.stringify(entry)}\n`);
 }

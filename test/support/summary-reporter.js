@@ -1,8 +1,8 @@
 // Prints one plain closing line ("jest: N passed, N failed, N skipped") that CI tooling can read,
 // and, when the faults suite ran, its Safety table from the ledger (test/faults/ledger.ts).
 const fs = require('fs');
-
-const LEDGER = process.env.LVB_SAFETY_LEDGER || '/tmp/lvb-safety-ledger.jsonl';
+const os = require('os');
+const path = require('path');
 
 function safetyTable(entries) {
 	const faults = entries.filter((e) => e.kind === 'fault');
@@ -29,8 +29,15 @@ function safetyTable(entries) {
 }
 
 class SummaryReporter {
+	constructor() {
+		// One ledger per jest run, named before the test workers start (they inherit the variable), so
+		// that two runs at once never read or clear each other's entries.
+		this.ledger = process.env.LVB_SAFETY_LEDGER || path.join(os.tmpdir(), `lvb-safety-ledger-${process.pid}.jsonl`);
+		process.env.LVB_SAFETY_LEDGER = this.ledger;
+	}
+
 	onRunStart() {
-		fs.rmSync(LEDGER, { force: true });
+		fs.rmSync(this.ledger, { force: true });
 	}
 
 	onRunComplete(_contexts, results) {
@@ -38,7 +45,7 @@ class SummaryReporter {
 		let entries = [];
 		try {
 			entries = fs
-				.readFileSync(LEDGER, 'utf8')
+				.readFileSync(this.ledger, 'utf8')
 				.split('\n')
 				.filter(Boolean)
 				.map((line) => JSON.parse(line));
@@ -46,6 +53,7 @@ class SummaryReporter {
 			// no faults suite in this run
 		}
 		if (entries.length > 0) process.stdout.write(safetyTable(entries));
+		fs.rmSync(this.ledger, { force: true });
 		process.stdout.write(`jest: ${results.numPassedTests} passed, ${results.numFailedTests} failed, ${skipped} skipped\n`);
 	}
 }
