@@ -21,15 +21,15 @@ export function vmNameFromDir(dir: string): string {
 	return Buffer.from(dir.replace(/%([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1').toString('utf8');
 }
 
-/** A destination must be an absolute, normalized path: no `..`, no `//`, no trailing slash. */
-export function checkDestination(dest: string): string {
+/** A destination (or another folder on the host, named by `what`) must be an absolute, normalized path: no `..`, no `//`, no trailing slash. */
+export function checkDestination(dest: string, what = 'Destination'): string {
 	const trimmed = dest.length > 1 ? dest.replace(/\/+$/, '') : dest;
-	if (!trimmed.startsWith('/')) throw new LibvirtBackupError('INVALID_INPUT', `Destination must be an absolute path on the host, got "${dest}"`);
-	if (trimmed === '/') throw new LibvirtBackupError('INVALID_INPUT', 'Destination cannot be the root directory "/"');
+	if (!trimmed.startsWith('/')) throw new LibvirtBackupError('INVALID_INPUT', `${what} must be an absolute path on the host, got "${dest}"`);
+	if (trimmed === '/') throw new LibvirtBackupError('INVALID_INPUT', `${what} cannot be the root directory "/"`);
 	if (trimmed.split('/').some((part, index) => index > 0 && (part === '' || part === '.' || part === '..'))) {
-		throw new LibvirtBackupError('INVALID_INPUT', `Destination "${dest}" must not contain "..", "." or empty path parts`);
+		throw new LibvirtBackupError('INVALID_INPUT', `${what} "${dest}" must not contain "..", "." or empty path parts`);
 	}
-	if (/[\0\n\r]/.test(trimmed)) throw new LibvirtBackupError('INVALID_INPUT', 'Destination must not contain NUL or line breaks');
+	if (/[\0\n\r]/.test(trimmed)) throw new LibvirtBackupError('INVALID_INPUT', `${what} must not contain NUL or line breaks`);
 	return trimmed;
 }
 

@@ -27,6 +27,7 @@ import {
 	type ReplicaResult,
 } from '../../lib/export';
 import { formatBytes } from '../../lib/format';
+import { checkDestination } from '../../lib/store/layout';
 import { LibvirtBackupError } from '../../lib/errors';
 import { SshConnection, withSsh } from '../../lib/ssh';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
@@ -344,8 +345,7 @@ async function exportGroup(
 	});
 
 	if (target !== 'binary') {
-		const folder = String(context.getNodeParameter('folder', itemIndex, '')).trim().replace(/\/+$/, '');
-		if (!folder.startsWith('/')) throw new LibvirtBackupError('INVALID_INPUT', `Folder on Host must be an absolute path, got "${folder}"`);
+		const folder = checkDestination(String(context.getNodeParameter('folder', itemIndex, '')).trim(), 'Folder on Host');
 		const path = `${folder}/${fileName}`;
 		const summary = await writeArchiveToHost(ssh, remote ?? ssh, backups, path, compression, { signal, overwrite: context.getNodeParameter('overwrite', itemIndex, false) === true });
 		const where = remote ? { host: remote.target.host, path } : { path };

@@ -223,6 +223,12 @@ describe('node in the n8n engine', () => {
 		]);
 	});
 
+	test('a Folder on Host with ".." parts is refused before anything is read or written', async () => {
+		const result = await n8n.run(workflow(made[0].path, { target: 'hostFile', folder: `${out}/../escape` }), { credentials: credentials() });
+		expect(result.error?.message).toMatch(/Folder on Host ".*" must not contain "\.\.", "\." or empty path parts/);
+		expect(onHost(`ls -A ${shq(`${out}/..`)}`)).not.toMatch(/escape/);
+	});
+
 	test('a thrown error (no continue) carries the host key warning in its description, as every other node does', async () => {
 		const store = credentials();
 		store.src = { ...store.src, data: { ...store.src.data, skipHostKeyVerification: true } };
