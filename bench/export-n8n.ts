@@ -36,8 +36,12 @@ const KEEP = argv.includes('--keep');
 /** `--only tar|gzip|zstd`: one form; `--log`: n8n at debug level, its node start/finish lines printed after each export. */
 const ONLY = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
 const LOG = argv.includes('--log');
+/** `--stream`: Export Archive's destination "Webhook Response (Streamed)" instead of n8n binary data + Respond to Webhook. */
+const STREAM = argv.includes('--stream');
 /** `--profile DIR`: n8n (and its children) write V8 CPU profiles into DIR when they exit. */
 const PROFILE = argv.includes('--profile') ? argv[argv.indexOf('--profile') + 1] : undefined;
+/** `--node-args "..."`: Node flags for the n8n process (e.g. --trace-gc); its log is then written to /tmp/lvb-bench-n8n.log. */
+const NODE_FLAGS = argv.includes('--node-args') ? argv[argv.indexOf('--node-args') + 1] : undefined;
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error('--runs must be a positive integer');
 
 const lab = loadLab();
@@ -49,6 +53,15 @@ const TOKEN = 'bench-token';
 const MB = 1e6;
 
 type Compression = 'none' | 'gzip' | 'zstd';
+
+/** The shipped download workflow with the archive streamed by Export Archive itself; Respond to Webhook answers only its errors. */
+function streamed(workflow: { nodes: { name: string; type: string; parameters: Record<string, unknown>; onError?: string }[]; connections?: Record<string, unknown> }): void {
+	const exporter = workflow.nodes.find((node) => node.name === 'Export Archive')!;
+	exporter.onError = 'continueErrorOutput';
+	const respond = workflow.nodes.find((node) => node.type === 'n8n-nodes-base.respondToWebhook')!;
+	respond.parameters = { respondWith: 'json', responseBody: '={{ { error: $json.error } }}', options: { responseCode: 500 } };
+	workflow.connections!['Export Archive'] = { main: [[], [{ node: respond.name, type: 'main', index: 0 }]] };
+}
 const COMPRESSIONS: Compression[] = (['none', 'gzip', 'zstd'] as Compression[]).filter((c) => !ONLY || ONLY === c || (ONLY === 'tar' && c === 'none'));
 /** Export Archive's parameters for each compression (level 1, as the baselines use). */
 const EXPORT_PARAMETERS: Record<Compression, Record<string, unknown>> = {
@@ -107,8 +120,9 @@ async function main(): Promise<void> {
 		for (const node of workflow.nodes) {
 			if (node.type === 'n8n-nodes-base.webhook') node.parameters.path = `bench-export-${compression}`;
 			if (node.name === 'List Backups') node.parameters.vmNames = VMS.map((vm) => vm.name).join(', ');
-			if (node.name === 'Export Archive') Object.assign(node.parameters, EXPORT_PARAMETERS[compression]);
+			if (node.name === 'Export Archive') Object.assign(node.parameters, EXPORT_PARAMETERS[compression], STREAM ? { target: 'response' } : {});
 		}
+		if (STREAM) streamed(workflow);
 		ids[compression] = await n8n.importWorkflow(workflow, { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, '/mnt/storage/backups/vm_backups': DEST });
 		await n8n.publishWorkflow(ids[compression]);
 	}
@@ -116,7 +130,7 @@ async function main(): Promise<void> {
 	const rows: string[] = [];
 	const checks: string[] = [];
 	try {
-		server = await n8n.startServer({ waitForWebhooks: COMPRESSIONS.map((c) => `bench-export-${c}`), env: { ...(LOG ? { N8N_LOG_LEVEL: 'debug' } : {}), ...(PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROFILE}` } : {}) } });
+		server = await n8n.startServer({ waitForWebhooks: COMPRESSIONS.map((c) => `bench-export-${c}`), env: { ...(LOG ? { N8N_LOG_LEVEL: 'debug' } : {}), ...(PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROFILE}` } : {}) }, nodeArgs: NODE_FLAGS?.split(' ').filter(Boolean) });
 		await new Promise((resolve) => setTimeout(resolve, 10_000));
 		const idle = status(server.pid).VmRSS;
 		console.log(`n8n main process ${server.pid}: idle RSS ${(idle / 2 ** 20).toFixed(0)} MiB`);
@@ -187,6 +201,7 @@ async function main(): Promise<void> {
 		writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'export-n8n-latest.md'), report);
 		console.log(`\n${report}\nwritten to bench/results/export-n8n-latest.md`);
 	} finally {
+		if (server && NODE_FLAGS) writeFileSync('/tmp/lvb-bench-n8n.log', server.log());
 		await server?.stop();
 		await n8n.cleanup();
 		if (!KEEP) removeBenchVms(URI, VMS.map((vm) => vm.name), BENCH);

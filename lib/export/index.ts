@@ -17,6 +17,7 @@ export { DOMAIN_XML_FILE, openHostFile, resolveBackups } from './source';
 export type { ExportFile, ExportableBackup } from './source';
 export { createHostFileWriter } from './sink';
 export type { HostFileWriter, HostFileWriterOptions } from './sink';
+export { writeArchiveOffThread } from './offThread';
 export { replicateBackups } from './replica';
 export type { ReplicaOptions, ReplicaProgress, ReplicaResult } from './replica';
 

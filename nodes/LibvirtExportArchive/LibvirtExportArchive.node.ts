@@ -20,6 +20,7 @@ import {
 	resolveBackups,
 	summarize,
 	tarSize,
+	writeArchiveOffThread,
 	writeArchiveToHost,
 	type ArchiveSummary,
 	type Compression,
@@ -35,9 +36,10 @@ import { toNodeError } from '../shared/errors';
 import { forErrorOutput, hostKeyWarning, withWarningDescription } from '../shared/executeRouted';
 import { hostFromCredentials } from '../shared/target';
 import { binaryDataLimit } from './binaryDataLimit';
+import { checkResponseTarget, streamResponse } from './responseBody';
 
-type Target = 'binary' | 'hostFile' | 'remoteFile' | 'replica';
-const ARCHIVE_TARGETS = ['binary', 'hostFile', 'remoteFile'];
+type Target = 'binary' | 'response' | 'hostFile' | 'remoteFile' | 'replica';
+const ARCHIVE_TARGETS = ['binary', 'response', 'hostFile', 'remoteFile'];
 /** Chunks handed to n8n's binary data store (see rechunk). */
 const STORE_CHUNK_BYTES = 1024 * 1024;
 
@@ -81,7 +83,7 @@ export class LibvirtExportArchive implements INodeType {
 					{ name: 'One per Input Item', value: 'item', description: 'One archive for each input backup' },
 				],
 				default: 'all',
-				displayOptions: { show: { target: ARCHIVE_TARGETS } },
+				displayOptions: { show: { target: ['binary', 'hostFile', 'remoteFile'] } },
 			},
 			{
 				displayName: 'Destination',
@@ -89,6 +91,11 @@ export class LibvirtExportArchive implements INodeType {
 				type: 'options',
 				options: [
 					{ name: 'N8n Binary Data', value: 'binary', description: 'As a file on the output item, e.g. for Respond to Webhook' },
+					{
+						name: 'Webhook Response (Streamed)',
+						value: 'response',
+						description: "Straight to the caller of the workflow's Webhook as it is packed, stored nowhere (regular mode; Webhook Respond: Using Respond to Webhook Node)",
+					},
 					{ name: 'File on This Host', value: 'hostFile', description: 'A file on the libvirt host, e.g. on an off-site mount' },
 					{ name: 'File on Another Host (SSH)', value: 'remoteFile', description: 'A file on another host, through its own SSH credential' },
 					{
@@ -205,6 +212,7 @@ export class LibvirtExportArchive implements INodeType {
 			const host = hostFromCredentials(await this.getCredentials('libvirtSshApi'));
 			// Known before connecting, so that a connection failure says it too.
 			warnings.push(hostKeyWarning(host.target));
+			if (target === 'response') checkResponseTarget(this);
 			const other = target === 'remoteFile' || target === 'replica' ? hostFromCredentials(await this.getCredentials('libvirtSshTargetApi')) : undefined;
 			await withSsh(
 				host.target,
@@ -221,7 +229,7 @@ export class LibvirtExportArchive implements INodeType {
 						}
 					}
 					const indexes = [...resolved.keys()];
-					const groups = target === 'replica' ? [] : this.getNodeParameter('archivePer', 0) === 'item' ? indexes.map((index) => [index]) : indexes.length ? [indexes] : [];
+					const groups = target === 'replica' ? [] : target !== 'response' && this.getNodeParameter('archivePer', 0) === 'item' ? indexes.map((index) => [index]) : indexes.length ? [indexes] : [];
 					const remote = other ? await SshConnection.connect(other.target, signal) : undefined;
 					if (other && remote) warnings.push(hostKeyWarning(other.target, remote.hostKeyFingerprint));
 					try {
@@ -344,6 +352,10 @@ async function exportGroup(
 		durationMs: Date.now() - started,
 	});
 
+	if (target === 'response') {
+		const summary = await streamResponse(context, { 'content-type': format.mimeType, 'content-disposition': contentDisposition(fileName) }, async (response) => await writeArchiveOffThread(ssh.target, backups, compression, response, signal));
+		return { json: json(summary, {}) };
+	}
 	if (target !== 'binary') {
 		const folder = checkDestination(String(context.getNodeParameter('folder', itemIndex, '')).trim(), 'Folder on Host');
 		const path = `${folder}/${fileName}`;
@@ -384,6 +396,11 @@ async function exportGroup(
 	const binary = await context.helpers.prepareBinaryData(chunked, fileName, format.mimeType);
 	const summary = summarize(archive, backups);
 	return { json: json(summary, { binaryDataMode: limit.mode }), binary: { [binaryPropertyName]: binary } };
+}
+
+/** An attachment header for any file name: an ASCII fallback and the exact name (RFC 6266). */
+export function contentDisposition(fileName: string): string {
+	return `attachment; filename="${fileName.replace(/[^\x20-\x7e]|["\\]/g, '_')}"; filename*=UTF-8''${encodeURIComponent(fileName)}`;
 }
 
 /** The archive's name: as given (extension added when missing) or backups-export-<UTC time>. */

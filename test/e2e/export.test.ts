@@ -1,14 +1,17 @@
 // e2e: the shipped export-download workflow in a REAL running n8n (`n8n start`), called with curl:
-// Webhook (header auth) -> List Backups -> Newest N -> Export Archive -> Respond to Webhook. The
-// download must be a tar.gz that `tar -tzf` lists and whose images hash to their manifests. And a
+// Webhook (header auth) -> List Backups -> Newest N -> Export Archive streaming the archive as the
+// webhook's response. The download must be a tar.gz that `tar -tzf` lists and whose images hash to
+// their manifests; a backup that turns out corrupt mid-stream must cut the download (curl fails),
+// never end it as a short archive. The same through n8n binary data + Respond to Webhook. And a
 // replica round trip by `n8n execute`: List Backups -> Export Archive (replica on the lab's second
 // sshd) -> List Backups and Verify Checksum on the replica host, through its own credentials.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs, readFileSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { vmDirName } from '../../lib/store/layout';
+import { flipByte } from '../support/backupFixtures';
 import { loadLab } from '../support/lab';
 import { labBackup } from '../support/labBackup';
 import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type ExecuteResult, type N8nInstance, type N8nServer } from '../support/n8n';
@@ -28,6 +31,8 @@ let destination: { dest: string; cleanup(): void };
 let work: string;
 const ids: string[] = [];
 let replicaDest: { dest: string; cleanup(): void };
+let corrupt: { dest: string; cleanup(): void };
+let corruptId: string;
 let replicaRun: ExecuteResult;
 let replicaAgain: ExecuteResult;
 
@@ -67,17 +72,18 @@ interface Curl {
 }
 
 /** curl to a file; status and response headers (lower-case names) from curl's own output. */
-function curl(url: string, headers: string[], name: string): Curl {
+function curl(url: string, headers: string[], name: string): Curl & { exitCode: number; stderr: string } {
 	const file = path.join(work, name);
 	const headerFile = `${file}.headers`;
 	const args = ['-sS', '-o', file, '-D', headerFile, '-w', '%{http_code}', ...headers.flatMap((h) => ['-H', h]), url];
-	const status = Number(execFileSync('curl', args, { encoding: 'utf8', timeout: 300_000 }).trim());
+	const run = spawnSync('curl', args, { encoding: 'utf8', timeout: 300_000 });
+	const status = Number(run.stdout.trim());
 	const parsed: Record<string, string> = {};
 	for (const line of readFileSync(headerFile, 'utf8').split('\r\n')) {
 		const colon = line.indexOf(':');
 		if (colon > 0) parsed[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
 	}
-	return { status, headers: parsed, file };
+	return { status, headers: parsed, file, exitCode: run.status ?? -1, stderr: run.stderr };
 }
 
 function sha256(file: string): string {
@@ -110,15 +116,48 @@ beforeAll(async () => {
 	replicaRun = await n8n.execute(replicaWorkflowId, 300_000);
 	replicaAgain = await n8n.execute(replicaWorkflowId, 300_000);
 	const replace = { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, [SHIPPED_DEST]: destination.dest };
-	// The same workflow with zstd: jest runs on Node 20, whose zlib has no zstd; n8n runs on Node 24.
-	const zstd = JSON.parse(readFileSync(WORKFLOW, 'utf8')) as { name: string; nodes: { type: string; name: string; parameters: Record<string, unknown> }[] };
-	zstd.name += ' (zstd)';
-	for (const node of zstd.nodes) {
-		if (node.type === 'n8n-nodes-base.webhook') node.parameters.path = 'libvirt-export-zst';
-		if (node.name === 'Export Archive') Object.assign(node.parameters, { compression: 'zstd', compressionLevel: 3 });
-	}
-	for (const id of await n8n.importWorkflows([{ workflow: WORKFLOW, replace }, { workflow: zstd, replace }])) await n8n.publishWorkflow(id);
-	server = await n8n.startServer({ waitForWebhooks: ['libvirt-export', 'libvirt-export-zst'] });
+	// The shipped workflow on another webhook path with Export Archive's parameters changed (e.g. zstd:
+	// jest runs on Node 20, whose zlib has no zstd; n8n runs on Node 24).
+	type Workflow = { name: string; nodes: Record<string, unknown>[]; connections: Record<string, unknown> };
+	const variant = (hook: string, exportParameters: Record<string, unknown>): Workflow => {
+		const workflow = JSON.parse(readFileSync(WORKFLOW, 'utf8')) as Workflow;
+		workflow.name += ` (${hook})`;
+		for (const node of workflow.nodes as { type: string; name: string; parameters: Record<string, unknown> }[]) {
+			if (node.type === 'n8n-nodes-base.webhook') node.parameters.path = hook;
+			if (node.name === 'Export Archive') Object.assign(node.parameters, exportParameters);
+		}
+		return workflow;
+	};
+	// The same through n8n binary data, answered by a Respond to Webhook node (what queue mode needs).
+	const binary = variant('libvirt-export-bin', { target: 'binary' });
+	binary.nodes.push({
+		id: '00000000-0000-4000-8000-0000000000b1',
+		name: 'Send the archive',
+		type: 'n8n-nodes-base.respondToWebhook',
+		typeVersion: 1.1,
+		position: [880, -100],
+		parameters: { respondWith: 'binary', options: {} },
+	});
+	binary.connections['Export Archive'] = { main: [[{ node: 'Send the archive', type: 'main', index: 0 }], [{ node: 'Answer the error', type: 'main', index: 0 }]] };
+	// A destination whose one backup has an image damaged after it was written.
+	corrupt = testDestination('export-e2e-corrupt');
+	const bad = await labBackup(vm.name, corrupt.dest);
+	corruptId = bad.id;
+	flipByte(`${bad.path}/${bad.disks[0].file}`, 3 * 1024 * 1024);
+	// Uncompressed, so that megabytes have gone out when the damage shows at the image's end; gzip
+	// of the test's patterned data is so small that nothing has gone out by then.
+	const damaged = variant('libvirt-export-bad', { compression: 'none' });
+	const damagedEarly = variant('libvirt-export-bad-gz', {});
+	const corruptReplace = { ...replace, [SHIPPED_DEST]: corrupt.dest };
+	const workflows = [
+		{ workflow: WORKFLOW, replace },
+		{ workflow: variant('libvirt-export-zst', { compression: 'zstd', compressionLevel: 3 }), replace },
+		{ workflow: binary, replace },
+		{ workflow: damaged, replace: corruptReplace },
+		{ workflow: damagedEarly, replace: corruptReplace },
+	];
+	for (const id of await n8n.importWorkflows(workflows)) await n8n.publishWorkflow(id);
+	server = await n8n.startServer({ waitForWebhooks: ['libvirt-export', 'libvirt-export-zst', 'libvirt-export-bin', 'libvirt-export-bad', 'libvirt-export-bad-gz'] });
 }, 15 * 60_000);
 
 afterAll(async () => {
@@ -127,6 +166,7 @@ afterAll(async () => {
 	vm?.destroy();
 	destination?.cleanup();
 	replicaDest?.cleanup();
+	corrupt?.cleanup();
 	if (work) await fs.rm(work, { recursive: true, force: true });
 });
 
@@ -139,7 +179,8 @@ test('GET with the token downloads a tar.gz of the newest backups whose images h
 	const response = curl(`${server!.url}/webhook/libvirt-export?vm=${encodeURIComponent(vm.name)}&last=2`, [`${TOKEN_HEADER}: ${token}`], 'export.tar.gz');
 	if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${readFileSync(response.file, 'utf8').slice(0, 2000)}\n${server!.log().slice(-4000)}`);
 	expect(response.headers['content-type']).toMatch(/^application\/(gzip|x-gzip)/);
-	expect(response.headers['content-disposition']).toMatch(/^attachment; filename="backups-export-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.tar\.gz"$/);
+	expect(response.headers['content-disposition']).toMatch(/^attachment; filename="backups-export-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.tar\.gz"; filename\*=UTF-8''backups-export-[\dT-]+\.tar\.gz$/);
+	expect(response.exitCode).toBe(0);
 
 	const listing = execFileSync('tar', ['-tzf', response.file], { encoding: 'utf8' }).split('\n').filter(Boolean);
 	const vmDir = vmDirName(vm.name);
@@ -179,7 +220,33 @@ test('the same download as tar.zst (n8n on Node 24 has zstd in zlib) unpacks wit
 	const response = curl(`${server!.url}/webhook/libvirt-export-zst?vm=${encodeURIComponent(vm.name)}&last=2`, [`${TOKEN_HEADER}: ${token}`], 'export.tar.zst');
 	if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${readFileSync(response.file, 'utf8').slice(0, 2000)}`);
 	expect(response.headers['content-type']).toBe('application/zstd');
-	expect(response.headers['content-disposition']).toMatch(/\.tar\.zst"$/);
+	expect(response.headers['content-disposition']).toMatch(/\.tar\.zst$/);
 	const listing = execFileSync('tar', ['--zstd', '-tf', response.file], { encoding: 'utf8' }).split('\n').filter(Boolean);
 	expect(listing).toEqual(expect.arrayContaining(ids.map((backupId) => `${vmDirName(vm.name)}/${backupId}/manifest.json`)));
+});
+
+test('through n8n binary data and Respond to Webhook (the queue-mode way) the download is the same archive', () => {
+	const response = curl(`${server!.url}/webhook/libvirt-export-bin?vm=${encodeURIComponent(vm.name)}&last=2`, [`${TOKEN_HEADER}: ${token}`], 'export-bin.tar.gz');
+	if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${readFileSync(response.file, 'utf8').slice(0, 2000)}`);
+	const listing = execFileSync('tar', ['-tzf', response.file], { encoding: 'utf8' }).split('\n').filter(Boolean);
+	expect(listing).toEqual(expect.arrayContaining(ids.map((backupId) => `${vmDirName(vm.name)}/${backupId}/manifest.json`)));
+});
+
+test('a backup found corrupt mid-stream cuts the download: curl fails and the archive does not unpack whole', () => {
+	const response = curl(`${server!.url}/webhook/libvirt-export-bad?vm=${encodeURIComponent(vm.name)}&last=1`, [`${TOKEN_HEADER}: ${token}`], 'export-bad.tar.gz');
+	if (response.status !== 200) throw new Error(`HTTP ${response.status} (curl exit ${response.exitCode}: ${response.stderr})\n${server!.log().slice(-3000)}`);
+	expect(response.exitCode).not.toBe(0);
+	expect(response.stderr).toMatch(/transfer closed|outstanding read data|end of response|partial|chunk/i);
+	expect(statSync(response.file).size).toBeGreaterThan(1024 * 1024);
+	const partial = spawnSync('tar', ['-tf', response.file], { encoding: 'utf8' });
+	expect(partial.status).not.toBe(0);
+	// What did arrive is the start of the archive: the damaged image, never the manifest after it.
+	expect(partial.stdout).not.toContain(`${corruptId}/manifest.json`);
+});
+
+test('a backup found corrupt before the first byte went out is answered with HTTP 500 and the reason', () => {
+	const response = curl(`${server!.url}/webhook/libvirt-export-bad-gz?vm=${encodeURIComponent(vm.name)}&last=1`, [`${TOKEN_HEADER}: ${token}`], 'export-bad.json');
+	expect(response.status).toBe(500);
+	expect(response.headers['content-disposition']).toBeUndefined();
+	expect(JSON.parse(readFileSync(response.file, 'utf8'))).toEqual({ error: expect.stringMatching(/sha256 .*manifest says/) });
 });

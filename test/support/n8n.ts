@@ -399,12 +399,14 @@ export class N8nInstance {
 			port?: number;
 			waitForWebhooks?: string[];
 			env?: Record<string, string>;
+			/** Flags for the n8n process's Node before n8n's script (e.g. --trace-gc, which NODE_OPTIONS refuses). */
+			nodeArgs?: string[];
 			timeoutMs?: number;
 		} = {},
 	): Promise<N8nServer> {
 		const port = options.port ?? (await freePort());
 		const env = { ...this.env, N8N_PORT: String(port), N8N_LISTEN_ADDRESS: '127.0.0.1', N8N_SECURE_COOKIE: 'false', ...options.env };
-		const child = spawn(this.paths.nodeBin, [this.paths.n8nBin, 'start'], { cwd: this.userFolder, env, stdio: ['ignore', 'pipe', 'pipe'] });
+		const child = spawn(this.paths.nodeBin, [...(options.nodeArgs ?? []), this.paths.n8nBin, 'start'], { cwd: this.userFolder, env, stdio: ['ignore', 'pipe', 'pipe'] });
 		let log = '';
 		const keep = (d: Buffer) => {
 			log = (log + d.toString('utf8')).slice(-200_000);

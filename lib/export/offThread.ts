@@ -1,0 +1,102 @@
+/**
+ * An archive packed in a worker thread and written to a sink (an HTTP response) from a ring of
+ * shared memory: no buffer is allocated per chunk in the calling thread.
+ *
+ * Why: inside n8n the same export ran about 3x slower than outside it. `--trace-gc` of the n8n
+ * process showed 95 full mark-compacts of its ~180 MB heap (19 s of a 52 s export of 2.6 GiB), each
+ * started by the memory of short-lived Buffers (ssh2 without its optional native crypto, which
+ * n8n's `npm install --ignore-scripts` never builds, makes about two per SSH packet). In a worker
+ * those allocations land in a heap of a few MB, where a mark-compact costs milliseconds, and the
+ * calling thread only writes views of the shared ring, freeing a slot when its write is done.
+ */
+import { existsSync } from 'fs';
+import * as path from 'path';
+import type { Writable } from 'stream';
+import { Worker } from 'worker_threads';
+import { LibvirtBackupError, type ErrorCode } from '../errors';
+import type { SshTarget } from '../ssh';
+import type { ArchiveSummary } from './index';
+import type { Compression } from './archive';
+import type { ExportableBackup } from './source';
+
+export interface WorkerInit {
+	target: SshTarget;
+	backups: readonly ExportableBackup[];
+	compression: Compression;
+	ring: SharedArrayBuffer;
+	slots: number;
+	slotBytes: number;
+}
+
+export type WorkerMessage =
+	| { kind: 'slot'; slot: number; bytes: number }
+	| { kind: 'done'; summary: ArchiveSummary }
+	| { kind: 'error'; code: ErrorCode; message: string };
+
+const SLOTS = 4;
+const SLOT_BYTES = 1024 * 1024;
+
+/** The compiled worker next to this file (dist), or, from the TypeScript sources (tests), in dist. */
+function workerFile(): string {
+	const here = path.join(__dirname, 'worker.js');
+	if (existsSync(here)) return here;
+	const built = path.resolve(__dirname, '..', '..', 'dist', 'lib', 'export', 'worker.js');
+	if (existsSync(built)) return built;
+	throw new LibvirtBackupError('BACKUP_FAILED', `The export worker is missing (${here}): build the package (npm run build)`);
+}
+
+/**
+ * Packs `backups` (read over a connection of the worker's own to `target`) into `sink`, which it
+ * does not end. Resolves with the archive's summary once every byte has been written to the sink.
+ */
+export async function writeArchiveOffThread(
+	target: SshTarget,
+	backups: readonly ExportableBackup[],
+	compression: Compression,
+	sink: Writable,
+	signal?: AbortSignal,
+): Promise<ArchiveSummary> {
+	const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
+	const init: WorkerInit = { target, backups, compression, ring, slots: SLOTS, slotBytes: SLOT_BYTES };
+	// A small young generation: the worker's garbage is all short-lived packet buffers (measured: n8n's
+	// peak RSS grew 116 MiB over idle with the defaults, the target is under 100).
+	const worker = new Worker(workerFile(), { workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 8 } });
+	return await new Promise<ArchiveSummary>((resolve, reject) => {
+		let writing = 0;
+		let summary: ArchiveSummary | undefined;
+		let settled = false;
+		const settle = (error?: Error) => {
+			if (settled) return;
+			settled = true;
+			signal?.removeEventListener('abort', onAbort);
+			sink.off('close', onClose);
+			void worker.terminate();
+			if (error) reject(error);
+			else resolve(summary!);
+		};
+		const onAbort = () => settle(new LibvirtBackupError('ABORTED', 'Cancelled: the archive was not finished'));
+		const onClose = () => settle(new LibvirtBackupError('ABORTED', 'The receiving side closed the connection before the archive was complete'));
+		signal?.addEventListener('abort', onAbort, { once: true });
+		sink.once('close', onClose);
+		worker.on('message', (message: WorkerMessage) => {
+			if (settled) return;
+			if (message.kind === 'slot') {
+				writing++;
+				sink.write(Buffer.from(ring, message.slot * SLOT_BYTES, message.bytes), (error) => {
+					writing--;
+					if (error) return settle(error);
+					if (!settled) worker.postMessage({ free: message.slot });
+					if (summary && writing === 0) settle();
+				});
+			} else if (message.kind === 'done') {
+				summary = message.summary;
+				if (writing === 0) settle();
+			} else {
+				settle(new LibvirtBackupError(message.code, message.message));
+			}
+		});
+		worker.once('error', (error) => settle(error));
+		worker.once('exit', (code) => settle(new LibvirtBackupError('BACKUP_FAILED', `The export worker stopped (exit code ${code}) before the archive was complete`)));
+		if (signal?.aborted) onAbort();
+	});
+}
