@@ -10,13 +10,15 @@
  * to the compression under test.
  *
  * Timed, all in one run, wall clock: `curl` of the webhook to /dev/null (List Backups -> Export Archive
- * streams the archive into n8n's binary data store -> Respond to Webhook streams it out), against the
+ * streams the archive as the webhook's response; with `--binary`, into n8n's binary data store, then
+ * Respond to Webhook streams it out), against the
  * same files by hand over one system `ssh` exec: `ssh host tar cf - ... | cat`, `| gzip -1`,
  * `| zstd -1` (compressed on the n8n side, as ours is). Throughput = archive input bytes / time.
  *
  * Memory: the n8n main process's RSS from /proc/<pid>/status: VmRSS when idle (after start, 10 s
  * quiet), then `echo 5 > /proc/<pid>/clear_refs` (resets the peak, VmHWM, to the current RSS), the
- * export, and VmHWM after it: the peak growth over idle. Writes bench/results/export-n8n-latest.md.
+ * export, and VmHWM after it: the peak growth over idle (or over the RSS just before the export, when
+ * that is lower: n8n's heap shrinks after its first exports). Writes bench/results/export-n8n-latest.md.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -36,8 +38,8 @@ const KEEP = argv.includes('--keep');
 /** `--only tar|gzip|zstd`: one form; `--log`: n8n at debug level, its node start/finish lines printed after each export. */
 const ONLY = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
 const LOG = argv.includes('--log');
-/** `--stream`: Export Archive's destination "Webhook Response (Streamed)" instead of n8n binary data + Respond to Webhook. */
-const STREAM = argv.includes('--stream');
+/** `--binary`: Export Archive's destination "N8n Binary Data" answered by Respond to Webhook (the queue-mode way) instead of the shipped streamed response. */
+const BINARY = argv.includes('--binary');
 /** `--profile DIR`: n8n (and its children) write V8 CPU profiles into DIR when they exit. */
 const PROFILE = argv.includes('--profile') ? argv[argv.indexOf('--profile') + 1] : undefined;
 /** `--node-args "..."`: Node flags for the n8n process (e.g. --trace-gc); its log is then written to /tmp/lvb-bench-n8n.log. */
@@ -54,13 +56,12 @@ const MB = 1e6;
 
 type Compression = 'none' | 'gzip' | 'zstd';
 
-/** The shipped download workflow with the archive streamed by Export Archive itself; Respond to Webhook answers only its errors. */
-function streamed(workflow: { nodes: { name: string; type: string; parameters: Record<string, unknown>; onError?: string }[]; connections?: Record<string, unknown> }): void {
-	const exporter = workflow.nodes.find((node) => node.name === 'Export Archive')!;
-	exporter.onError = 'continueErrorOutput';
-	const respond = workflow.nodes.find((node) => node.type === 'n8n-nodes-base.respondToWebhook')!;
-	respond.parameters = { respondWith: 'json', responseBody: '={{ { error: $json.error } }}', options: { responseCode: 500 } };
-	workflow.connections!['Export Archive'] = { main: [[], [{ node: respond.name, type: 'main', index: 0 }]] };
+/** The shipped download workflow answered the queue-mode way: the archive stored as n8n binary data, then sent by Respond to Webhook. */
+function viaBinaryData(workflow: { nodes: Record<string, unknown>[]; connections: Record<string, unknown> }): void {
+	const exporter = workflow.nodes.find((node) => node.name === 'Export Archive') as { parameters: Record<string, unknown> };
+	exporter.parameters.target = 'binary';
+	workflow.nodes.push({ id: 'bench-send', name: 'Send the archive', type: 'n8n-nodes-base.respondToWebhook', typeVersion: 1.1, position: [880, -100], parameters: { respondWith: 'binary', options: {} } });
+	workflow.connections['Export Archive'] = { main: [[{ node: 'Send the archive', type: 'main', index: 0 }], [{ node: 'Answer the error', type: 'main', index: 0 }]] };
 }
 const COMPRESSIONS: Compression[] = (['none', 'gzip', 'zstd'] as Compression[]).filter((c) => !ONLY || ONLY === c || (ONLY === 'tar' && c === 'none'));
 /** Export Archive's parameters for each compression (level 1, as the baselines use). */
@@ -120,9 +121,9 @@ async function main(): Promise<void> {
 		for (const node of workflow.nodes) {
 			if (node.type === 'n8n-nodes-base.webhook') node.parameters.path = `bench-export-${compression}`;
 			if (node.name === 'List Backups') node.parameters.vmNames = VMS.map((vm) => vm.name).join(', ');
-			if (node.name === 'Export Archive') Object.assign(node.parameters, EXPORT_PARAMETERS[compression], STREAM ? { target: 'response' } : {});
+			if (node.name === 'Export Archive') Object.assign(node.parameters, EXPORT_PARAMETERS[compression]);
 		}
-		if (STREAM) streamed(workflow);
+		if (BINARY) viaBinaryData(workflow as unknown as Parameters<typeof viaBinaryData>[0]);
 		ids[compression] = await n8n.importWorkflow(workflow, { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, '/mnt/storage/backups/vm_backups': DEST });
 		await n8n.publishWorkflow(ids[compression]);
 	}
@@ -142,6 +143,7 @@ async function main(): Promise<void> {
 			const firstBytes: number[] = [];
 			for (let run = 0; run < RUNS; run++) {
 				writeFileSync(`/proc/${server.pid}/clear_refs`, '5');
+				const before = status(server.pid).VmRSS;
 				const t0 = process.hrtime.bigint();
 				const out = path.join(os.tmpdir(), `lvb-bench-export-${process.pid}`);
 				const [code, firstByte] = execFileSync('curl', ['-sS', '-o', out, '-w', '%{http_code} %{time_starttransfer}', '-H', `X-Backup-Token: ${TOKEN}`, `${server.url}/webhook/bench-export-${compression}?last=2`], {
@@ -153,7 +155,7 @@ async function main(): Promise<void> {
 				firstBytes.push(Number(firstByte));
 				ours.push(seconds(t0));
 				if (LOG) console.log(server.log().split('\n').filter((line) => /Running node|Workflow execution|Received webhook|finished/i.test(line)).slice(-12).join('\n'));
-				peaks.push(status(server.pid).VmHWM - idle);
+				peaks.push(status(server.pid).VmHWM - Math.min(before, idle));
 				const listed = spawnSync('sh', ['-c', `tar ${compression === 'gzip' ? '-z' : compression === 'zstd' ? '--zstd' : ''} -tf "$1" | wc -l`, 'list', out], { encoding: 'utf8' }).stdout.trim();
 				if (run === 0) checks.push(`${compression}: HTTP ${code}, ${(statSync(out).size / 2 ** 20).toFixed(0)} MiB downloaded, tar lists ${listed} entries (the set has ${files.length} files)`);
 				await fs.rm(out, { force: true });
@@ -177,13 +179,13 @@ async function main(): Promise<void> {
 		const report = [
 			'# Export through n8n: results',
 			'',
-			`${started.toISOString()}. Command (as root on the lab machine): \`bash scripts/lab/up.sh && npm run build && npx tsx bench/export-n8n.ts --runs ${RUNS}\`.`,
+			`${started.toISOString()}. Command (as root on the lab machine): \`bash scripts/lab/up.sh && npm run build && npx tsx bench/export-n8n.ts --runs ${RUNS}${BINARY ? " --binary" : ""}${ONLY ? ` --only ${ONLY}` : ""}\`.`,
 			'',
 			`- Engine measured: ${engineState().text}. n8n 2.41.1 (\`n8n start\`, binary data mode filesystem), Node ${spawnSync(n8n.paths.nodeBin, ['-v'], { encoding: 'utf8' }).stdout.trim()}.`,
 			`- ${diskLine}`,
-			`- Backup set: 2 full backups (one per bench VM), ${files.length} files, ${(inputBytes / 2 ** 30).toFixed(2)} GiB; exported by the shipped workflows/export-download.json (List Backups -> Newest N -> Export Archive -> Respond to Webhook), downloaded with curl.`,
+			`- Backup set: 2 full backups (one per bench VM), ${files.length} files, ${(inputBytes / 2 ** 30).toFixed(2)} GiB; exported by the shipped workflows/export-download.json (List Backups -> Newest N -> Export Archive ${BINARY ? '-> n8n binary data -> Respond to Webhook (--binary)' : 'streaming the archive as the response'}), downloaded with curl.`,
 			`- Baseline, same run, same files: one system \`ssh\` exec \`tar cf - ...\` piped into \`cat\` / \`gzip -1\` / \`zstd -1 -T1\` on this side, to /dev/null.`,
-			`- Memory: n8n main process (pid ${server.pid}), idle VmRSS ${(idle / 2 ** 20).toFixed(0)} MiB; peak growth = VmHWM after the export (reset by \`echo 5 > /proc/PID/clear_refs\` just before) minus the idle VmRSS.`,
+			`- Memory: n8n main process (pid ${server.pid}), idle VmRSS ${(idle / 2 ** 20).toFixed(0)} MiB; peak growth = VmHWM after the export (reset by \`echo 5 > /proc/PID/clear_refs\` just before) minus the idle VmRSS (or the VmRSS just before the export, when lower).`,
 			`- Median of ${RUNS} run(s); MB/s = backup bytes / time (1 MB = 10^6 bytes). Machine: ${os.cpus().length} cores; load average ${loadStart} at start, ${loadAverage()} at the end.`,
 			'',
 			'| archive | ours, runs (s) | ours median | ssh + tar baseline | ours / baseline throughput | n8n peak RSS growth | first byte after |',
