@@ -1,0 +1,144 @@
+/**
+ * What every engine fault test checks after its fault, measured on the lab host, then recorded in
+ * the safety ledger: good backups still verify (whole chain re-hashed), the catalog lists only the
+ * backups that completed, the VMs are on their own disks with no job, no pause and no checkpoint
+ * that no backup names, and the foreign files planted before the fault are still there, unchanged.
+ */
+import { randomBytes } from 'crypto';
+import { CHECKPOINT_PREFIX } from '../../lib/backup';
+import { BackupVerifier, listCatalog } from '../../lib/catalog';
+import { quoteArg as q } from '../../lib/shell';
+import { withSsh } from '../../lib/ssh';
+import { labTarget } from '../support/targets';
+import { host, type TestVm } from '../support/testVm';
+import { record } from './ledger';
+
+export interface ForeignFile {
+	path: string;
+	content: string;
+}
+
+/** A file we did not write, planted where a job works (a destination, a VM folder, a backup folder). */
+export function plantForeign(dir: string): ForeignFile {
+	const file = { path: `${dir}/foreign-${randomBytes(4).toString('hex')}.txt`, content: `not ours ${randomBytes(8).toString('hex')}` };
+	host(`mkdir -p ${q(dir)} && printf '%s' ${q(file.content)} > ${q(file.path)}`);
+	return file;
+}
+
+export interface FaultScene {
+	/** The ledger name, e.g. "backup (running VM): SSH connection cut mid-copy". */
+	name: string;
+	dest: string;
+	/** VMs the job touched: left on their own disks, no job, not paused, no stray checkpoint. */
+	vms: TestVm[];
+	/** Backup folders that completed (before the fault or after it): listed, and valid. */
+	good: string[];
+	foreign: ForeignFile[];
+	/** The run after the fault succeeded (the test's own expectations on it passed). */
+	nextRunSucceeded: boolean;
+}
+
+export interface FaultCounts {
+	dataLost: number;
+	vmsLeftUnclean: number;
+	partialBackupsListed: number;
+	foreignFilesRemoved: number;
+	/** What made each count non-zero, for the test's failure message. */
+	findings: string[];
+}
+
+/** Whatever this VM was left with that a backup tool must never leave (empty when clean). */
+export function vmLeftovers(vm: TestVm, checkpointsNamed: ReadonlySet<string>): string[] {
+	const found: string[] = [];
+	const name = q(vm.name);
+	const sources = host(`virsh -q domblklist ${name}`)
+		.split('\n')
+		.map((line) => line.trim().split(/\s+/))
+		.filter((words) => words.length >= 2);
+	for (const disk of vm.disks) {
+		const source = sources.find(([target]) => target === disk.target)?.[1];
+		if (source !== disk.path) found.push(`${vm.name} ${disk.target} is on ${source ?? 'nothing'}, not ${disk.path}`);
+	}
+	const [state, reason] = host(`LC_ALL=C virsh -q domstate --reason ${name}`).trim().split(/\s*\(|\)/);
+	if (state === 'paused') found.push(`${vm.name} is paused (${reason})`);
+	if (state === 'running') {
+		const job = host(`LC_ALL=C virsh -q domjobinfo ${name}`).trim();
+		if (!/^Job type:\s+None/.test(job)) found.push(`${vm.name} has a job: ${job.split('\n')[0]}`);
+		for (const disk of vm.disks) {
+			const block = host(`LC_ALL=C virsh -q blockjob ${name} ${q(disk.target)} --info 2>&1 || true`).trim();
+			if (block !== '' && !/No current block job/.test(block)) found.push(`${vm.name} ${disk.target} has a block job: ${block}`);
+		}
+	}
+	const stray = host(`virsh -q checkpoint-list --domain ${name} --name`)
+		.split('\n')
+		.map((line) => line.trim())
+		.filter((checkpoint) => checkpoint.startsWith(CHECKPOINT_PREFIX) && !checkpointsNamed.has(checkpoint));
+	if (stray.length > 0) found.push(`${vm.name} has checkpoints no backup names: ${stray.join(', ')}`);
+	const overlays = host(`find ${q(vm.dir)} -name '.lvb-overlay-*' -print`).trim();
+	if (overlays) found.push(`overlays left beside ${vm.name}'s disks: ${overlays}`);
+	return found;
+}
+
+/** Measures the scene after the fault and the next run. */
+export async function measure(scene: FaultScene): Promise<FaultCounts> {
+	const findings: string[] = [];
+	const { backups } = await withSsh(labTarget(), (ssh) => listCatalog(ssh, scene.dest));
+	const good = new Set(scene.good);
+	const partial = backups.filter((backup) => !good.has(backup.path));
+	for (const backup of partial) findings.push(`listed but never completed: ${backup.path}`);
+
+	let dataLost = 0;
+	await withSsh(labTarget(), async (ssh) => {
+		const verifier = new BackupVerifier(ssh);
+		for (const path of scene.good) {
+			const listed = backups.some((backup) => backup.path === path);
+			const verdict = listed ? await verifier.verify(path, { rehashChain: true }) : undefined;
+			if (!verdict || verdict.status !== 'valid') {
+				dataLost++;
+				findings.push(`good backup ${path} ${verdict ? `is ${verdict.status}: ${verdict.problems.join('; ')}` : 'is no longer listed'}`);
+			}
+		}
+	});
+
+	const checkpointsNamed = new Set(backups.map((backup) => backup.manifest.checkpoint).filter((name): name is string => name !== undefined));
+	let vmsLeftUnclean = 0;
+	for (const vm of scene.vms) {
+		const leftovers = vmLeftovers(vm, checkpointsNamed);
+		if (leftovers.length > 0) vmsLeftUnclean++;
+		findings.push(...leftovers);
+	}
+
+	let foreignFilesRemoved = 0;
+	for (const file of scene.foreign) {
+		const now = host(`cat ${q(file.path)} 2>/dev/null || true`);
+		if (now !== file.content) {
+			foreignFilesRemoved++;
+			findings.push(`foreign file ${file.path} ${now ? 'changed' : 'removed'}`);
+		}
+	}
+	return { dataLost, vmsLeftUnclean, partialBackupsListed: partial.length, foreignFilesRemoved, findings };
+}
+
+/** Measures, records the ledger entry, and fails the test when anything was lost, left or listed. */
+export async function settle(scene: FaultScene): Promise<void> {
+	const counts = await measure(scene);
+	const clean = counts.dataLost + counts.vmsLeftUnclean + counts.partialBackupsListed + counts.foreignFilesRemoved === 0;
+	record({
+		kind: 'fault',
+		name: scene.name,
+		survived: scene.nextRunSucceeded && clean,
+		dataLost: counts.dataLost,
+		vmsLeftUnclean: counts.vmsLeftUnclean,
+		partialBackupsListed: counts.partialBackupsListed,
+		foreignFilesRemoved: counts.foreignFilesRemoved,
+	});
+	expect(counts.findings).toEqual([]);
+	expect(scene.nextRunSucceeded).toBe(true);
+}
+
+/** Files our writers leave only while they work: temp names, partial copies, incomplete markers. */
+export function leftovers(dir: string): string[] {
+	return host(`find ${q(dir)} \\( -name '*.partial' -o -name '*.tmp' -o -name '.lvb-incomplete' -o -name '*.lvb-restore.partial' -o -name '.lvb-tmp*' \\) -print 2>/dev/null || true`)
+		.split('\n')
+		.filter(Boolean);
+}
