@@ -4,11 +4,13 @@
  * backups that completed, the VMs are on their own disks with no job, no pause and no checkpoint
  * that no backup names, and the foreign files planted before the fault are still there, unchanged.
  */
+import { spawnSync } from 'child_process';
 import { randomBytes } from 'crypto';
 import { CHECKPOINT_PREFIX } from '../../lib/backup';
 import { BackupVerifier, listCatalog } from '../../lib/catalog';
 import { quoteArg as q } from '../../lib/shell';
 import { withSsh } from '../../lib/ssh';
+import { loadLab } from '../support/lab';
 import { labTarget } from '../support/targets';
 import { host, type TestVm } from '../support/testVm';
 import { record } from './ledger';
@@ -141,4 +143,19 @@ export function leftovers(dir: string): string[] {
 	return host(`find ${q(dir)} \\( -name '*.partial' -o -name '*.tmp' -o -name '.lvb-incomplete' -o -name '*.lvb-restore.partial' -o -name '.lvb-tmp*' \\) -print 2>/dev/null || true`)
 		.split('\n')
 		.filter(Boolean);
+}
+
+/** A small ext4 filesystem of its own (a loop-mounted sparse image) under the lab's test folder. */
+export function loopFilesystem(purpose: string, sizeMiB: number): { dir: string; remove(): void } {
+	const base = `${loadLab().labDir}/test-dest/loop-${purpose}-${process.pid}`;
+	const image = `${base}.img`;
+	host(`mkdir -p ${q(base)} && truncate -s ${sizeMiB}M ${q(image)} && mkfs.ext4 -q -F -m 0 ${q(image)} && mount -o loop ${q(image)} ${q(base)}`);
+	return { dir: base, remove: () => host(`umount ${q(base)}; rm -rf ${q(base)} ${q(image)}`) };
+}
+
+/** Restarts the lab's libvirtd the way scripts/lab/up.sh runs it (its own pid file; running VMs survive). */
+export function restartLibvirtd(): void {
+	const script = 'source scripts/lab/common.sh && stop_pidfile libvirtd "$RUN/libvirtd.pid" /usr/sbin/libvirtd && start_libvirt';
+	const result = spawnSync('bash', ['-c', script], { cwd: `${__dirname}/../..`, encoding: 'utf8', timeout: 60_000 });
+	if (result.status !== 0) throw new Error(`libvirtd restart failed: ${result.stderr}`);
 }
