@@ -7,13 +7,19 @@
  * ledger entry).
  */
 import { backupVm, type BackupRequest, type BackupResult, type Progress } from '../../lib/backup';
+import { pruneBackups } from '../../lib/catalog';
+import { replicateBackups, resolveBackups, writeArchiveToHost } from '../../lib/export';
+import { restoreBackup, RESTORE_TEMP_SUFFIX } from '../../lib/restore';
+import { instantRecover, makePermanent } from '../../lib/restore/instant';
 import { quoteArg as q } from '../../lib/shell';
+import { withSsh, type SshConnection } from '../../lib/ssh';
 import { vmDirName } from '../../lib/store/layout';
 import { connectTracked, cutConnection, dropConnection, hostWorkEnded } from '../support/connectionFaults';
 import { loadLab } from '../support/lab';
 import { labBackup } from '../support/labBackup';
+import { labTarget, replicaTarget } from '../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
-import { leftovers, loopFilesystem, plantForeign, restartLibvirtd, settle, type ForeignFile } from './support';
+import { invalidBackups, leftovers, loopFilesystem, plantForeign, restartLibvirtd, settle, whenWriting, type ForeignFile } from './support';
 
 jest.setTimeout(240_000);
 
@@ -100,8 +106,7 @@ describe.each([
 
 		const next = await attempt(() => labBackup(vm.name, dest));
 		if (next.value) setup.good.push(next.value);
-		expect(next.error).toBeUndefined();
-		await settle({ name: `backup (${label} VM): SSH connection cut mid-copy`, dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunSucceeded: next.error === undefined });
+		await settle({ name: `backup (${label} VM): SSH connection cut mid-copy`, dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunError: next.error, nextRunSucceeded: next.error === undefined });
 		expect(leftovers(dest)).toEqual([]);
 	});
 });
@@ -128,8 +133,7 @@ describe('backup: silent network loss mid-copy (packets dropped both ways, nothi
 
 		const next = await attempt(() => labBackup(vm.name, dest));
 		if (next.value) setup.good.push(next.value);
-		expect(next.error).toBeUndefined();
-		await settle({ name: 'backup: silent network loss mid-copy', dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunSucceeded: next.error === undefined });
+		await settle({ name: 'backup: silent network loss mid-copy', dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunError: next.error, nextRunSucceeded: next.error === undefined });
 		expect(leftovers(dest)).toEqual([]);
 	});
 });
@@ -159,8 +163,7 @@ describe('backup: the destination fills up mid-write', () => {
 
 		const next = await attempt(() => labBackup(vm!.name, dest));
 		if (next.value) good.push(next.value);
-		expect(next.error).toBeUndefined();
-		await settle({ name: 'backup: destination full mid-write', dest, vms: [vm], good: good.map((b) => b.path), foreign, nextRunSucceeded: next.error === undefined });
+		await settle({ name: 'backup: destination full mid-write', dest, vms: [vm], good: good.map((b) => b.path), foreign, nextRunError: next.error, nextRunSucceeded: next.error === undefined });
 		expect(leftovers(dest)).toEqual([]);
 	});
 });
@@ -179,8 +182,7 @@ describe('backup (running VM): the VM destroyed mid-job', () => {
 
 		const next = await attempt(() => labBackup(vm.name, dest));
 		if (next.value) setup.good.push(next.value);
-		expect(next.error).toBeUndefined();
-		await settle({ name: 'backup (running VM): VM destroyed mid-job', dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunSucceeded: next.error === undefined });
+		await settle({ name: 'backup (running VM): VM destroyed mid-job', dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunError: next.error, nextRunSucceeded: next.error === undefined });
 		expect(leftovers(dest)).toEqual([]);
 	});
 });
@@ -200,8 +202,200 @@ describe('backup (running VM): libvirtd restarted mid-job', () => {
 
 		const next = await attempt(() => labBackup(vm.name, dest));
 		if (next.value) setup.good.push(next.value);
-		expect(next.error).toBeUndefined();
-		await settle({ name: 'backup (running VM): libvirtd restarted mid-job', dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunSucceeded: next.error === undefined });
+		await settle({ name: 'backup (running VM): libvirtd restarted mid-job', dest, vms: [vm], good: setup.good.map((b) => b.path), foreign: setup.foreign, nextRunError: next.error, nextRunSucceeded: next.error === undefined });
 		expect(leftovers(dest)).toEqual([]);
+	});
+});
+
+/** Runs `job` on a tracked connection, cuts that connection once `whenReady` resolves; the job's outcome. */
+async function cutWhen<T>(job: (ssh: SshConnection) => Promise<T>, whenReady: () => Promise<void>, target = labTarget()): Promise<{ value?: T; error?: unknown }> {
+	const { ssh, port } = await connectTracked(target);
+	try {
+		const running = attempt(() => job(ssh));
+		await whenReady();
+		cutConnection(port, target.port);
+		return await running;
+	} finally {
+		ssh.close();
+	}
+}
+
+describe('consolidating prune: SSH connection cut while the chain is merged', () => {
+	let vm: TestVm | undefined;
+	let destination: { dest: string; cleanup(): void } | undefined;
+	afterAll(() => {
+		vm?.destroy();
+		destination?.cleanup();
+	});
+
+	test('the chain stays whole (every backup verifies); the next prune finishes the consolidation', async () => {
+		vm = createTestVm('consol', [bigDisk(0xaa)]);
+		destination = testDestination('consol');
+		const { dest } = destination;
+		const chain = [await labBackup(vm.name, dest)];
+		for (const offset of [400, 420, 440]) {
+			vm.guestWrite('vda', 0xab, offset, 2);
+			chain.push(await labBackup(vm.name, dest));
+		}
+		expect(chain.map((b) => b.kind)).toEqual(['full', 'incremental', 'incremental', 'incremental']);
+		const foreign = [plantForeign(dest), plantForeign(`${dest}/${vmDirName(vm.name)}`), plantForeign(chain[2].path)];
+		const prune = (ssh: SshConnection) => pruneBackups(ssh, { dest, policy: { keepLast: 2 }, dryRun: false, consolidate: true });
+
+		const cut = await cutWhen(prune, () => whenWriting(chain[2].path, '*.lvb-full.partial'));
+		expect(cut.value).toBeUndefined();
+		expect(cut.error).toMatchObject({ code: 'SSH_CONNECTION_LOST' });
+		await hostWorkEnded(dest);
+		const broken = await invalidBackups(chain.map((b) => b.path));
+
+		const next = await attempt(() => withSsh(labTarget(), prune));
+		await settle({
+			name: 'consolidating prune: SSH connection cut mid-merge',
+			dest,
+			vms: [vm],
+			good: [chain[3].path, chain[2].path],
+			foreign,
+			nextRunError: next.error, nextRunSucceeded: next.error === undefined && next.value?.items[1].consolidated === true,
+			before: { dataLost: broken.length, findings: broken },
+		});
+		expect(next.value?.items.map((item) => [item.id, item.action, item.error])).toEqual([
+			[chain[3].id, 'keep', undefined],
+			[chain[2].id, 'consolidate', undefined],
+			[chain[1].id, 'prune', undefined],
+			[chain[0].id, 'prune', undefined],
+		]);
+		expect(leftovers(dest)).toEqual([]);
+	});
+});
+
+describe('export, restore and instant recovery cut mid-write', () => {
+	let vm: TestVm;
+	let destination: { dest: string; cleanup(): void };
+	let out: { dest: string; cleanup(): void };
+	let replica: { dest: string; cleanup(): void };
+	let full: BackupResult;
+	let foreign: ForeignFile[];
+	const instant = { overlayDir: '', uuid: '' };
+	beforeAll(async () => {
+		vm = createTestVm('export', [bigDisk(0xba)], 'shutoff');
+		destination = testDestination('export');
+		out = testDestination('export-out');
+		replica = testDestination('export-replica');
+		instant.overlayDir = `${lab.labDir}/test-instant/faults-${process.pid}-${Date.now()}`;
+		full = await labBackup(vm.name, destination.dest);
+		foreign = [plantForeign(destination.dest), plantForeign(full.path)];
+	});
+	afterAll(() => {
+		if (instant.uuid) host(`virsh -q destroy --domain ${instant.uuid} >/dev/null 2>&1; virsh -q undefine --domain ${instant.uuid} >/dev/null 2>&1; true`);
+		host(`rm -rf ${q(instant.overlayDir)} ${q(`${instant.overlayDir}-permanent`)}`);
+		vm.destroy();
+		destination.cleanup();
+		out.cleanup();
+		replica.cleanup();
+	});
+
+	test('export to a file on the host: the stream errors, no archive or temp file is left; the next export succeeds', async () => {
+		const outForeign = plantForeign(out.dest);
+		const path = `${out.dest}/export.tar`;
+		const exportTo = async (ssh: SshConnection) => writeArchiveToHost(ssh, ssh, await resolveBackups(ssh, [full.path]), path, { kind: 'none' });
+		const cut = await cutWhen(exportTo, () => whenWriting(out.dest, 'export.tar.lvb-*.partial'));
+		expect(cut.value).toBeUndefined();
+		expect(cut.error).toMatchObject({ code: 'SSH_CONNECTION_LOST' });
+		await hostWorkEnded(out.dest);
+		const left = host(`ls -A ${q(out.dest)}`).split('\n').filter((name) => name && `${out.dest}/${name}` !== outForeign.path);
+
+		const next = await attempt(() => withSsh(labTarget(), exportTo));
+		await settle({
+			name: 'export to a file on the host: SSH connection cut mid-stream',
+			dest: destination.dest,
+			vms: [vm],
+			good: [full.path],
+			foreign: [...foreign, outForeign],
+			nextRunError: next.error, nextRunSucceeded: next.error === undefined,
+			before: { partialBackupsListed: left.length, findings: left.map((name) => `left in the export folder: ${name}`) },
+		});
+		expect(next.value?.sha256).toBe(host(`sha256sum < ${q(path)}`).slice(0, 64));
+	});
+
+	test('export as a replica: the copy fails, the replica lists nothing half-copied; the next replication succeeds', async () => {
+		const replicaForeign = plantForeign(replica.dest);
+		const replicate = async (target: SshConnection) =>
+			await withSsh(labTarget(), async (source) => replicateBackups(source, target, await resolveBackups(source, [full.path]), { dest: replica.dest }));
+		const cut = await cutWhen(replicate, () => whenWriting(replica.dest, '*.partial'), replicaTarget());
+		// A lost replica connection fails the run or the item: either way nothing is replicated.
+		expect(cut.value?.map((result) => result.status) ?? []).not.toContain('replicated');
+		await hostWorkEnded(replica.dest);
+
+		const next = await attempt(() => withSsh(replicaTarget(), replicate));
+		const bad = await invalidBackups([full.path]);
+		await settle({
+			name: 'export as a replica: SSH connection cut mid-copy',
+			dest: replica.dest,
+			vms: [vm],
+			good: (next.value ?? []).map((result) => result.path),
+			foreign: [...foreign, replicaForeign],
+			nextRunError: next.error ?? next.value?.map((result) => `${result.status}: ${result.reason ?? ''}`).join('; '),
+			nextRunSucceeded: next.error === undefined && next.value?.every((result) => result.status === 'replicated') === true,
+			before: { dataLost: bad.length, findings: bad },
+		});
+		expect(leftovers(replica.dest)).toEqual([]);
+	});
+
+	test('restore over the original disk: the disk is untouched, no temp file is left; the next restore succeeds', async () => {
+		const disk = vm.disks[0].path;
+		host(`qemu-io -f qcow2 -c ${q('write -P 0xbb 0 1M')} ${q(disk)} >/dev/null`);
+		const before = host(`sha256sum ${q(disk)}`).slice(0, 64);
+		const restore = (ssh: SshConnection) => restoreBackup(ssh, { uri: lab.systemUri, backupPath: full.path, request: { target: 'original' }, holder: `jest ${process.pid}` });
+		const cut = await cutWhen(restore, () => whenWriting(vm.dir, `*${RESTORE_TEMP_SUFFIX}`));
+		expect(cut.value).toBeUndefined();
+		expect(cut.error).toMatchObject({ code: 'SSH_CONNECTION_LOST' });
+		await hostWorkEnded(vm.dir);
+		const untouched = host(`sha256sum ${q(disk)}`).slice(0, 64) === before;
+		const temps = leftovers(vm.dir);
+
+		const next = await attempt(() => withSsh(labTarget(), restore));
+		await settle({
+			name: 'restore over the original disk: SSH connection cut mid-write',
+			dest: destination.dest,
+			vms: [vm],
+			good: [full.path],
+			foreign,
+			nextRunError: next.error, nextRunSucceeded: next.error === undefined,
+			before: {
+				dataLost: untouched ? 0 : 1,
+				partialBackupsListed: temps.length,
+				findings: [...(untouched ? [] : [`${disk} was changed by the cut restore`]), ...temps.map((temp) => `restore temp left: ${temp}`)],
+			},
+		});
+		expect(leftovers(vm.dir)).toEqual([]);
+		expect(host(`qemu-img compare -U ${q(`${full.path}/vda.qcow2`)} ${q(disk)}`)).toContain('Images are identical');
+	});
+
+	test('instant recovery, Make Permanent cut mid-copy: no half-written disk left; the rerun succeeds; the backup stays valid', async () => {
+		const name = `lvb-t-inst-faults-${process.pid}`;
+		const recovered = await withSsh(labTarget(), (ssh) => instantRecover(ssh, { uri: lab.systemUri, backupPath: full.path, overlayDir: instant.overlayDir, name }));
+		instant.uuid = recovered.uuid;
+		const targetDir = `${instant.overlayDir}-permanent`;
+		const permanent = (ssh: SshConnection) => makePermanent(ssh, { uri: lab.systemUri, domain: recovered.uuid, targetDir });
+		const cut = await cutWhen(permanent, () => whenWriting(targetDir, '*.qcow2'));
+		expect(cut.value).toBeUndefined();
+		expect(cut.error).toMatchObject({ code: 'SSH_CONNECTION_LOST' });
+		await hostWorkEnded(targetDir);
+
+		const next = await attempt(() => withSsh(labTarget(), permanent));
+		const onDisks = { name, dir: targetDir, disks: (next.value?.disks ?? []).map((disk) => ({ target: disk.target, path: disk.path })) };
+		// A cut copy is aborted and its file removed by the cut run itself or, killed before it could, by the next run.
+		const strays = host(`ls -A ${q(targetDir)}`)
+			.split('\n')
+			.filter((file) => file && !onDisks.disks.some((disk) => disk.path === `${targetDir}/${file}`));
+		await settle({
+			name: 'instant recovery: SSH connection cut during Make Permanent',
+			dest: destination.dest,
+			vms: [vm, onDisks],
+			good: [full.path],
+			foreign,
+			nextRunError: next.error,
+			nextRunSucceeded: next.error === undefined && onDisks.disks.length === 1,
+			before: { partialBackupsListed: strays.length, findings: strays.map((file) => `half-written disk left: ${targetDir}/${file}`) },
+		});
 	});
 });

@@ -27,17 +27,24 @@ export function plantForeign(dir: string): ForeignFile {
 	return file;
 }
 
+/** A VM and the disk files it must be on (a test VM, or a recovered one). */
+export type CheckedVm = Pick<TestVm, 'name' | 'dir'> & { disks: { target: string; path: string }[] };
+
 export interface FaultScene {
 	/** The ledger name, e.g. "backup (running VM): SSH connection cut mid-copy". */
 	name: string;
 	dest: string;
 	/** VMs the job touched: left on their own disks, no job, not paused, no stray checkpoint. */
-	vms: TestVm[];
+	vms: CheckedVm[];
 	/** Backup folders that completed (before the fault or after it): listed, and valid. */
 	good: string[];
 	foreign: ForeignFile[];
 	/** The run after the fault succeeded (the test's own expectations on it passed). */
 	nextRunSucceeded: boolean;
+	/** What the next run threw, if it did (shown when the test fails). */
+	nextRunError?: unknown;
+	/** Counts the test measured itself before the next run (e.g. a chain checked before a prune finished it). */
+	before?: Partial<FaultCounts>;
 }
 
 export interface FaultCounts {
@@ -50,7 +57,7 @@ export interface FaultCounts {
 }
 
 /** Whatever this VM was left with that a backup tool must never leave (empty when clean). */
-export function vmLeftovers(vm: TestVm, checkpointsNamed: ReadonlySet<string>): string[] {
+export function vmLeftovers(vm: CheckedVm, checkpointsNamed: ReadonlySet<string>): string[] {
 	const found: string[] = [];
 	const name = q(vm.name);
 	const sources = host(`virsh -q domblklist ${name}`)
@@ -118,7 +125,14 @@ export async function measure(scene: FaultScene): Promise<FaultCounts> {
 			findings.push(`foreign file ${file.path} ${now ? 'changed' : 'removed'}`);
 		}
 	}
-	return { dataLost, vmsLeftUnclean, partialBackupsListed: partial.length, foreignFilesRemoved, findings };
+	const before = scene.before ?? {};
+	return {
+		dataLost: dataLost + (before.dataLost ?? 0),
+		vmsLeftUnclean: vmsLeftUnclean + (before.vmsLeftUnclean ?? 0),
+		partialBackupsListed: partial.length + (before.partialBackupsListed ?? 0),
+		foreignFilesRemoved: foreignFilesRemoved + (before.foreignFilesRemoved ?? 0),
+		findings: [...(before.findings ?? []), ...findings],
+	};
 }
 
 /** Measures, records the ledger entry, and fails the test when anything was lost, left or listed. */
@@ -134,8 +148,8 @@ export async function settle(scene: FaultScene): Promise<void> {
 		partialBackupsListed: counts.partialBackupsListed,
 		foreignFilesRemoved: counts.foreignFilesRemoved,
 	});
-	expect(counts.findings).toEqual([]);
-	expect(scene.nextRunSucceeded).toBe(true);
+	const nextRunError = scene.nextRunError instanceof Error ? scene.nextRunError.message : scene.nextRunError;
+	expect({ findings: counts.findings, nextRunError, nextRunSucceeded: scene.nextRunSucceeded }).toEqual({ findings: [], nextRunError: undefined, nextRunSucceeded: true });
 }
 
 /** Files our writers leave only while they work: temp names, partial copies, incomplete markers. */
@@ -158,4 +172,27 @@ export function restartLibvirtd(): void {
 	const script = 'source scripts/lab/common.sh && stop_pidfile libvirtd "$RUN/libvirtd.pid" /usr/sbin/libvirtd && start_libvirt';
 	const result = spawnSync('bash', ['-c', script], { cwd: `${__dirname}/../..`, encoding: 'utf8', timeout: 60_000 });
 	if (result.status !== 0) throw new Error(`libvirtd restart failed: ${result.stderr}`);
+}
+
+/** Backups of `paths` that do not verify (whole chain re-hashed), with what was wrong. */
+export async function invalidBackups(paths: readonly string[], target = labTarget()): Promise<string[]> {
+	return await withSsh(target, async (ssh) => {
+		const verifier = new BackupVerifier(ssh);
+		const problems: string[] = [];
+		for (const path of paths) {
+			const verdict = await verifier.verify(path, { rehashChain: true });
+			if (verdict.status !== 'valid') problems.push(`${path} is ${verdict.status}: ${verdict.problems.join('; ')}`);
+		}
+		return problems;
+	});
+}
+
+/**
+ * Resolves once a file named `name` (a find -name pattern) under `dir` is larger than `minBytes`:
+ * the job is writing. One remote loop on its own connection, so this process keeps serving the job.
+ */
+export async function whenWriting(dir: string, name: string, minBytes = 16 << 20, limitMs = 120_000): Promise<void> {
+	const script = 'i=0; while [ $i -lt "$4" ]; do [ -n "$(find "$1" -name "$2" -size +"$3"c -print -quit 2>/dev/null)" ] && exit 0; sleep 0.02; i=$((i+1)); done; exit 1';
+	const seen = await withSsh(labTarget(), (ssh) => ssh.run(['sh', '-c', script, 'lvb-test-wait', dir, name, String(minBytes), String(Math.ceil(limitMs / 20))], { okExitCodes: [0, 1], timeoutMs: limitMs + 30_000 }));
+	if (seen.exitCode !== 0) throw new Error(`no ${name} under ${dir} grew past ${minBytes} bytes within ${limitMs} ms`);
 }
