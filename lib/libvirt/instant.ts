@@ -230,22 +230,48 @@ export async function readDomain(ssh: SshConnection, uri: string, ref: string, s
 	return { uuid, state, xml, inactiveXml };
 }
 
+/** `drop`: removes $dest unless the VM's disk $t runs on it (needs uri, u, t, dest). */
+const DROP_COPY_FN = `drop() {
+  on=$(virsh -q -c "$uri" domblklist --domain "$u" 2>/dev/null | awk -v t="$t" '$1 == t { sub(/^ *[^ ]+ +/, ""); print }')
+  [ "$on" = "$dest" ] || rm -f -- "$dest"
+}`;
+
 /**
  * `sh -c BLOCKCOPY_SCRIPT lvb-blockcopy URI UUID TARGET DEST`: copies the disk's whole chain into
  * DEST (a new standalone qcow2) while the VM runs, and pivots the VM onto it. libvirt 9.0 refuses
  * a copy job on a persistent domain unless it is transient (`--transient-job`: the job is not
  * resumed after a restart); after the pivot libvirt points the persistent definition at DEST too.
- * A copy stopped half-way (cancel, lost connection) is aborted, so the VM stays on its overlay.
+ * A copy stopped half-way (cancel, lost connection) is aborted, so the VM stays on its overlay, and
+ * a copy that did not end in the pivot removes DEST (the caller made sure it did not exist, so it is
+ * this copy's; kept if the VM runs on it after all): a half-written disk would block the next run.
  */
 export const BLOCKCOPY_SCRIPT = `export LC_ALL=C
 uri=$1 u=$2 t=$3 dest=$4
-abort() { virsh -q -c "$uri" blockjob --domain "$u" --path "$t" --abort >/dev/null 2>&1; exit 130; }
+${DROP_COPY_FN}
+abort() { virsh -q -c "$uri" blockjob --domain "$u" --path "$t" --abort >/dev/null 2>&1; drop; exit 130; }
 trap abort INT TERM HUP
 virsh -q -c "$uri" blockcopy --domain "$u" --path "$t" --dest "$dest" --format qcow2 --transient-job --wait --pivot &
-wait $!`;
+wait $! && exit 0
+rc=$?
+drop
+exit $rc`;
+
+/**
+ * `sh -c ABORT_COPY_SCRIPT lvb-abort-copy URI UUID TARGET DEST`: ends a copy job to DEST that a run
+ * killed before its own cleanup left on the VM (seen as the disk's <mirror>), and removes DEST.
+ */
+export const ABORT_COPY_SCRIPT = `export LC_ALL=C
+uri=$1 u=$2 t=$3 dest=$4
+${DROP_COPY_FN}
+virsh -q -c "$uri" blockjob --domain "$u" --path "$t" --abort >/dev/null || exit 1
+drop`;
 
 /** A copy reads the whole chain: hours on a big disk, never forever. */
 const BLOCKCOPY_TIMEOUT_MS = 12 * 3_600_000;
+
+export async function abortLeftCopy(ssh: SshConnection, uri: string, uuid: string, target: string, dest: string, signal?: AbortSignal): Promise<void> {
+	await runVirsh(ssh, scriptArgv(ABORT_COPY_SCRIPT, 'lvb-abort-copy', [uri, uuid, target, dest]), uri, `virsh blockjob --abort ${target}`, signal);
+}
 
 export async function blockCopyPivot(ssh: SshConnection, uri: string, uuid: string, target: string, dest: string, signal?: AbortSignal): Promise<void> {
 	await runVirsh(ssh, scriptArgv(BLOCKCOPY_SCRIPT, 'lvb-blockcopy', [uri, uuid, target, dest]), uri, `virsh blockcopy ${target}`, signal, { timeoutMs: BLOCKCOPY_TIMEOUT_MS });
@@ -275,6 +301,8 @@ export interface DefinedDisk {
 	format: string;
 	/** The `<backingStore>` chain written in the definition, nearest first. */
 	chain: ChainLayer[];
+	/** Live definitions: the file a copy job on this disk writes to (its `<mirror>`). */
+	mirror?: string;
 }
 
 /** File disks of a definition with the backing chain it spells out (format included). */
@@ -294,7 +322,8 @@ export function definedDisks(xml: string): DefinedDisk[] {
 			if ((format !== 'qcow2' && format !== 'raw') || !path) throw new LibvirtBackupError('PARSE_ERROR', `Disk ${attrs(target).dev}: a backing layer without a file or a qcow2/raw format`);
 			chain.push({ path, format });
 		}
-		disks.push({ target: attrs(target).dev ?? '', path: attrs(source).file ?? '', format: driver ? (attrs(driver).type ?? '') : '', chain });
+		const mirror = child(disk, 'mirror');
+		disks.push({ target: attrs(target).dev ?? '', path: attrs(source).file ?? '', format: driver ? (attrs(driver).type ?? '') : '', chain, ...(mirror && attrs(mirror).file ? { mirror: attrs(mirror).file } : {}) });
 	}
 	return disks;
 }

@@ -18,6 +18,7 @@ import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { defineDomain, startDomain, stopDomain, undefineDomain } from '../libvirt/domains';
 import { parseDomainXml, rewriteForNewVm } from '../libvirt/domainXml';
 import {
+	abortLeftCopy,
 	blockCopyPivot,
 	definedDisks,
 	definedDomainUuids,
@@ -314,6 +315,9 @@ export async function makePermanent(ssh: SshConnection, request: MakePermanentRe
 	// A run cut short after some pivots is finished by the next: a disk already on its copy is done.
 	const onCopy = new Set(live ? definedDisks(info.xml).filter((current) => disks.some((disk) => disk.target === current.target && disk.path === current.path && current.chain.length === 0)).map((current) => current.target) : []);
 	const todo = disks.filter((disk) => !onCopy.has(disk.target));
+	// A run killed mid-copy before its own cleanup leaves the copy job (and its file) on the VM.
+	const leftCopies = live ? definedDisks(info.xml).filter((current) => todo.some((disk) => disk.target === current.target && disk.path === current.mirror)) : [];
+	for (const copy of leftCopies) await abortLeftCopy(ssh, request.uri, info.uuid, copy.target, copy.mirror ?? '', signal);
 	await ssh.run(scriptArgv(TARGETS_SCRIPT, 'lvb-instant-targets', [targetDir, ...todo.map((disk) => disk.path.slice(targetDir.length + 1))]), { label: 'prepare the disk folder', signal, timeoutMs: SHORT_TIMEOUT_MS });
 
 	if (live) {

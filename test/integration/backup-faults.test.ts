@@ -6,6 +6,7 @@
 import { backupVm, type BackupRequest, type BackupResult } from '../../lib/backup';
 import { quoteArg as q } from '../../lib/shell';
 import { SshConnection, withSsh } from '../../lib/ssh';
+import { hostWorkEnded } from '../support/connectionFaults';
 import { loadLab } from '../support/lab';
 import { labTarget } from '../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
@@ -21,13 +22,6 @@ function request(vm: string, dest: string, overrides: Partial<BackupRequest> = {
 
 function backup(vm: string, dest: string, overrides: Partial<BackupRequest> = {}): Promise<BackupResult> {
 	return withSsh(labTarget(), (ssh) => backupVm(ssh, request(vm, dest, overrides)));
-}
-
-/** Waits until no process on the host has `dest` in its command line (our remote scripts all do). */
-async function hostWorkEnded(dest: string): Promise<void> {
-	// "[/]" keeps the pattern from matching the shell that runs pgrep.
-	const pattern = `[/]${dest.slice(1)}`;
-	while (host(`pgrep -f -- ${q(pattern)} || true`).trim() !== '') await new Promise((resolve) => setTimeout(resolve, 100));
 }
 
 function overlaysLeft(vm: TestVm, dest: string): string {

@@ -282,3 +282,39 @@ describe('instant recovery and a tampered backup image header', () => {
 		expect(holds(disk, 0xee, 0, 2)).toBe(false);
 	});
 });
+
+describe('make permanent after a run killed mid-copy', () => {
+	let vm: TestVm;
+	let destination: { dest: string; cleanup(): void };
+	let overlayDir: string;
+	let uuid: string | undefined;
+	beforeAll(() => {
+		vm = createTestVm('instant-killed', [{ target: 'vda', format: 'qcow2', virtualMiB: 32, writes: [{ pattern: 0x11, offsetMiB: 0, lengthMiB: 1 }] }]);
+		destination = testDestination('instant-killed');
+		overlayDir = `${loadLab().labDir}/test-instant/${process.pid}-killed-${Date.now()}`;
+	});
+	afterAll(() => {
+		if (uuid) host(`virsh -q destroy --domain ${uuid} >/dev/null 2>&1; virsh -q undefine --domain ${uuid} >/dev/null 2>&1; true`);
+		host(`rm -rf ${q(overlayDir)} ${q(`${overlayDir}-permanent`)}`);
+		vm.destroy();
+		destination.cleanup();
+	});
+
+	test('the copy job and its file the killed run left are ended and removed, and the copy is made again', async () => {
+		const backup = await labBackup(vm.name, destination.dest);
+		const name = `lvb-t-inst-killed-${process.pid}`;
+		const result = await ssh((connection) => instantRecover(connection, { uri: uri(), backupPath: backup.path, overlayDir, name }));
+		uuid = result.uuid;
+		const targetDir = `${overlayDir}-permanent`;
+		const dest = `${targetDir}/${name}.vda.qcow2`;
+		// What a run SIGKILLed mid-copy leaves: the copy job (no --wait: nobody pivots or aborts it) and its file.
+		host(`mkdir -p ${q(targetDir)} && virsh -q blockcopy --domain ${result.uuid} --path vda --dest ${q(dest)} --format qcow2 --transient-job >/dev/null`);
+		expect(host(`virsh -q dumpxml --domain ${result.uuid}`)).toContain(`<mirror type='file' file='${dest}'`);
+		const permanent = await ssh((connection) => makePermanent(connection, { uri: uri(), domain: result.uuid, targetDir }));
+		expect(permanent.disks.map((disk) => disk.path)).toEqual([dest]);
+		expect(backingOf(dest)).toBeUndefined();
+		expect(holds(dest, 0x11, 0, 1)).toBe(true);
+		expect(host(`LC_ALL=C virsh blockjob --domain ${result.uuid} --path vda --info`)).toMatch(/No current block job/);
+		expect((await verifyWhole(backup.path)).status).toBe('valid');
+	});
+});

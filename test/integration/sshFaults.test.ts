@@ -4,7 +4,6 @@
  * iptables DROP rule on this one TCP connection (the lab host is this machine); and sudo that asks
  * for a password (lab user lvbsudopw, no libvirt access of its own), right and wrong.
  */
-import { spawnSync } from 'node:child_process';
 import { backupVm, type BackupRequest } from '../../lib/backup';
 import { BackupVerifier, listCatalog, pruneBackups } from '../../lib/catalog';
 import { isLibvirtBackupError } from '../../lib/errors';
@@ -12,6 +11,7 @@ import { discoverVms } from '../../lib/libvirt';
 import { quoteArg } from '../../lib/shell';
 import { SshConnection, withSsh } from '../../lib/ssh';
 import { acquireVmLock } from '../../lib/store/lock';
+import { clientPorts, dropConnection, within } from '../support/connectionFaults';
 import { loadLab, sshExec } from '../support/lab';
 import { labTarget } from '../support/targets';
 import { createTestVm, host, testDestination } from '../support/testVm';
@@ -19,56 +19,8 @@ import { createTestVm, host, testDestination } from '../support/testVm';
 /** Far above the watchdog's 30 s of silence and the client's ~20 s keepalive limit. */
 const GENEROUS_MS = 120_000;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Local ports of this process's established connections to the lab's sshd. */
-function clientPorts(): Set<number> {
-	const out = spawnSync('ss', ['-tnpH', 'state', 'established', `( dport = :${loadLab().port} )`], { encoding: 'utf8' });
-	if (out.status !== 0) throw new Error(`ss failed: ${out.stderr}`);
-	const ports = out.stdout
-		.split('\n')
-		.filter((line) => line.includes(`pid=${process.pid},`))
-		.map((line) => Number(/:(\d+)\s+\S+:\d+\s/.exec(line)?.[1]));
-	return new Set(ports);
-}
-
-function iptables(args: string[]): number | null {
-	return spawnSync('iptables', ['-w', ...args], { encoding: 'utf8' }).status;
-}
-
-/** DROPs both directions of the connection from `port` to sshd; `undo` deletes exactly those rules. */
-function dropConnection(port: number): { undo(): void } {
-	const sshd = String(loadLab().port);
-	const comment = ['-m', 'comment', '--comment', `lvb-test-netloss-${process.pid}`];
-	const rules = [
-		['INPUT', '-i', 'lo', '-p', 'tcp', '--sport', String(port), '--dport', sshd, ...comment, '-j', 'DROP'],
-		['INPUT', '-i', 'lo', '-p', 'tcp', '--sport', sshd, '--dport', String(port), ...comment, '-j', 'DROP'],
-	];
-	const undo = () => {
-		for (const rule of rules) while (iptables(['-D', ...rule]) === 0);
-	};
-	// A rule left behind would black-hole a later connection that reuses the port.
-	process.once('exit', undo);
-	for (const rule of rules) {
-		if (iptables(['-I', ...rule]) !== 0) {
-			undo();
-			throw new Error('iptables could not add the DROP rule (is the iptables package installed?)');
-		}
-	}
-	return { undo };
-}
-
 function remoteProcesses(marker: string): string {
 	return sshExec('root', `pgrep -af -- ${marker} | grep -v pgrep || true`).stdout.trim();
-}
-
-async function within<T>(limitMs: number, probe: () => Promise<T | undefined> | T | undefined): Promise<T | undefined> {
-	const until = Date.now() + limitMs;
-	for (;;) {
-		const value = await probe();
-		if (value !== undefined || Date.now() > until) return value;
-		await sleep(500);
-	}
 }
 
 describe('silent network loss in the middle of a job', () => {
