@@ -155,13 +155,16 @@ export async function pushBackup(context: StrategyContext): Promise<StrategyResu
 				context.vm.disks.map((disk) => disk.target),
 				context.disks.map((plan) => ({ target: plan.disk.target, file: `${context.dir}/${plan.file}.partial`, incrementalFrom: plan.incrementalFrom })),
 			),
-			checkpointXml: context.checkpoint
-				? checkpointXml(
-						context.checkpoint,
-						context.vm.disks.map((disk) => disk.target),
-						// Bitmaps live in qcow2 images only: other disks are backed up in full every time.
-						context.disks.filter((plan) => plan.disk.format === 'qcow2').map((plan) => plan.disk.target),
-					)
+			checkpoint: context.checkpoint
+				? {
+						name: context.checkpoint,
+						xml: checkpointXml(
+							context.checkpoint,
+							context.vm.disks.map((disk) => disk.target),
+							// Bitmaps live in qcow2 images only: other disks are backed up in full every time.
+							context.disks.filter((plan) => plan.disk.format === 'qcow2').map((plan) => plan.disk.target),
+						),
+					}
 				: undefined,
 			quiesce,
 		},

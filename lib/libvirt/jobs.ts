@@ -24,7 +24,8 @@ export interface PushJob {
 	/** Marker file created with the folder (lib/backup's incomplete marker). */
 	markerFile: string;
 	backupXml: string;
-	checkpointXml?: string;
+	/** The checkpoint the job creates (its name, and the XML backup-begin takes). */
+	checkpoint?: { name: string; xml: string };
 	quiesce: Quiesce;
 }
 
@@ -39,15 +40,27 @@ export interface PushJobResult {
  * A whole push-mode backup job in ONE remote script: create the folder, freeze (when asked and
  * possible), `backup-begin`, thaw at once (the job's point in time is fixed when it returns), then
  * poll the job, printing progress, until it ends. If the channel closes (cancel, timeout, dropped
- * connection), the watchdog's TERM runs the trap on the host: thaw and abort the job.
+ * connection), the watchdog's TERM runs the trap on the host: thaw, abort the job, and delete the
+ * checkpoint the job created (no backup will own it; the client that would delete it may be gone
+ * with its connection, e.g. a killed n8n).
  */
 const PUSH_SCRIPT = `export LC_ALL=C
-uri=$1 dom=$2 dir=$3 marker=$4 backup=$5 checkpoint=$6 quiesce=$7 m=$8
+uri=$1 dom=$2 dir=$3 marker=$4 backup=$5 checkpoint=$6 quiesce=$7 m=$8 cpname=$9
 frozen=0 started=0
 thaw() { if [ $frozen = 1 ]; then virsh -q -c "$uri" domfsthaw --domain "$dom" >/dev/null; frozen=0; fi; }
+# A checkpoint cannot be deleted while its job is still ending: wait for that (at most ~10 s).
+dropcheckpoint() {
+  [ -n "$cpname" ] || return 0
+  n=0
+  while [ $n -lt 100 ]; do
+    case $(virsh -c "$uri" domjobinfo --domain "$dom" --rawstats 2>/dev/null) in *"Job type: 1"*|*"Job type: 2"*) ;; *) break;; esac
+    sleep 0.1; n=$((n+1))
+  done
+  virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$cpname"
+}
 # The channel is gone (PIPE: a write to it failed): clean up without writing to it, and without
 # being cut short by the next signal (the watchdog's TERM follows a closed stdout).
-trap 'trap "" TERM INT HUP PIPE; exec >/dev/null 2>&1; thaw; [ $started = 1 ] && virsh -q -c "$uri" domjobabort --domain "$dom"; exit 143' TERM INT HUP PIPE
+trap 'trap "" TERM INT HUP PIPE; exec >/dev/null 2>&1; thaw; [ $started = 1 ] && { virsh -q -c "$uri" domjobabort --domain "$dom"; dropcheckpoint; }; exit 143' TERM INT HUP PIPE
 mkdir -- "$dir" && : >"$dir/$marker" || exit 1
 printf '%s' "$backup" >"$dir/.lvb-backup.xml" || exit 1
 set -- --backupxml "$dir/.lvb-backup.xml"
@@ -115,7 +128,7 @@ function describeAgentFailure(text: string): string {
 
 /** The remote command of a push job; its sections are introduced by `marker`. */
 export function pushJobArgv(job: PushJob, marker: string): string[] {
-	return scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpointXml ?? '', job.quiesce, marker]);
+	return scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpoint?.xml ?? '', job.quiesce, marker, job.checkpoint?.name ?? '']);
 }
 
 export async function runPushBackupJob(

@@ -32,8 +32,8 @@ function log(): string[] {
 }
 
 /** Runs the job until virsh enters `hang`, then closes stdin; resolves with every virsh call made. */
-async function cancelDuring(hang: string, quiesce: PushJob['quiesce']): Promise<string[]> {
-	const job: PushJob = { uri: 'qemu:///system', uuid: 'uuid-1', dir: path.join(root, 'backup'), markerFile: '.lvb-incomplete', backupXml: '<domainbackup/>', quiesce };
+async function cancelDuring(hang: string, quiesce: PushJob['quiesce'], checkpoint?: PushJob['checkpoint']): Promise<string[]> {
+	const job: PushJob = { uri: 'qemu:///system', uuid: 'uuid-1', dir: path.join(root, 'backup'), markerFile: '.lvb-incomplete', backupXml: '<domainbackup/>', checkpoint, quiesce };
 	const child = spawn('/bin/sh', ['-c', commandLine(pushJobArgv(job, '@@LVB-test'))], {
 		stdio: ['pipe', 'ignore', 'ignore'],
 		env: { ...process.env, PATH: `${root}/bin:${process.env.PATH}`, LVB_FAKE_LOG: path.join(root, 'virsh.log'), LVB_FAKE_HANG: hang },
@@ -53,4 +53,10 @@ test('a cancel while domfsfreeze runs thaws the guest', async () => {
 test('a cancel while backup-begin runs aborts the job', async () => {
 	const calls = await cancelDuring('backup-begin', 'off');
 	expect(calls.map((line) => line.split(' ')[3])).toEqual(['backup-begin', 'domjobabort']);
+});
+
+test('a cancel of a job that creates a checkpoint aborts the job, then deletes that checkpoint (its client may be gone)', async () => {
+	const calls = await cancelDuring('backup-begin', 'off', { name: 'lvb-0a1b2c3d-20261204T192247Z', xml: '<domaincheckpoint/>' });
+	expect(calls.map((line) => line.replace(/^(-q )?-c \S+ /, '').split(' ')[0])).toEqual(['backup-begin', 'domjobabort', 'domjobinfo', 'checkpoint-delete']);
+	expect(calls.at(-1)).toBe('-q -c qemu:///system checkpoint-delete --domain uuid-1 --checkpointname lvb-0a1b2c3d-20261204T192247Z');
 });

@@ -1,0 +1,139 @@
+/**
+ * What every fault test checks once the fault is over, measured on the lab host: the counts the
+ * safety ledger records (test/faults/ledger.ts), each with the finding that made it non-zero.
+ */
+import { BackupVerifier, listCatalog } from '../../lib/catalog';
+import { quoteArg as q } from '../../lib/shell';
+import { withSsh } from '../../lib/ssh';
+import { INCOMPLETE_MARKER } from '../../lib/store/manifest';
+import { labTarget } from './targets';
+import { host, type TestVm } from './testVm';
+
+export interface ForeignFile {
+	path: string;
+	content: string;
+}
+
+/** A file we did not write, planted where a careless cleanup would take it. */
+export function plantForeignFile(path: string): ForeignFile {
+	const content = `not ours: planted by the faults suite at ${new Date().toISOString()}\n`;
+	host(`mkdir -p ${q(path.slice(0, path.lastIndexOf('/')))} && printf '%s' ${q(content)} > ${q(path)}`);
+	return { path, content };
+}
+
+export interface StoreExpectations {
+	dest: string;
+	vms: TestVm[];
+	/** Backup folders that were complete and valid before the fault (or were made by a run that succeeded). */
+	good: string[];
+	/** Ids of backups the fault interrupted: never to be listed, nor used as a parent. */
+	interrupted: string[];
+	foreign: ForeignFile[];
+	/** Parents the runs after the fault chose (undefined for a full). */
+	parents?: Array<string | undefined>;
+}
+
+export interface FaultCounts {
+	dataLost: number;
+	vmsLeftUnclean: number;
+	partialBackupsListed: number;
+	foreignFilesRemoved: number;
+	/** One line per finding behind a non-zero count. */
+	findings: string[];
+}
+
+/** The VM's state on the host, one line per thing left over (empty: clean). `checkpoints` are the ones its complete backups own. */
+export function vmLeftovers(vm: TestVm, ownedCheckpoints: ReadonlySet<string>): string[] {
+	const found: string[] = [];
+	const name = q(vm.name);
+	const job = host(`LC_ALL=C virsh -q domjobinfo ${name} --rawstats | head -1`).trim();
+	if (job !== 'Job type: 0') found.push(`${vm.name}: a job is running (${job})`);
+	const state = host(`LC_ALL=C virsh -q domstate ${name} --reason`).trim();
+	if (!state.startsWith('running')) found.push(`${vm.name}: state is "${state}", not running`);
+	const sources = host(`virsh -q domblklist ${name}`);
+	if (sources.includes('.lvb-overlay-')) found.push(`${vm.name}: runs on an overlay: ${sources.trim()}`);
+	for (const disk of vm.disks) {
+		const blockjob = host(`LC_ALL=C virsh -q blockjob ${name} ${q(disk.target)} --info 2>&1 || true`).trim();
+		if (blockjob !== '' && !/No current block job/i.test(blockjob)) found.push(`${vm.name}: block job on ${disk.target}: ${blockjob}`);
+	}
+	const overlays = host(`find ${q(vm.dir)} -name '.lvb-overlay-*' -print`).trim();
+	if (overlays) found.push(`${vm.name}: overlay files left: ${overlays}`);
+	const junk = host(`virsh -q checkpoint-list --domain ${name} --name`)
+		.split('\n')
+		.map((line) => line.trim())
+		.filter((checkpoint) => checkpoint.startsWith('lvb-') && !ownedCheckpoints.has(checkpoint));
+	if (junk.length > 0) found.push(`${vm.name}: checkpoints no complete backup owns: ${junk.join(', ')}`);
+	return found;
+}
+
+/** Whether the host still runs anything of ours for this destination (our remote scripts name it in their arguments). */
+export function hostWorkFor(dest: string): string {
+	// "[/]" keeps the pattern from matching the shell that runs pgrep.
+	return host(`pgrep -a -f -- ${q(`[/]${dest.slice(1)}`)} || true`).trim();
+}
+
+/** Waits (bounded) until nothing of ours runs on the host for `dest`; the error says what was still running. */
+export async function waitForHostWorkToEnd(dest: string, timeoutMs: number, what: string): Promise<number> {
+	const started = Date.now();
+	for (;;) {
+		const left = hostWorkFor(dest);
+		if (left === '') return Date.now() - started;
+		if (Date.now() - started > timeoutMs) throw new Error(`waited ${timeoutMs / 1000} s for ${what}; still running on the host:\n${left}`);
+		await new Promise((resolve) => setTimeout(resolve, 250));
+	}
+}
+
+/** A backup folder that holds a manifest and no trace of an unfinished write. */
+function completeOnHost(path: string): boolean {
+	return host(`cd ${q(path)} 2>/dev/null && test -f manifest.json && ! test -e ${q(INCOMPLETE_MARKER)} && ! ls -A | grep -q '[.]partial$' && echo complete || true`).trim() === 'complete';
+}
+
+/** Measures the counts after a fault: List (listCatalog), re-verification of the good backups, the VMs, the planted files. */
+export async function measureAfterFault(expect: StoreExpectations): Promise<FaultCounts> {
+	const findings: string[] = [];
+	return await withSsh(labTarget(), async (ssh) => {
+		const catalog = await listCatalog(ssh, expect.dest);
+		const interrupted = new Set(expect.interrupted);
+		let partialBackupsListed = 0;
+		for (const backup of catalog.backups) {
+			if (interrupted.has(backup.id) || !completeOnHost(backup.path)) {
+				partialBackupsListed++;
+				findings.push(`List shows ${backup.path}, which is not a complete backup`);
+			}
+		}
+		for (const parent of expect.parents ?? []) {
+			if (parent !== undefined && interrupted.has(parent)) {
+				partialBackupsListed++;
+				findings.push(`a run after the fault used the interrupted ${parent} as its parent`);
+			}
+		}
+		let dataLost = 0;
+		const verifier = new BackupVerifier(ssh);
+		for (const path of expect.good) {
+			try {
+				const verification = await verifier.verify(path);
+				if (verification.status !== 'valid') {
+					dataLost++;
+					findings.push(`good backup ${path} is now ${verification.status}: ${verification.problems.join('; ')}`);
+				}
+			} catch (error) {
+				dataLost++;
+				findings.push(`good backup ${path} is gone: ${(error as Error).message}`);
+			}
+		}
+		const owned = new Set(catalog.backups.map((backup) => backup.manifest.checkpoint).filter((name): name is string => typeof name === 'string'));
+		const unclean = expect.vms.map((vm) => vmLeftovers(vm, owned)).filter((left) => left.length > 0);
+		for (const left of unclean) findings.push(...left);
+		const running = hostWorkFor(expect.dest);
+		if (running) findings.push(`still running on the host for ${expect.dest}: ${running}`);
+		let foreignFilesRemoved = 0;
+		for (const file of expect.foreign) {
+			const now = host(`cat ${q(file.path)} 2>/dev/null || true`);
+			if (now !== file.content) {
+				foreignFilesRemoved++;
+				findings.push(`foreign file ${file.path} was removed or changed`);
+			}
+		}
+		return { dataLost, vmsLeftUnclean: unclean.length + (running ? 1 : 0), partialBackupsListed, foreignFilesRemoved, findings };
+	});
+}
