@@ -114,6 +114,14 @@ export class LibvirtExportArchive implements INodeType {
 				displayOptions: { show: { target: ['binary'] } },
 			},
 			{
+				displayName:
+					"Streamed to the caller of this workflow's Webhook (Respond: Using 'Respond to Webhook' Node) as it is packed; nothing is stored in n8n. Regular mode only (queue mode workers cannot stream a response). A failure before the first byte answers HTTP 500 with the reason; one after it cuts the download, so the client sees an incomplete transfer. Put a Respond to Webhook node on the error output to answer errors.",
+				name: 'responseNotice',
+				type: 'notice',
+				default: '',
+				displayOptions: { show: { target: ['response'] } },
+			},
+			{
 				displayName: 'Compression',
 				name: 'compression',
 				type: 'options',
