@@ -360,12 +360,13 @@ faultTest(
 		for (const pid of lingering) process.kill(pid, 'SIGKILL');
 		log(`SIGKILL: n8n's children ${children.join(', ') || '(none)'}; still alive 2 s later (ended by the test): ${lingering.join(', ') || 'none'}`);
 		const hostMs = await waitForHostWorkToEnd(destination.dest, 180_000, 'the host to abort the backup job orphaned by the killed n8n (its SSH connection is gone); a libvirtd restarted by another test meanwhile can delay this');
-		log(`SIGKILL: host work ended ${Date.now() - killedAt} ms after the kill (${hostMs} ms after the caller saw the connection cut)`);
+		log(`SIGKILL: host work ended ${Date.now() - killedAt} ms after the kill (${hostMs} ms of waiting after the children were checked)`);
 		const orphaned = await measureAfterFault({ dest: destination.dest, vms: [vm], good: [good.path], interrupted: [partial.id], foreign });
 		expect(host(`test -d ${q(partial.dir)} && echo left || echo gone`).trim()).toBe('left');
 
 		await start(n8n, false);
 		const next = succeeded(await backupRequest(n8n, vm, 'auto'), n8n);
+		expect(next).toMatchObject({ kind: 'incremental', parent: good.id });
 		expect(next.warnings).toContain(`removed incomplete backup folder(s) left by an interrupted run: ${partial.id}`);
 		expect(host(`test -e ${q(partial.dir)} && echo left || echo gone`).trim()).toBe('gone');
 		const after = await measureAfterFault({ dest: destination.dest, vms: [vm], good: [good.path, next.path], interrupted: [partial.id], foreign, parents: [next.parent ?? undefined] });
