@@ -42,25 +42,37 @@ export interface PushJobResult {
  * poll the job, printing progress, until it ends. If the channel closes (cancel, timeout, dropped
  * connection), the watchdog's TERM runs the trap on the host: thaw, abort the job, and delete the
  * checkpoint the job created (no backup will own it; the client that would delete it may be gone
- * with its connection, e.g. a killed n8n).
+ * with its connection, e.g. a killed n8n), waiting out a libvirtd restart for each.
  */
 const PUSH_SCRIPT = `export LC_ALL=C
 uri=$1 dom=$2 dir=$3 marker=$4 backup=$5 checkpoint=$6 quiesce=$7 m=$8 cpname=$9
 frozen=0 started=0
-thaw() { if [ $frozen = 1 ]; then virsh -q -c "$uri" domfsthaw --domain "$dom" >/dev/null; frozen=0; fi; }
-# A checkpoint cannot be deleted while its job is still ending: wait for that (at most ~10 s).
+# libvirtd may be restarting (it answers again within seconds): a call that cannot reach it is
+# retried for ~30 s; any other failure is final.
+unreachable() { case $1 in *"connect"*|*"End of file"*|*"socket is closed"*) return 0;; esac; return 1; }
+virshretry() {
+  n=0
+  until vout=$(virsh -q -c "$uri" "$@" 2>&1); do
+    unreachable "$vout" || return 1
+    n=$((n+1)); [ $n -ge 30 ] && return 1
+    sleep 1
+  done
+}
+thaw() { if [ $frozen = 1 ]; then virshretry domfsthaw --domain "$dom"; frozen=0; fi; }
+# A checkpoint cannot be deleted while its job is still ending: wait for that (at most ~30 s).
 dropcheckpoint() {
   [ -n "$cpname" ] || return 0
   n=0
-  while [ $n -lt 100 ]; do
-    case $(virsh -c "$uri" domjobinfo --domain "$dom" --rawstats 2>/dev/null) in *"Job type: 1"*|*"Job type: 2"*) ;; *) break;; esac
-    sleep 0.1; n=$((n+1))
+  until vout=$(virsh -c "$uri" domjobinfo --domain "$dom" --rawstats 2>&1) && case $vout in *"Job type: 1"*|*"Job type: 2"*) false;; esac; do
+    [ $n -ge 100 ] && return 1
+    case $vout in *"Job type: "*) ;; *) unreachable "$vout" || return 1;; esac
+    sleep 0.3; n=$((n+1))
   done
-  virsh -q -c "$uri" checkpoint-delete --domain "$dom" --checkpointname "$cpname"
+  virshretry checkpoint-delete --domain "$dom" --checkpointname "$cpname"
 }
 # The channel is gone (PIPE: a write to it failed): clean up without writing to it, and without
 # being cut short by the next signal (the watchdog's TERM follows a closed stdout).
-trap 'trap "" TERM INT HUP PIPE; exec >/dev/null 2>&1; thaw; [ $started = 1 ] && { virsh -q -c "$uri" domjobabort --domain "$dom"; dropcheckpoint; }; exit 143' TERM INT HUP PIPE
+trap 'trap "" TERM INT HUP PIPE; exec >/dev/null 2>&1; thaw; [ $started = 1 ] && { virshretry domjobabort --domain "$dom"; dropcheckpoint; }; exit 143' TERM INT HUP PIPE
 mkdir -- "$dir" && : >"$dir/$marker" || exit 1
 printf '%s' "$backup" >"$dir/.lvb-backup.xml" || exit 1
 set -- --backupxml "$dir/.lvb-backup.xml"

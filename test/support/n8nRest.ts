@@ -2,7 +2,34 @@
  * n8n's own REST API (the one its editor uses), as the owner: what a person does in the
  * Executions list. Used by the faults suite to find a running execution and stop it.
  */
+import { request } from 'node:http';
 import type { N8nServer } from './n8n';
+
+interface HttpAnswer {
+	status: number;
+	setCookies: string[];
+	text: string;
+}
+
+/**
+ * One HTTP request on a connection of its own (no keep-alive): a pooled connection that the server
+ * closes as idle just as it is reused fails the request ("other side closed"), which a test must
+ * never mistake for the fault's doing.
+ */
+function httpCall(url: string, options: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; timeoutMs: number }): Promise<HttpAnswer> {
+	return new Promise((resolve, reject) => {
+		const call = request(url, { method: options.method, headers: { connection: 'close', ...options.headers }, agent: false, timeout: options.timeoutMs }, (response) => {
+			let text = '';
+			response.setEncoding('utf8');
+			response.on('data', (chunk: string) => (text += chunk));
+			response.on('end', () => resolve({ status: response.statusCode ?? 0, setCookies: response.headers['set-cookie'] ?? [], text }));
+			response.on('error', reject);
+		});
+		call.on('timeout', () => call.destroy(new Error(`no answer within ${options.timeoutMs / 1000} s`)));
+		call.on('error', reject);
+		call.end(options.body);
+	});
+}
 
 export const FAULTS_OWNER = { email: 'faults@example.com', password: 'LibvirtFaults1', firstName: 'Faults', lastName: 'Owner' };
 
@@ -37,25 +64,22 @@ export class N8nRest {
 			if (Date.now() > deadline) throw new Error(`n8n at ${server.url} did not become ready:\n${server.log().slice(-4000)}`);
 			await new Promise((resolve) => setTimeout(resolve, 250));
 		}
-		const response = await fetch(`${server.url}/rest/owner/setup`, {
+		const response = await httpCall(`${server.url}/rest/owner/setup`, {
 			method: 'POST',
 			headers: { 'content-type': 'application/json' },
 			body: JSON.stringify(FAULTS_OWNER),
+			timeoutMs: 60_000,
 		});
-		if (!response.ok) throw new Error(`owner setup failed: HTTP ${response.status} ${await response.text()}`);
-		const cookie = response.headers
-			.getSetCookie()
-			.map((line) => line.split(';')[0])
-			.find((pair) => pair.startsWith('n8n-auth='));
+		if (response.status !== 200) throw new Error(`owner setup failed: HTTP ${response.status} ${response.text}`);
+		const cookie = response.setCookies.map((line) => line.split(';')[0]).find((pair) => pair.startsWith('n8n-auth='));
 		if (!cookie) throw new Error('owner setup set no n8n-auth cookie');
 		return new N8nRest(server, cookie);
 	}
 
 	private async call<T>(method: 'GET' | 'POST', route: string): Promise<T> {
-		const response = await fetch(`${this.server.url}/rest/${route}`, { method, headers: { cookie: this.cookie }, signal: AbortSignal.timeout(30_000) });
-		const text = await response.text();
-		if (!response.ok) throw new Error(`${method} /rest/${route}: HTTP ${response.status} ${text.slice(0, 500)}`);
-		return (JSON.parse(text) as { data: T }).data;
+		const response = await httpCall(`${this.server.url}/rest/${route}`, { method, headers: { cookie: this.cookie }, timeoutMs: 30_000 });
+		if (response.status !== 200) throw new Error(`${method} /rest/${route}: HTTP ${response.status} ${response.text.slice(0, 500)}`);
+		return (JSON.parse(response.text) as { data: T }).data;
 	}
 
 	async executions(workflowId: string, status?: string[]): Promise<ExecutionSummary[]> {
@@ -99,21 +123,15 @@ export class N8nRest {
 export async function postWebhook(url: string, hookPath: string, headers: Record<string, string>, body: unknown, timeoutMs = 300_000): Promise<WebhookAnswer> {
 	const started = Date.now();
 	try {
-		const response = await fetch(`${url}/webhook/${hookPath}`, {
-			method: 'POST',
-			headers: { 'content-type': 'application/json', ...headers },
-			body: JSON.stringify(body),
-			signal: AbortSignal.timeout(timeoutMs),
-		});
-		const text = await response.text();
+		const response = await httpCall(`${url}/webhook/${hookPath}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), timeoutMs });
 		let json: Record<string, unknown> | undefined;
 		try {
-			json = JSON.parse(text);
+			json = JSON.parse(response.text);
 		} catch {
 			json = undefined;
 		}
-		return { status: response.status, json, text, ms: Date.now() - started };
+		return { status: response.status, json, text: response.text, ms: Date.now() - started };
 	} catch (error) {
-		return { status: 0, json: undefined, text: String((error as Error).cause ?? error), ms: Date.now() - started };
+		return { status: 0, json: undefined, text: String(error), ms: Date.now() - started };
 	}
 }
