@@ -150,8 +150,9 @@ describe('backup: the destination fills up mid-write', () => {
 		const foreign = [plantForeign(dest), plantForeign(`${dest}/${vmDirName(vm.name)}`)];
 		host(vm.guestWriteCommand('vda', 0x7b, 8, 400));
 		const ballast = `${mount.dir}/ballast`;
-		// The backup writes meanwhile: what is free shrinks while the ballast is allocated, so a few tries.
-		const fill = `for i in 1 2 3 4 5; do fallocate -l $(( $(df -B1 --output=avail "$1" | tail -1) - 1048576 )) "$2" && exit 0; rm -f -- "$2"; done; exit 1`;
+		// The backup writes meanwhile: what is free shrinks while the ballast is allocated, so a margin (96 MiB, of
+		// the ~380 MiB still to copy) and a few tries.
+		const fill = `for i in 1 2 3 4 5 6 7 8; do fallocate -l $(( $(df -B1 --output=avail "$1" | tail -1) - 100663296 )) "$2" && exit 0; rm -f -- "$2"; done; exit 1`;
 		const error = await backupBrokenMidCopy(vm, dest, () => host(`sh -c ${q(fill)} fill ${q(mount!.dir)} ${q(ballast)}`), { mode: 'incremental' });
 		expect(String((error as Error).message)).toMatch(/No space left on device/);
 		await hostWorkEnded(dest);
