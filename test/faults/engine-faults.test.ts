@@ -142,16 +142,17 @@ describe('backup: the destination fills up mid-write', () => {
 
 	test('"No space left on device", nothing listed; after space is freed the next backup succeeds and the earlier backup is intact', async () => {
 		// A small filesystem of its own: the VM's new data fits the free space the backup checks first, then a ballast takes it.
-		mount = loopFilesystem('full', 256);
+		mount = loopFilesystem('full', 512);
 		const dest = `${mount.dir}/dest`;
 		host(`mkdir -p ${q(dest)}`);
-		vm = createTestVm('full', [{ target: 'vda', format: 'qcow2', virtualMiB: 512, writes: [{ pattern: 0x7a, offsetMiB: 0, lengthMiB: 4 }] }]);
+		vm = createTestVm('full', [{ target: 'vda', format: 'qcow2', virtualMiB: 1024, writes: [{ pattern: 0x7a, offsetMiB: 0, lengthMiB: 4 }] }]);
 		const good = [await labBackup(vm.name, dest)];
 		const foreign = [plantForeign(dest), plantForeign(`${dest}/${vmDirName(vm.name)}`)];
-		host(vm.guestWriteCommand('vda', 0x7b, 8, 160));
+		host(vm.guestWriteCommand('vda', 0x7b, 8, 400));
 		const ballast = `${mount.dir}/ballast`;
-		// The backup writes meanwhile: what is free shrinks while the ballast is allocated, so a few tries.
-		const fill = `for i in 1 2 3 4 5; do fallocate -l $(( $(df -B1 --output=avail "$1" | tail -1) - 1048576 )) "$2" && exit 0; rm -f -- "$2"; done; exit 1`;
+		// The backup writes meanwhile: what is free shrinks while the ballast is allocated, so a margin (96 MiB, of
+		// the ~380 MiB still to copy) and a few tries.
+		const fill = `for i in 1 2 3 4 5 6 7 8; do fallocate -l $(( $(df -B1 --output=avail "$1" | tail -1) - 100663296 )) "$2" && exit 0; rm -f -- "$2"; done; exit 1`;
 		const error = await backupBrokenMidCopy(vm, dest, () => host(`sh -c ${q(fill)} fill ${q(mount!.dir)} ${q(ballast)}`), { mode: 'incremental' });
 		expect(String((error as Error).message)).toMatch(/No space left on device/);
 		await hostWorkEnded(dest);
