@@ -91,21 +91,28 @@ function checkLevel(compression: Exclude<Compression, { kind: 'none' }>): void {
  * The archive of these backups as one stream. Files are opened one after another only when the
  * packer wants them; the compression is checked (zstd availability, level) before anything starts.
  */
-export async function packArchive(backups: readonly ExportableBackup[], open: FileOpener, compression: Compression, signal?: AbortSignal): Promise<PackedArchive> {
+export async function packArchive(
+	backups: readonly ExportableBackup[],
+	open: FileOpener,
+	compression: Compression,
+	signal?: AbortSignal,
+	/** Off: the caller hashes what it delivers (the export worker leaves it to the other thread); digest() then has sha256 ''. */
+	options: { hashOutput?: boolean } = {},
+): Promise<PackedArchive> {
 	const compress = compressor(compression);
 	const tarBytes = await tarSize(backups);
 	const tar = tarPack();
-	const hash = createHash('sha256');
+	const hash = options.hashOutput === false ? undefined : createHash('sha256');
 	let bytes = 0;
 	let sha256: string | undefined;
 	const measure = new Transform({
 		transform(chunk: Buffer, _encoding, callback) {
 			bytes += chunk.length;
-			hash.update(chunk);
+			hash?.update(chunk);
 			callback(null, chunk);
 		},
 		flush(callback) {
-			sha256 = hash.digest('hex');
+			sha256 = hash?.digest('hex') ?? '';
 			callback();
 		},
 	});

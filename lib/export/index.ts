@@ -32,8 +32,8 @@ export interface ArchiveSummary {
 }
 
 /** The archive of these backups, read from `ssh` one file at a time, each checked against the manifest as it streams. */
-export async function openArchive(ssh: SshConnection, backups: readonly ExportableBackup[], compression: Compression, signal?: AbortSignal): Promise<PackedArchive> {
-	return await packArchive(backups, (item, file) => openHostFile(ssh, `${item.backup.path}/${file.name}`, file, signal), compression, signal);
+export async function openArchive(ssh: SshConnection, backups: readonly ExportableBackup[], compression: Compression, signal?: AbortSignal, options: { hashOutput?: boolean } = {}): Promise<PackedArchive> {
+	return await packArchive(backups, (item, file) => openHostFile(ssh, `${item.backup.path}/${file.name}`, file, signal), compression, signal, options);
 }
 
 export function summarize(archive: PackedArchive, backups: readonly ExportableBackup[]): ArchiveSummary {

@@ -1,6 +1,6 @@
 /**
- * The export's worker thread (see offThread.ts): its own SSH connection, the archive packed and hashed
- * here, and the bytes copied into the shared ring's free slots, one message per filled slot. All the
+ * The export's worker thread (see offThread.ts): its own SSH connection, the archive packed here (each
+ * image hashed against its manifest; the archive's own sha256 is taken by the other thread), the bytes copied into the shared ring's free slots, one message per filled slot. All the
  * per-packet allocation of SSH decryption happens in this thread's small heap, not in n8n's.
  */
 import { parentPort, workerData } from 'worker_threads';
@@ -29,7 +29,7 @@ async function run(): Promise<void> {
 	const ring = Buffer.from(init.ring);
 	const ssh = await SshConnection.connect(init.target, abort.signal);
 	try {
-		const archive = await openArchive(ssh, init.backups, init.compression, abort.signal);
+		const archive = await openArchive(ssh, init.backups, init.compression, abort.signal, { hashOutput: false });
 		let slot = -1;
 		let used = 0;
 		const flush = () => {
