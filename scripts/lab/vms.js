@@ -368,9 +368,16 @@ async function setupDomains(reset) {
 			old = fs.readFileSync(xmlFile, 'utf8');
 		} catch {}
 		const exists = st.all.has(uuid);
-		if (!exists || old !== xml) {
+		// A libvirtd restart re-reads its saved XML, and XML turns a CR in a name into LF: redefine a
+		// domain whose name is no longer the one promised (undefine first: same UUID, other name).
+		const renamed = exists && virsh(['domname', '--domain', uuid], { allowFail: true }).stdout.replace(/\n$/, '') !== spec.name;
+		if (!exists || old !== xml || renamed) {
 			for (const dk of spec.disks) if (dk.image) ensureImage(dk.image);
 			if (exists && st.active.has(uuid)) virsh(['destroy', '--domain', uuid], { allowFail: true });
+			if (renamed) {
+				virsh(['undefine', '--domain', uuid, '--snapshots-metadata', '--checkpoints-metadata'], { allowFail: true });
+				log(`redefining ${JSON.stringify(spec.name)}: libvirt had renamed it`);
+			}
 			recordDefined(spec.name);
 			const tmp = `${xmlFile}.new`;
 			fs.writeFileSync(tmp, xml);

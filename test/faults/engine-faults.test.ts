@@ -19,7 +19,7 @@ import { loadLab } from '../support/lab';
 import { labBackup } from '../support/labBackup';
 import { labTarget, replicaTarget } from '../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
-import { invalidBackups, leftovers, loopFilesystem, plantForeign, restartLibvirtd, settle, whenWriting, type ForeignFile } from './support';
+import { invalidBackups, leftovers, loopFilesystem, plantForeign, repairLab, restartLibvirtd, settle, whenWriting, type ForeignFile } from './support';
 
 jest.setTimeout(240_000);
 
@@ -186,7 +186,11 @@ describe('backup (running VM): the VM destroyed mid-job', () => {
 
 describe('backup (running VM): libvirtd restarted mid-job', () => {
 	let setup: Setup | undefined;
-	afterAll(() => setup?.cleanup());
+	afterAll(() => {
+		setup?.cleanup();
+		// The restart renames the lab's CR-named VM (see repairLab): later test files need the lab whole.
+		repairLab();
+	});
 
 	test('the backup either rides it out (libvirtd reconnects to QEMU) or fails; the VM is not left in a backup job; the next backup succeeds', async () => {
 		setup = await setUp('libvirtd', [bigDisk(0x9a)]);

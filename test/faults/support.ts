@@ -174,6 +174,17 @@ export function restartLibvirtd(): void {
 	if (result.status !== 0) throw new Error(`libvirtd restart failed: ${result.stderr}`);
 }
 
+/**
+ * Puts the lab back as lab.json promises it after a libvirtd restart: libvirtd re-reads its saved
+ * domain XML, where a CR in a name comes back as LF (the lab's "lvb-cr\rreturn" became
+ * "lvb-cr\nreturn" and failed lab.test and discover.test later in CI). scripts/lab/up.sh redefines
+ * such a domain; it is idempotent and takes seconds when the lab is up.
+ */
+export function repairLab(): void {
+	const result = spawnSync('bash', ['scripts/lab/up.sh'], { cwd: `${__dirname}/../..`, encoding: 'utf8', timeout: 300_000 });
+	if (result.status !== 0) throw new Error(`scripts/lab/up.sh failed after the libvirtd restart: ${result.stderr.slice(-2000)}`);
+}
+
 /** Backups of `paths` that do not verify (whole chain re-hashed), with what was wrong. */
 export async function invalidBackups(paths: readonly string[], target = labTarget()): Promise<string[]> {
 	return await withSsh(target, async (ssh) => {
