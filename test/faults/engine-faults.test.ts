@@ -19,7 +19,8 @@ import { loadLab } from '../support/lab';
 import { labBackup } from '../support/labBackup';
 import { labTarget, replicaTarget } from '../support/targets';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
-import { invalidBackups, leftovers, loopFilesystem, plantForeign, repairLab, restartLibvirtd, settle, whenWriting, type ForeignFile } from './support';
+import { invalidBackups, leftovers, loopFilesystem, plantForeign, repairLab, restartLibvirtd, settle, whenWriting } from './support';
+import type { ForeignFile } from '../support/afterFault';
 
 jest.setTimeout(240_000);
 

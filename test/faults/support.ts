@@ -6,29 +6,19 @@
  */
 import { spawnSync } from 'child_process';
 import { randomBytes } from 'crypto';
-import { CHECKPOINT_PREFIX } from '../../lib/backup';
 import { BackupVerifier, listCatalog } from '../../lib/catalog';
 import { quoteArg as q } from '../../lib/shell';
 import { withSsh } from '../../lib/ssh';
+import { plantForeignFile, vmLeftovers, type CheckedVm, type FaultCounts, type ForeignFile } from '../support/afterFault';
 import { loadLab } from '../support/lab';
 import { labTarget } from '../support/targets';
-import { host, type TestVm } from '../support/testVm';
+import { host } from '../support/testVm';
 import { record } from './ledger';
-
-export interface ForeignFile {
-	path: string;
-	content: string;
-}
 
 /** A file we did not write, planted where a job works (a destination, a VM folder, a backup folder). */
 export function plantForeign(dir: string): ForeignFile {
-	const file = { path: `${dir}/foreign-${randomBytes(4).toString('hex')}.txt`, content: `not ours ${randomBytes(8).toString('hex')}` };
-	host(`mkdir -p ${q(dir)} && printf '%s' ${q(file.content)} > ${q(file.path)}`);
-	return file;
+	return plantForeignFile(`${dir}/foreign-${randomBytes(4).toString('hex')}.txt`);
 }
-
-/** A VM and the disk files it must be on (a test VM, or a recovered one). */
-export type CheckedVm = Pick<TestVm, 'name' | 'dir'> & { disks: { target: string; path: string }[] };
 
 export interface FaultScene {
 	/** The ledger name, e.g. "backup (running VM): SSH connection cut mid-copy". */
@@ -45,47 +35,6 @@ export interface FaultScene {
 	nextRunError?: unknown;
 	/** Counts the test measured itself before the next run (e.g. a chain checked before a prune finished it). */
 	before?: Partial<FaultCounts>;
-}
-
-export interface FaultCounts {
-	dataLost: number;
-	vmsLeftUnclean: number;
-	partialBackupsListed: number;
-	foreignFilesRemoved: number;
-	/** What made each count non-zero, for the test's failure message. */
-	findings: string[];
-}
-
-/** Whatever this VM was left with that a backup tool must never leave (empty when clean). */
-export function vmLeftovers(vm: CheckedVm, checkpointsNamed: ReadonlySet<string>): string[] {
-	const found: string[] = [];
-	const name = q(vm.name);
-	const sources = host(`virsh -q domblklist ${name}`)
-		.split('\n')
-		.map((line) => line.trim().split(/\s+/))
-		.filter((words) => words.length >= 2);
-	for (const disk of vm.disks) {
-		const source = sources.find(([target]) => target === disk.target)?.[1];
-		if (source !== disk.path) found.push(`${vm.name} ${disk.target} is on ${source ?? 'nothing'}, not ${disk.path}`);
-	}
-	const [state, reason] = host(`LC_ALL=C virsh -q domstate --reason ${name}`).trim().split(/\s*\(|\)/);
-	if (state === 'paused') found.push(`${vm.name} is paused (${reason})`);
-	if (state === 'running') {
-		const job = host(`LC_ALL=C virsh -q domjobinfo ${name}`).trim();
-		if (!/^Job type:\s+None/.test(job)) found.push(`${vm.name} has a job: ${job.split('\n')[0]}`);
-		for (const disk of vm.disks) {
-			const block = host(`LC_ALL=C virsh -q blockjob ${name} ${q(disk.target)} --info 2>&1 || true`).trim();
-			if (block !== '' && !/No current block job/.test(block)) found.push(`${vm.name} ${disk.target} has a block job: ${block}`);
-		}
-	}
-	const stray = host(`virsh -q checkpoint-list --domain ${name} --name`)
-		.split('\n')
-		.map((line) => line.trim())
-		.filter((checkpoint) => checkpoint.startsWith(CHECKPOINT_PREFIX) && !checkpointsNamed.has(checkpoint));
-	if (stray.length > 0) found.push(`${vm.name} has checkpoints no backup names: ${stray.join(', ')}`);
-	const overlays = host(`find ${q(vm.dir)} -name '.lvb-overlay-*' -print`).trim();
-	if (overlays) found.push(`overlays left beside ${vm.name}'s disks: ${overlays}`);
-	return found;
 }
 
 /** Measures the scene after the fault and the next run. */

@@ -2,6 +2,7 @@
  * What every fault test checks once the fault is over, measured on the lab host: the counts the
  * safety ledger records (test/faults/ledger.ts), each with the finding that made it non-zero.
  */
+import { CHECKPOINT_PREFIX } from '../../lib/backup';
 import { BackupVerifier, listCatalog } from '../../lib/catalog';
 import { quoteArg as q } from '../../lib/shell';
 import { withSsh } from '../../lib/ssh';
@@ -42,27 +43,43 @@ export interface FaultCounts {
 	findings: string[];
 }
 
-/** The VM's state on the host, one line per thing left over (empty: clean). `checkpoints` are the ones its complete backups own. */
-export function vmLeftovers(vm: TestVm, ownedCheckpoints: ReadonlySet<string>): string[] {
+/** A VM and the disk files it must be on (a test VM, or a recovered one). */
+export type CheckedVm = Pick<TestVm, 'name' | 'dir'> & { disks: { target: string; path: string }[] };
+
+/**
+ * Whatever this VM was left with that a backup tool must never leave, one line each (empty: clean):
+ * a disk not on its own file, paused (or, with `running`, not running), a job or block job, a
+ * checkpoint of ours that no complete backup owns (`owned`), overlay files beside its disks.
+ */
+export function vmLeftovers(vm: CheckedVm, owned: ReadonlySet<string>, options: { running?: boolean } = {}): string[] {
 	const found: string[] = [];
 	const name = q(vm.name);
-	const job = host(`LC_ALL=C virsh -q domjobinfo ${name} --rawstats | head -1`).trim();
-	if (job !== 'Job type: 0') found.push(`${vm.name}: a job is running (${job})`);
-	const state = host(`LC_ALL=C virsh -q domstate ${name} --reason`).trim();
-	if (!state.startsWith('running')) found.push(`${vm.name}: state is "${state}", not running`);
-	const sources = host(`virsh -q domblklist ${name}`);
-	if (sources.includes('.lvb-overlay-')) found.push(`${vm.name}: runs on an overlay: ${sources.trim()}`);
+	const sources = host(`virsh -q domblklist ${name}`)
+		.split('\n')
+		.map((line) => line.trim().split(/\s+/))
+		.filter((words) => words.length >= 2);
 	for (const disk of vm.disks) {
-		const blockjob = host(`LC_ALL=C virsh -q blockjob ${name} ${q(disk.target)} --info 2>&1 || true`).trim();
-		if (blockjob !== '' && !/No current block job/i.test(blockjob)) found.push(`${vm.name}: block job on ${disk.target}: ${blockjob}`);
+		const source = sources.find(([target]) => target === disk.target)?.[1];
+		if (source !== disk.path) found.push(`${vm.name} ${disk.target} is on ${source ?? 'nothing'}, not ${disk.path}`);
 	}
-	const overlays = host(`find ${q(vm.dir)} -name '.lvb-overlay-*' -print`).trim();
-	if (overlays) found.push(`${vm.name}: overlay files left: ${overlays}`);
-	const junk = host(`virsh -q checkpoint-list --domain ${name} --name`)
+	const [state, reason] = host(`LC_ALL=C virsh -q domstate --reason ${name}`).trim().split(/\s*\(|\)/);
+	if (state === 'paused') found.push(`${vm.name} is paused (${reason})`);
+	else if (options.running && state !== 'running') found.push(`${vm.name}: state is "${state}", not running`);
+	if (state === 'running') {
+		const job = host(`LC_ALL=C virsh -q domjobinfo ${name}`).trim();
+		if (!/^Job type:\s+None/.test(job)) found.push(`${vm.name} has a job: ${job.split('\n')[0]}`);
+		for (const disk of vm.disks) {
+			const block = host(`LC_ALL=C virsh -q blockjob ${name} ${q(disk.target)} --info 2>&1 || true`).trim();
+			if (block !== '' && !/No current block job/.test(block)) found.push(`${vm.name} ${disk.target} has a block job: ${block}`);
+		}
+	}
+	const stray = host(`virsh -q checkpoint-list --domain ${name} --name`)
 		.split('\n')
 		.map((line) => line.trim())
-		.filter((checkpoint) => checkpoint.startsWith('lvb-') && !ownedCheckpoints.has(checkpoint));
-	if (junk.length > 0) found.push(`${vm.name}: checkpoints no complete backup owns: ${junk.join(', ')}`);
+		.filter((checkpoint) => checkpoint.startsWith(CHECKPOINT_PREFIX) && !owned.has(checkpoint));
+	if (stray.length > 0) found.push(`${vm.name} has checkpoints no complete backup owns: ${stray.join(', ')}`);
+	const overlays = host(`find ${q(vm.dir)} -name '.lvb-overlay-*' -print`).trim();
+	if (overlays) found.push(`overlays left beside ${vm.name}'s disks: ${overlays}`);
 	return found;
 }
 
@@ -122,7 +139,7 @@ export async function measureAfterFault(expect: StoreExpectations): Promise<Faul
 			}
 		}
 		const owned = new Set(catalog.backups.map((backup) => backup.manifest.checkpoint).filter((name): name is string => typeof name === 'string'));
-		const unclean = expect.vms.map((vm) => vmLeftovers(vm, owned)).filter((left) => left.length > 0);
+		const unclean = expect.vms.map((vm) => vmLeftovers(vm, owned, { running: true })).filter((left) => left.length > 0);
 		for (const left of unclean) findings.push(...left);
 		const running = hostWorkFor(expect.dest);
 		if (running) findings.push(`still running on the host for ${expect.dest}: ${running}`);
