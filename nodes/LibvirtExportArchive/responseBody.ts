@@ -15,23 +15,19 @@ const TAKE_WAIT_MS = 10_000;
  * tick after it starts the pipe, as it would for a body that is already whole, and that end is held.
  */
 class ResponseBody extends Readable {
-	private onTaken?: (response: Writable) => void;
-	readonly taken = new Promise<Writable>((resolve) => (this.onTaken = resolve));
+	private onTaken?: (taken: { response: Writable; end: () => void }) => void;
+	/** The response n8n piped this into, and its real end (the one n8n calls is held). */
+	readonly taken = new Promise<{ response: Writable; end: () => void }>((resolve) => (this.onTaken = resolve));
 
 	override _read(): void {
 		// Nothing flows through the pipe: the archive is written into the response itself.
 	}
 
 	override pipe<T extends NodeJS.WritableStream>(destination: T): T {
-		const response = destination as unknown as Writable & { endHeld?: () => void };
+		const response = destination as unknown as Writable;
 		const end = response.end.bind(response) as () => Writable;
-		let ended = false;
 		response.end = (() => response) as Writable['end'];
-		response.endHeld = () => {
-			if (!ended) end();
-			ended = true;
-		};
-		this.onTaken?.(response);
+		this.onTaken?.({ response, end: () => void end() });
 		return destination;
 	}
 }
@@ -56,15 +52,15 @@ export async function streamResponse<T>(context: IExecuteFunctions, headers: Rec
 	const body = new ResponseBody();
 	await context.sendResponse({ body: body as unknown as Buffer, headers, statusCode: 200 });
 	let timer: NodeJS.Timeout | undefined;
-	const response = await Promise.race([body.taken, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), TAKE_WAIT_MS)))]);
+	const taken = await Promise.race([body.taken, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), TAKE_WAIT_MS)))]);
 	clearTimeout(timer);
-	if (!response) {
+	if (!taken) {
 		throw new LibvirtBackupError(
 			'INVALID_INPUT',
 			'Nobody took the streamed response: "Webhook Response (Streamed)" works when the workflow runs from a call to its Webhook (a manual run from the editor has no caller).',
 		);
 	}
-	const endHeld = (response as Writable & { endHeld: () => void }).endHeld;
+	const { response, end } = taken;
 	const result = await write(response).catch(async (error: Error) => {
 		const http = response as Writable & Partial<Pick<ServerResponse, 'headersSent' | 'statusCode' | 'setHeader' | 'removeHeader'>>;
 		if (http.headersSent === false && http.setHeader && http.removeHeader) {
@@ -73,13 +69,13 @@ export async function streamResponse<T>(context: IExecuteFunctions, headers: Rec
 			http.removeHeader('content-disposition');
 			http.setHeader('content-type', 'application/json; charset=utf-8');
 			http.write(JSON.stringify({ error: error.message }));
-			endHeld();
+			end();
 		} else {
 			// Cut, not ended: the client sees an incomplete transfer, never a short archive that looks whole.
 			response.destroy(error);
 		}
 		return await Promise.reject(error);
 	});
-	endHeld();
+	end();
 	return result;
 }
