@@ -49,7 +49,7 @@ write_if_changed() {
 # ---------------------------------------------------------------------------------------------
 # 1. Packages (fast no-op when installed). Never libvirt-daemon-system (drags systemd upgrades).
 PKGS=(openssh-server openssh-client libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu
-	qemu-utils qemu-system-x86 iproute2 openssl sudo util-linux mount iptables curl zstd chromium)
+	qemu-utils qemu-system-x86 iproute2 openssl sudo util-linux mount iptables curl zstd chromium redis-server)
 installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PKGS[@]}" 2>/dev/null || true)
 missing=()
 for p in "${PKGS[@]}"; do
