@@ -11,6 +11,7 @@ import { BackupVerifier, type InvalidAction } from '../../lib/catalog';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executeRouted } from '../shared/executeRouted';
 import { verifiedItem } from '../shared/items';
+import { fleetProperties } from '../shared/fleetParameters';
 
 const VALID = 0;
 const INVALID = 1;
@@ -32,6 +33,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 		outputNames: ['Valid', 'Invalid'],
 		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
 		properties: [
+			...fleetProperties,
 			{
 				displayName: 'Backup Path',
 				name: 'backupPath',
