@@ -184,6 +184,7 @@ function description() {
 			privateKeyPath: key,
 			privateKey: fs.readFileSync(key, 'utf8'),
 			publicKey: fs.readFileSync(`${key}.pub`, 'utf8').trim(),
+			libvirt: 'direct',
 		},
 		uri: URI,
 		destinationFolder: DEST,
