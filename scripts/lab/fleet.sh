@@ -20,6 +20,8 @@ FLEET_DIR=$LAB/hosts
 FLEET_DEST=/srv/lvb-fleet/backups
 FLEET_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
+FLEET_RELAY_PORT=2200 # netem.sh's delay relay, inside a host's namespace
+
 fleet_addr() { printf '10.231.%s.%s' "${1#h}" "$2"; } # fleet_addr h2 2 -> 10.231.2.2
 fleet_sock() { printf '%s/run/libvirt/libvirt-sock' "$FLEET_DIR/$1"; }
 # Management URI: the explicit socket never autospawns a daemon (plain qemu:///session would, outside
@@ -197,6 +199,22 @@ fleet_up() {
 	LVB_LAB_DIR="$LAB" node "$LAB_SCRIPTS/fleet.js" up 9>&-
 }
 
+# fleet_relay_rule -A|-D|-C hN: the DNAT rule netem.sh uses to send new connections for the host's
+# sshd through its delay relay.
+fleet_relay_rule() {
+	iptables -w -t nat "$1" OUTPUT -d "$(fleet_addr "$2" 2)/32" -p tcp --dport 22 \
+		-m comment --comment "lvb-fleet-netem-$2" -j DNAT --to-destination "$(fleet_addr "$2" 2):$FLEET_RELAY_PORT"
+}
+
+# fleet_delay_clear hN: no delay on the host's link (netem qdiscs, relay rule and relay removed).
+fleet_delay_clear() {
+	local h=$1
+	tc qdisc del dev "lvb-$h" root 2>/dev/null || true
+	[[ -e /run/netns/lvb-$h ]] && { ip netns exec "lvb-$h" tc qdisc del dev eth0 root 2>/dev/null || true; }
+	while fleet_relay_rule -C "$h" 2>/dev/null; do fleet_relay_rule -D "$h"; done
+	stop_pidfile "fleet $h delay relay" "$RUN/fleet-$h-relay.pid" "$(readlink -f "$(command -v node)")"
+}
+
 # fleet_down [--purge]: domains destroyed + undefined, daemons stopped by pid file, namespaces
 # removed. Images and keys are kept unless --purge.
 fleet_down() {
@@ -206,6 +224,7 @@ fleet_down() {
 		LVB_LAB_DIR="$LAB" node "$LAB_SCRIPTS/fleet.js" down 9>&- || log "fleet: domain clean-up reported errors"
 	fi
 	for h in "${FLEET_HOSTS[@]}"; do
+		fleet_delay_clear "$h"
 		stop_pidfile "fleet $h libvirtd" "$(fleet_libvirtd_pidfile "$h")" /usr/sbin/libvirtd
 		stop_pidfile "fleet $h sshd" "$RUN/fleet-$h-sshd.pid" /usr/sbin/sshd
 		# Safety net: a qemu of this host that outlived its libvirtd (should not happen).
