@@ -1,0 +1,133 @@
+/**
+ * The fleet of lab hosts (scripts/lab/fleet.sh) keeps its promises: three hosts, each reached with
+ * its own pinned host key and the fleet's one credential; the same URI shows each host's own VMs
+ * only (the same VM name on two hosts does not collide); the same Destination Folder is a separate
+ * store per host, proven by real push-mode backups through the engine; a second up.sh leaves a
+ * working fleet as it was.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { backupVm, CHECKPOINT_PREFIX, type BackupResult } from '../../lib/backup';
+import { listDomains } from '../../lib/libvirt';
+import { withSsh } from '../../lib/ssh';
+import { fleetLab, fleetSshExec, loadLab, shq, type LabFleetHost } from '../support/lab';
+import { fleetTarget } from '../support/targets';
+
+jest.setTimeout(180_000);
+
+const fleet = fleetLab();
+const [h1, h2, h3] = fleet.hosts;
+
+/** Runs a command on a fleet host as the fleet user; throws on failure. */
+function on(host: LabFleetHost, command: string): string {
+	const r = fleetSshExec(host, command);
+	if (r.code !== 0) throw new Error(`${host.name}: ${command} exited ${r.code}: ${r.stderr}`);
+	return r.stdout;
+}
+
+function local(cmd: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
+	const r = spawnSync(cmd, args, { encoding: 'utf8' });
+	if (r.error) throw r.error;
+	return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('three hosts, each its own address and its own host key', () => {
+	expect(fleet.hosts.map((h) => h.name)).toEqual(['lvb-h1', 'lvb-h2', 'lvb-h3']);
+	const fingerprints = [...fleet.hosts.map((h) => h.hostKeyFingerprint), loadLab().hostKeyFingerprint];
+	expect(new Set(fingerprints).size).toBe(4);
+	expect(new Set(fleet.hosts.map((h) => h.address)).size).toBe(3);
+	for (const host of fleet.hosts) expect(on(host, 'hostname').trim()).toBe(host.name);
+});
+
+test.each(fleet.hosts.map((h) => [h.name, h] as const))('%s refuses the other hosts’ keys pinned for its address', (_name, host) => {
+	for (const other of fleet.hosts.filter((h) => h !== host)) {
+		const r = fleetSshExec(host, 'true', { knownHostsLine: `${host.address} ${other.hostPublicKey}` });
+		expect(r.code).toBe(255);
+		expect(r.stderr).toContain('Host key verification failed');
+	}
+});
+
+test('one credential and one URI: every host lists only its own VMs (engine discovery and plain virsh)', async () => {
+	for (const host of fleet.hosts) {
+		const seen = await withSsh(fleetTarget(host), (ssh) => listDomains(ssh, fleet.uri));
+		const want = host.vms.map((vm) => ({ name: vm.name, uuid: vm.uuid, state: vm.state === 'shut off' ? 'shutoff' : vm.state }));
+		expect(seen).toEqual(want.sort((a, b) => a.name.localeCompare(b.name)));
+		// The URI the host's sessions get by default is the same one.
+		expect(on(host, 'virsh -q list --all --name').split('\n').filter(Boolean).sort()).toEqual(host.vms.map((vm) => vm.name).sort());
+	}
+	// `app` exists on every host, as three different VMs with their own disks.
+	const apps = fleet.hosts.map((h) => h.vms.find((vm) => vm.name === 'app'));
+	expect(apps.every((vm) => vm?.state === 'running')).toBe(true);
+	expect(new Set(apps.map((vm) => vm?.uuid)).size).toBe(3);
+	expect(new Set(apps.map((vm) => vm?.disks[0].path)).size).toBe(3);
+	for (const host of fleet.hosts) {
+		const source = on(host, 'virsh -q domblklist app').trim().split(/\s+/)[1];
+		expect(source).toBe(host.vms.find((vm) => vm.name === 'app')?.disks[0].path);
+	}
+});
+
+describe('the same Destination Folder on two hosts', () => {
+	const folder = `${fleet.destinationFolder}/jest-fleet-${process.pid}`;
+	const results = new Map<LabFleetHost, BackupResult>();
+	const checkpointsBefore = new Map<LabFleetHost, string[]>();
+	const checkpoints = (host: LabFleetHost) => on(host, 'virsh -q checkpoint-list app --name').split('\n').filter(Boolean);
+
+	beforeAll(async () => {
+		for (const host of [h1, h2]) {
+			checkpointsBefore.set(host, checkpoints(host));
+			const result = await withSsh(fleetTarget(host), (ssh) =>
+				backupVm(ssh, { uri: fleet.uri, vm: 'app', dest: folder, mode: 'full', compression: 'none', quiesce: 'off', holder: `jest ${process.pid}`, host: host.name }),
+			);
+			results.set(host, result);
+		}
+	});
+	afterAll(() => {
+		for (const host of fleet.hosts) fs.rmSync(path.join(host.backupStore, path.basename(folder)), { recursive: true, force: true });
+		// The backups' checkpoints go with the backups.
+		for (const [host, before] of checkpointsBefore) {
+			for (const cp of checkpoints(host).filter((c) => !before.includes(c))) on(host, `virsh -q checkpoint-delete app ${shq(cp)}`);
+		}
+	});
+
+	test('both are push-mode live backups with a checkpoint, at the same path string', () => {
+		for (const host of [h1, h2]) {
+			const result = results.get(host);
+			expect(result).toMatchObject({ vm: 'app', kind: 'full', method: 'push', consistency: 'crash', host: host.name });
+			expect(result?.uuid).toBe(host.vms.find((vm) => vm.name === 'app')?.uuid);
+			expect(result?.path.startsWith(`${folder}/app/`)).toBe(true);
+			expect(checkpoints(host)).toContain(result?.checkpoint);
+			expect(result?.checkpoint?.startsWith(CHECKPOINT_PREFIX)).toBe(true);
+		}
+	});
+
+	test('each lands in its own host’s store, holding that host’s disk; the third host and this machine see none', () => {
+		for (const [n, host] of [[1, h1], [2, h2]] as const) {
+			const result = results.get(host) as BackupResult;
+			const image = path.join(host.backupStore, path.relative(fleet.destinationFolder, result.path), 'vda.qcow2');
+			// Per-host data pattern 0xaN: this image is host N's app disk, not another host's.
+			const read = local('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', `read -P 0x${(0xa0 + n).toString(16)} 0 1M`, '-c', `read -P 0x${(0xa0 + n).toString(16)} 16M 2M`, image]);
+			expect(read.stderr).toBe('');
+			expect(read.stdout).not.toContain('Pattern verification failed');
+			// Over SSH, the folder on this host holds exactly this host's backup.
+			expect(on(host, `ls ${shq(`${folder}/app`)}`).split('\n').filter(Boolean)).toEqual([result.id]);
+		}
+		expect(fs.existsSync(path.join(h3.backupStore, path.basename(folder)))).toBe(false);
+		expect(on(h3, `ls -A ${shq(fleet.destinationFolder)}`)).not.toContain(path.basename(folder));
+		expect(fs.readdirSync(fleet.destinationFolder)).toEqual([]);
+	});
+});
+
+test('a second up.sh leaves the running fleet as it was: same daemons, same running VMs, still reachable', () => {
+	const snapshot = () =>
+		fleet.hosts.map((host) => ({
+			sshd: fs.readFileSync(`${loadLab().labDir}/run/fleet-${host.name.replace(/^lvb-/, '')}-sshd.pid`, 'utf8').trim(),
+			libvirtd: fs.readFileSync(`${host.xdg.runtimeDir}/libvirt/libvirtd.pid`, 'utf8').trim(),
+			app: on(host, 'virsh -q domid app').trim(),
+		}));
+	const before = snapshot();
+	const up = local('bash', [path.join(__dirname, '..', '..', 'scripts', 'lab', 'up.sh')]);
+	expect(up.code).toBe(0);
+	expect(snapshot()).toEqual(before);
+	for (const host of fleet.hosts) expect(on(host, 'virsh -q domstate app').trim()).toBe('running');
+});
