@@ -3,7 +3,7 @@
 // host and the replica host (its own address, port and host key). Needs `npm run build` and the lab.
 import * as fs from 'node:fs';
 import type { IConnections, IDataObject, INode } from 'n8n-workflow';
-import { loadLab, type Lab } from '../support/lab';
+import { fleetLab, fleetSshExec, loadLab, shq, type Lab, type LabFleet, type LabFleetHost } from '../support/lab';
 import { makeDest, removeDest } from '../support/backupFixtures';
 import { InProcessN8n, type CredentialStore, type InProcessRun, type WorkflowJson } from '../support/n8n-inprocess';
 import { labCredentialData } from '../support/targets';
@@ -24,8 +24,8 @@ function credentials(hostKeys = `${lab.knownHostsLine}\n${lab.replicaHost!.known
 	return { [CREDENTIAL]: { type: 'libvirtSshApi', data: labCredentialData({ hostKeys }) } };
 }
 
-/** Manual Trigger -> Items (the given items) -> our node. */
-function workflow(items: IDataObject[], type: string, parameters: Record<string, unknown>, continueOnFail = false): WorkflowJson {
+/** Manual Trigger -> Items (the given items) -> our node (-> a second node of ours, `Next`). */
+function workflow(items: IDataObject[], type: string, parameters: Record<string, unknown>, continueOnFail = false, next?: { type: string; parameters: Record<string, unknown> }): WorkflowJson {
 	const nodes: INode[] = [
 		{ id: 'trigger', name: TRIGGER, type: 'n8n-nodes-base.manualTrigger', typeVersion: 1, position: [0, 0], parameters: {} },
 		{ id: 'items', name: 'Hosts', type: 'lvb-test.items', typeVersion: 1, position: [200, 0], parameters: { items: JSON.stringify(items) } },
@@ -44,11 +44,15 @@ function workflow(items: IDataObject[], type: string, parameters: Record<string,
 		[TRIGGER]: { main: [[{ node: 'Hosts', type: 'main', index: 0 }]] },
 		Hosts: { main: [[{ node: 'Node', type: 'main', index: 0 }]] },
 	};
+	if (next) {
+		nodes.push({ ...nodes[2], id: 'next', name: 'Next', type: `${PACKAGE}.${next.type}`, position: [600, 0], parameters: next.parameters as INode['parameters'], onError: 'continueRegularOutput' });
+		connections.Node = { main: [[{ node: 'Next', type: 'main', index: 0 }]] };
+	}
 	return { nodes, connections };
 }
 
-function output(result: InProcessRun): Array<{ json: IDataObject; item: number }> {
-	const items = result.run.data.resultData.runData.Node?.[0]?.data?.main?.[0] ?? [];
+function output(result: InProcessRun, node = 'Node', outputIndex = 0): Array<{ json: IDataObject; item: number }> {
+	const items = result.run.data.resultData.runData[node]?.[0]?.data?.main?.[outputIndex] ?? [];
 	return items.map((entry) => ({ json: entry.json, item: (entry.pairedItem as { item: number }).item }));
 }
 
@@ -168,5 +172,73 @@ describe('Hosts in Parallel', () => {
 		// Overlapping intervals: each started before the other finished.
 		expect(a[0]).toBeLessThan(b[1]);
 		expect(b[0]).toBeLessThan(a[1]);
+	});
+});
+
+describe('several hosts, each with its own libvirt and store (the fleet lab)', () => {
+	let fleet: LabFleet;
+	let dest: string;
+	const sub = `host-per-item-${process.pid}`;
+	const address = (host: LabFleetHost) => `${host.address}:${host.port}`;
+
+	beforeAll(() => {
+		fleet = fleetLab();
+		dest = `${fleet.destinationFolder}/${sub}`;
+		for (const host of fleet.hosts) expect(fleetSshExec(host, `mkdir -p -- ${shq(dest)}`).code).toBe(0);
+	});
+	afterAll(() => {
+		for (const host of fleet?.hosts ?? []) fleetSshExec(host, `rm -rf -- ${shq(dest)}`);
+	});
+
+	function fleetCredentials(): CredentialStore {
+		const [first] = fleet.hosts;
+		return {
+			[CREDENTIAL]: {
+				type: 'libvirtSshApi',
+				data: {
+					host: first.address,
+					port: first.port,
+					username: fleet.user.username,
+					authMethod: 'privateKey',
+					privateKey: fleet.user.privateKey,
+					hostKeys: fleet.hosts.map((host) => host.knownHostsLine).join('\n'),
+					skipHostKeyVerification: false,
+					sudoMode: 'none',
+					libvirtUri: fleet.uri,
+				},
+			},
+		};
+	}
+
+	test('Backup then Verify on two hosts: each item is verified on its own host (the same path on each)', async () => {
+		// Defect found by the fleet e2e: Verify kept the first host's connection for every item, so a
+		// backup on the second host was "not found" there.
+		const [h1, h2] = fleet.hosts;
+		const web = (host: LabFleetHost) => host.vms.find((vm) => vm.state === 'shut off')!.name;
+		const items = [
+			{ host: address(h1), vm: web(h1) },
+			{ host: address(h2), vm: web(h2) },
+		];
+		const result = await n8n.run(
+			workflow(items, 'libvirtBackupVmDisk', { host: '={{ $json.host }}', hostsInParallel: 1, vm: '={{ $json.vm }}', destination: dest, mode: 'full' }, false, {
+				type: 'libvirtVerifyChecksum',
+				parameters: { host: '={{ $json.host }}', hostsInParallel: 1 },
+			}),
+			{ credentials: fleetCredentials() },
+		);
+		expect(result.error).toBeUndefined();
+		expect(output(result, 'Next', 1)).toEqual([]);
+		expect(output(result, 'Next', 0).map(({ json }) => [json.host, json.vm, json.valid])).toEqual([
+			[address(h1), web(h1), true],
+			[address(h2), web(h2), true],
+		]);
+	});
+
+	test('Discover on every host: each lists its own VMs only', async () => {
+		const result = await n8n.run(workflow(fleet.hosts.map((host) => ({ host: address(host) })), 'libvirtDiscoverVms', { host: '={{ $json.host }}' }), { credentials: fleetCredentials() });
+		expect(result.error).toBeUndefined();
+		const found = output(result).map(({ item, json }) => [item, json.host, json.name, json.uuid]);
+		const expected = fleet.hosts.flatMap((host, index) => [...host.vms].sort((a, b) => a.name.localeCompare(b.name)).map((vm) => [index, address(host), vm.name, vm.uuid]));
+		expect(found).toEqual(expected);
 	});
 });
