@@ -131,3 +131,22 @@ test('a second up.sh leaves the running fleet as it was: same daemons, same runn
 	expect(snapshot()).toEqual(before);
 	for (const host of fleet.hosts) expect(on(host, 'virsh -q domstate app').trim()).toBe('running');
 });
+
+test('netem.sh delays a host’s link and `off` restores the direct path; the host stays reachable with its pinned key', () => {
+	const netem = path.join(__dirname, '..', '..', 'scripts', 'lab', 'netem.sh');
+	const relayPid = `${loadLab().labDir}/run/fleet-${h3.name.replace(/^lvb-/, '')}-relay.pid`;
+	const client = () => on(h3, 'echo "$SSH_CONNECTION"').trim().split(' ')[0];
+	try {
+		expect(local('bash', [netem, h3.name, '5ms']).code).toBe(0);
+		const qdisc = local('tc', ['qdisc', 'show', 'dev', h3.veth]).stdout;
+		// Kernels with netem: qdiscs on the veth; without (this lab's machines): the relay in the namespace.
+		if (fs.existsSync(relayPid)) expect(client()).toBe(h3.address);
+		else expect({ qdisc, client: client() }).toEqual({ qdisc: expect.stringContaining('netem') as unknown as string, client: h3.rootAddress });
+	} finally {
+		expect(local('bash', [netem, h3.name, 'off']).code).toBe(0);
+	}
+	expect(fs.existsSync(relayPid)).toBe(false);
+	expect(local('tc', ['qdisc', 'show', 'dev', h3.veth]).stdout).not.toContain('netem');
+	expect(local('iptables', ['-w', '-t', 'nat', '-S', 'OUTPUT']).stdout).not.toContain('lvb-fleet-netem-h3');
+	expect(client()).toBe(h3.rootAddress);
+});
