@@ -169,7 +169,10 @@ async function ensureHost(h, st) {
 		if (vm.state === 'running' && !running) {
 			if (state !== undefined && state !== 'shut off') await virshAsync(h, ['destroy', '--domain', vm.uuid]).catch(() => undefined); // paused, crashed...
 			log(`starting ${vm.name} on lvb-${h}`);
-			await virshAsync(h, ['start', '--domain', vm.uuid]);
+			// Tests share the fleet: one may have started it since the list was taken.
+			await virshAsync(h, ['start', '--domain', vm.uuid]).catch(async (e) => {
+				if ((await virshAsync(h, ['domstate', '--domain', vm.uuid])).trim() !== 'running') throw e;
+			});
 		} else if (vm.state === 'shut off' && state !== undefined && state !== 'shut off') {
 			log(`destroying ${vm.name} on lvb-${h} (promised: shut off)`);
 			await virshAsync(h, ['destroy', '--domain', vm.uuid]);
@@ -180,7 +183,8 @@ async function ensureHost(h, st) {
 function hostKey(h, address) {
 	const pub = path.join(hostDir(h), 'ssh', 'ssh_host_ed25519_key.pub');
 	const [type, b64] = fs.readFileSync(pub, 'utf8').trim().split(/\s+/);
-	const fp = run('ssh-keygen', ['-l', '-E', 'sha256', '-f', pub]).stdout.split(/\s+/)[1];
+	// As `ssh-keygen -l -E sha256` prints it, without a process per host on every up.sh.
+	const fp = `SHA256:${crypto.createHash('sha256').update(Buffer.from(b64, 'base64')).digest('base64').replace(/=+$/, '')}`;
 	return { knownHostsLine: `${address} ${type} ${b64}`, hostKeyFingerprint: fp, hostPublicKey: `${type} ${b64}` };
 }
 
