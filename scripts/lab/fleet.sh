@@ -217,19 +217,69 @@ fleet_up() {
 }
 
 # fleet_relay_rule -A|-D|-C hN: the DNAT rule netem.sh uses to send new connections for the host's
-# sshd through its delay relay.
+# sshd through its delay relay. Deleting it cuts the connections it translated (measured with
+# iptables-nft 1.8.9: an open ssh session through the relay stalls), so `off` first puts the bypass
+# rule before it (new connections go direct) and deletes both only once the relay has no connection.
 fleet_relay_rule() {
 	iptables -w -t nat "$1" OUTPUT -d "$(fleet_addr "$2" 2)/32" -p tcp --dport 22 \
 		-m comment --comment "lvb-fleet-netem-$2" -j DNAT --to-destination "$(fleet_addr "$2" 2):$FLEET_RELAY_PORT"
 }
+fleet_bypass_rule() { # fleet_bypass_rule -I|-D|-C hN
+	local op=("$1" OUTPUT)
+	[[ $1 == -I ]] && op+=(1)
+	iptables -w -t nat "${op[@]}" -d "$(fleet_addr "$2" 2)/32" -p tcp --dport 22 -m comment --comment "lvb-fleet-netem-$2-off" -j RETURN
+}
 
-# fleet_delay_clear hN: no delay on the host's link (netem qdiscs, relay rule and relay removed).
+# fleet_relay_alive PIDFILE: prints the pid of a live netem-relay.js recorded there.
+fleet_relay_alive() {
+	local pid
+	pid=$(pid_alive "$1" "$(readlink -f "$(command -v node)")") || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'netem-relay\.js' || return 1
+	printf '%s' "$pid"
+}
+
+# fleet_delay_clear hN [--now]: no delay for new connections to the host (netem qdiscs removed, the
+# relay bypassed). The relay stops accepting and exits once the connections through it have ended
+# (a test's open connection keeps working); after 2 s it is left draining, recorded in
+# $RUN/fleet-hN-relay-draining-PID.pid, and its rules stay until a later call finds it gone.
+# --now (down.sh) kills relays, draining ones too.
 fleet_delay_clear() {
-	local h=$1
+	local h=$1 now=${2:-} pidfile pid i draining=0
 	tc qdisc del dev "lvb-$h" root 2>/dev/null || true
 	[[ -e /run/netns/lvb-$h ]] && { ip netns exec "lvb-$h" tc qdisc del dev eth0 root 2>/dev/null || true; }
-	while fleet_relay_rule -C "$h" 2>/dev/null; do fleet_relay_rule -D "$h"; done
-	stop_pidfile "fleet $h delay relay" "$RUN/fleet-$h-relay.pid" "$(readlink -f "$(command -v node)")"
+	if fleet_relay_rule -C "$h" 2>/dev/null && ! fleet_bypass_rule -C "$h" 2>/dev/null; then
+		fleet_bypass_rule -I "$h"
+	fi
+	for pidfile in "$RUN/fleet-$h-relay.pid" "$RUN/fleet-$h-relay-draining-"*.pid; do
+		[[ -e $pidfile ]] || continue
+		if ! pid=$(fleet_relay_alive "$pidfile"); then
+			rm -f "$pidfile"
+			continue
+		fi
+		if [[ $now == --now ]]; then
+			log "stopping fleet $h delay relay (pid $pid)"
+			kill -KILL "$pid" 2>/dev/null || true
+			rm -f "$pidfile"
+			continue
+		fi
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 20; i++)); do
+			pid_running "$pid" || break
+			sleep 0.1
+		done
+		if pid_running "$pid"; then
+			log "fleet $h delay relay (pid $pid) drains its open connections"
+			[[ $pidfile == *-draining-* ]] || mv -f "$pidfile" "$RUN/fleet-$h-relay-draining-$pid.pid"
+			draining=1
+		else
+			log "stopped fleet $h delay relay (pid $pid)"
+			rm -f "$pidfile"
+		fi
+	done
+	if ((!draining)); then
+		while fleet_relay_rule -C "$h" 2>/dev/null; do fleet_relay_rule -D "$h"; done
+		while fleet_bypass_rule -C "$h" 2>/dev/null; do fleet_bypass_rule -D "$h"; done
+	fi
 }
 
 # fleet_down [--purge]: domains destroyed + undefined, daemons stopped by pid file, namespaces
@@ -241,7 +291,7 @@ fleet_down() {
 		LVB_LAB_DIR="$LAB" node "$LAB_SCRIPTS/fleet.js" down 9>&- || log "fleet: domain clean-up reported errors"
 	fi
 	for h in "${FLEET_HOSTS[@]}"; do
-		fleet_delay_clear "$h"
+		fleet_delay_clear "$h" --now
 		stop_pidfile "fleet $h libvirtd" "$(fleet_libvirtd_pidfile "$h")" /usr/sbin/libvirtd
 		stop_pidfile "fleet $h sshd" "$RUN/fleet-$h-sshd.pid" /usr/sbin/sshd
 		# Safety net: a qemu of this host that outlived its libvirtd (should not happen).
