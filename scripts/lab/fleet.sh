@@ -13,13 +13,15 @@
 # One credential reaches all three: user $FLEET_USER, key $LAB/keys/fleet.
 # Daemons are tracked by pid files: sshd in $RUN/fleet-hN-sshd.pid, libvirtd in its default session
 # pid file ($FLEET_DIR/hN/run/libvirt/libvirtd.pid, the one an autospawned daemon would use too).
+# Fast path (fleet already up): daemons alive, sshds accepting and $FLEET_DIR/.stamp naming this
+# fleet.sh -> only fleet.js runs (VM states, fleet.json). rm $FLEET_DIR/.stamp to force a full pass
+# (e.g. after editing a generated config by hand).
 
 FLEET_HOSTS=(h1 h2 h3)
 FLEET_USER=lvbfleet
 FLEET_DIR=$LAB/hosts
 FLEET_DEST=/srv/lvb-fleet/backups
 FLEET_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-
 FLEET_RELAY_PORT=2200 # netem.sh's delay relay, inside a host's namespace
 
 fleet_addr() { printf '10.231.%s.%s' "${1#h}" "$2"; } # fleet_addr h2 2 -> 10.231.2.2
