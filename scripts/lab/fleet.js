@@ -18,6 +18,12 @@ const LAB = process.env.LVB_LAB_DIR || '/var/lib/lvb-lab';
 const FLEET_DIR = path.join(LAB, 'hosts');
 const FLEET_FILE = path.join(FLEET_DIR, 'fleet.json');
 const USER = 'lvbfleet';
+const USER_IDS = (() => {
+	const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${USER}:`));
+	if (!line) throw new Error(`no user ${USER}`);
+	const [, , uid, gid] = line.split(':');
+	return { uid: Number(uid), gid: Number(gid) };
+})();
 const URI = 'qemu:///session';
 const DEST = '/srv/lvb-fleet/backups';
 const HOSTS = ['h1', 'h2', 'h3'];
@@ -35,17 +41,18 @@ function run(cmd, args, opts = {}) {
 const hostDir = (h) => path.join(FLEET_DIR, h);
 const mgmtUri = (h) => `qemu+unix:///session?socket=${hostDir(h)}/run/libvirt/libvirt-sock`;
 const virsh = (h, args, opts) => run('virsh', ['-q', '-c', mgmtUri(h), ...args], opts);
-function virshAsync(h, args) {
+function runAsync(cmd, args) {
 	return new Promise((resolve, reject) => {
-		const p = spawn('virsh', ['-q', '-c', mgmtUri(h), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+		const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 		let out = '';
 		let err = '';
 		p.stdout.on('data', (b) => (out += b));
 		p.stderr.on('data', (b) => (err += b));
 		p.on('error', reject);
-		p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`virsh ${args.join(' ')} on ${h} exited ${code}: ${err.trim()}`))));
+		p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.trim()}`))));
 	});
 }
+const virshAsync = (h, args) => runAsync('virsh', ['-q', '-c', mgmtUri(h), ...args]);
 
 function uuidFor(h, name) {
 	const x = crypto.createHash('sha1').update(`lvb-fleet:${h}:${name}`).digest('hex');
@@ -91,14 +98,14 @@ function specs(h) {
 	return [vm('app', 'running', 0xa0 + n), vm(`${h}-web`, 'shut off', 0xb0 + n)];
 }
 
-function ensureImage(h, disk) {
+async function ensureImage(disk) {
 	if (fs.existsSync(disk.path)) return;
 	const tmp = `${path.dirname(disk.path)}/.tmp-${process.pid}-${path.basename(disk.path)}`;
-	run('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(disk.virtualSize)]);
+	await runAsync('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(disk.virtualSize)]);
 	const io = ['-f', 'qcow2'];
 	for (const w of disk.data) io.push('-c', `write -q -P 0x${w.pattern.toString(16)} ${w.offset} ${w.length}`);
-	run('qemu-io', [...io, tmp]);
-	run('chown', [`${USER}:${USER}`, tmp]);
+	await runAsync('qemu-io', [...io, tmp]);
+	fs.chownSync(tmp, USER_IDS.uid, USER_IDS.gid);
 	fs.renameSync(tmp, disk.path);
 }
 
@@ -136,7 +143,8 @@ async function hostStates() {
 	);
 }
 
-function ensureHost(h, st) {
+/** Host h's VMs defined (when new or their XML changed) and in their promised states; hosts run in parallel. */
+async function ensureHost(h, st) {
 	const domDir = path.join(hostDir(h), 'domains');
 	fs.mkdirSync(domDir, { recursive: true });
 	for (const vm of specs(h)) {
@@ -149,22 +157,25 @@ function ensureHost(h, st) {
 		const state = st.get(vm.name);
 		let running = state === 'running';
 		if (state === undefined || old !== xml) {
-			for (const d of vm.disks) ensureImage(h, d);
-			if (running) virsh(h, ['destroy', '--domain', vm.uuid], { allowFail: true });
+			for (const d of vm.disks) await ensureImage(d);
+			if (running) await virshAsync(h, ['destroy', '--domain', vm.uuid]).catch(() => undefined);
 			running = false;
 			fs.writeFileSync(`${xmlFile}.new`, xml, { mode: 0o644 });
-			virsh(h, ['define', '--file', `${xmlFile}.new`]);
+			await virshAsync(h, ['define', '--file', `${xmlFile}.new`]);
 			fs.renameSync(`${xmlFile}.new`, xmlFile);
 			log(`defined ${vm.name} on lvb-${h}`);
 		}
 		// Re-establish the promised state (a test may have changed it).
 		if (vm.state === 'running' && !running) {
-			virsh(h, ['destroy', '--domain', vm.uuid], { allowFail: true }); // paused, crashed...
+			if (state !== undefined && state !== 'shut off') await virshAsync(h, ['destroy', '--domain', vm.uuid]).catch(() => undefined); // paused, crashed...
 			log(`starting ${vm.name} on lvb-${h}`);
-			virsh(h, ['start', '--domain', vm.uuid]);
+			// Tests share the fleet: one may have started it since the list was taken.
+			await virshAsync(h, ['start', '--domain', vm.uuid]).catch(async (e) => {
+				if ((await virshAsync(h, ['domstate', '--domain', vm.uuid])).trim() !== 'running') throw e;
+			});
 		} else if (vm.state === 'shut off' && state !== undefined && state !== 'shut off') {
 			log(`destroying ${vm.name} on lvb-${h} (promised: shut off)`);
-			virsh(h, ['destroy', '--domain', vm.uuid]);
+			await virshAsync(h, ['destroy', '--domain', vm.uuid]);
 		}
 	}
 }
@@ -172,7 +183,8 @@ function ensureHost(h, st) {
 function hostKey(h, address) {
 	const pub = path.join(hostDir(h), 'ssh', 'ssh_host_ed25519_key.pub');
 	const [type, b64] = fs.readFileSync(pub, 'utf8').trim().split(/\s+/);
-	const fp = run('ssh-keygen', ['-l', '-E', 'sha256', '-f', pub]).stdout.split(/\s+/)[1];
+	// As `ssh-keygen -l -E sha256` prints it, without a process per host on every up.sh.
+	const fp = `SHA256:${crypto.createHash('sha256').update(Buffer.from(b64, 'base64')).digest('base64').replace(/=+$/, '')}`;
 	return { knownHostsLine: `${address} ${type} ${b64}`, hostKeyFingerprint: fp, hostPublicKey: `${type} ${b64}` };
 }
 
@@ -211,7 +223,7 @@ function description() {
 
 async function up() {
 	const st = await hostStates();
-	for (const h of HOSTS) ensureHost(h, st[h]);
+	await Promise.all(HOSTS.map((h) => ensureHost(h, st[h])));
 	if (writeIfChanged(FLEET_FILE, JSON.stringify(description(), null, 2) + '\n', 0o600)) log(`wrote ${FLEET_FILE}`);
 }
 

@@ -48,4 +48,6 @@ server.on('error', (e) => {
 server.listen(Number(listenPort), listenHost, () => {
 	fs.writeFileSync(pidFile, `${process.pid}\n`);
 });
-process.on('SIGTERM', () => process.exit(0));
+// SIGTERM: stop accepting, exit when the connections through the relay have ended (netem.sh off
+// removes the DNAT rule first: new connections go direct, open ones keep their path until closed).
+process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -8,13 +8,14 @@
 # on this project's Firecracker machines: "Specified qdisc kind is unknown") get a userspace stand-in:
 # netem-relay.js inside the host's namespace on 10.231.N.2:2200, and a DNAT rule in this namespace
 # sending new TCP connections for 10.231.N.2:22 to it (see netem-relay.js for what it models).
-# LVB_NETEM_MODE=netem|relay forces one. Either way only NEW connections see a change (DNAT is
-# per connection). `off` removes both kinds. The relay is tracked by $RUN/fleet-hN-relay.pid.
+# LVB_NETEM_MODE=netem|relay forces one. With the relay only NEW connections see a change (DNAT is
+# per connection; `off` lets open ones finish through the draining relay). `off` removes both
+# kinds. The relay is tracked by $RUN/fleet-hN-relay.pid.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/fleet.sh"
 
-[[ $# == 2 ]] || { sed -n '2,12p' "$0"; exit 2; }
+[[ $# == 2 ]] || { sed -n '2,13p' "$0"; exit 2; }
 [[ $(id -u) == 0 ]] || die "netem.sh must run as root"
 target=${1#lvb-}
 delay=$2
@@ -61,7 +62,8 @@ for h in "${hosts[@]}"; do
 			sleep 0.05
 		done
 		[[ -s $pidfile ]] || die "delay relay of lvb-$h did not start (see $FLEET_DIR/$h/log/netem-relay.log)"
-		fleet_relay_rule -A "$h"
+		fleet_relay_rule -C "$h" 2>/dev/null || fleet_relay_rule -A "$h"
+		while fleet_bypass_rule -C "$h" 2>/dev/null; do fleet_bypass_rule -D "$h"; done
 		log "lvb-$h: no netem in this kernel; delay relay ${delay_ms}ms per direction ($(fleet_addr "$h" 2):22 -> :$FLEET_RELAY_PORT, pid $(<"$pidfile"))"
 	fi
 done
