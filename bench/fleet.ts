@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { fleetLab, fleetSshExec, shq } from '../test/support/lab';
 import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type N8nInstance, type RunJson } from '../test/support/n8n';
 import { startHttpReceiver, startMailReceiver } from '../test/support/receivers';
+import { fleetCredentialData } from '../test/support/targets';
 import { SHIPPED_DEST, SHIPPED_HOOK } from '../test/support/shipped';
 import { loadAverage, median } from './lib/host';
 
@@ -55,20 +56,7 @@ async function main(): Promise<void> {
 		n8n = await createUserFolder(tgz);
 		await fs.rm(path.dirname(tgz), { recursive: true, force: true });
 		const [libvirt, smtp] = await n8n.importCredentials([
-			{
-				name: 'Libvirt fleet',
-				type: 'libvirtSshApi',
-				data: {
-					host: fleet.hosts[0].address,
-					port: fleet.hosts[0].port,
-					username: fleet.user.username,
-					authMethod: 'privateKey',
-					privateKey: fleet.user.privateKey,
-					hostKeys: fleet.hosts.map((host) => host.knownHostsLine).join('\n'),
-					sudoMode: 'none',
-					libvirtUri: fleet.uri,
-				},
-			},
+			{ name: 'Libvirt fleet', type: 'libvirtSshApi', data: fleetCredentialData() },
 			{ name: 'SMTP', type: 'smtp', data: { host: mail.host, port: mail.port, secure: false, disableStartTls: true, user: 'any', password: 'any' } },
 		]);
 		const ids: Record<number, string> = {};

@@ -8,6 +8,7 @@ import { fleetLab, fleetSshExec, shq, type LabFleet } from '../support/lab';
 import { createUserFolder, nodeOutput, packPackage, REPO_ROOT, type ExecuteResult, type N8nInstance } from '../support/n8n';
 import { startHttpReceiver, startMailReceiver, type HttpReceiver, type MailReceiver } from '../support/receivers';
 import { SHIPPED_DEST, SHIPPED_HOOK } from '../support/shipped';
+import { fleetCredentialData } from '../support/targets';
 
 jest.setTimeout(600_000);
 
@@ -41,22 +42,7 @@ beforeAll(async () => {
 	n8n = await createUserFolder(tgz);
 	await fs.promises.rm(path.dirname(tgz), { recursive: true, force: true });
 	const [libvirt, smtp] = await n8n.importCredentials([
-		{
-			name: 'Libvirt fleet',
-			type: 'libvirtSshApi',
-			data: {
-				// The credential's own host is one of the fleet; every host's key is pinned on its own line.
-				host: fleet.hosts[0].address,
-				port: fleet.hosts[0].port,
-				username: fleet.user.username,
-				authMethod: 'privateKey',
-				privateKey: fleet.user.privateKey,
-				hostKeys: fleet.hosts.map((host) => host.knownHostsLine).join('\n'),
-				skipHostKeyVerification: false,
-				sudoMode: 'none',
-				libvirtUri: fleet.uri,
-			},
-		},
+		{ name: 'Libvirt fleet', type: 'libvirtSshApi', data: fleetCredentialData() },
 		{ name: 'SMTP', type: 'smtp', data: { host: mail.host, port: mail.port, secure: false, disableStartTls: true, user: 'any', password: 'any' } },
 	]);
 	const workflow = JSON.parse(fs.readFileSync(WORKFLOW, 'utf8'));

@@ -6,7 +6,7 @@ import type { IConnections, IDataObject, INode } from 'n8n-workflow';
 import { fleetLab, fleetSshExec, loadLab, shq, type Lab, type LabFleet, type LabFleetHost } from '../support/lab';
 import { makeDest, removeDest } from '../support/backupFixtures';
 import { InProcessN8n, type CredentialStore, type InProcessRun, type WorkflowJson } from '../support/n8n-inprocess';
-import { labCredentialData } from '../support/targets';
+import { fleetCredentialData, labCredentialData } from '../support/targets';
 
 jest.setTimeout(180_000);
 
@@ -190,25 +190,7 @@ describe('several hosts, each with its own libvirt and store (the fleet lab)', (
 		for (const host of fleet?.hosts ?? []) fleetSshExec(host, `rm -rf -- ${shq(dest)}`);
 	});
 
-	function fleetCredentials(): CredentialStore {
-		const [first] = fleet.hosts;
-		return {
-			[CREDENTIAL]: {
-				type: 'libvirtSshApi',
-				data: {
-					host: first.address,
-					port: first.port,
-					username: fleet.user.username,
-					authMethod: 'privateKey',
-					privateKey: fleet.user.privateKey,
-					hostKeys: fleet.hosts.map((host) => host.knownHostsLine).join('\n'),
-					skipHostKeyVerification: false,
-					sudoMode: 'none',
-					libvirtUri: fleet.uri,
-				},
-			},
-		};
-	}
+	const fleetCredentials = (): CredentialStore => ({ [CREDENTIAL]: { type: 'libvirtSshApi', data: fleetCredentialData() } });
 
 	test('Backup then Verify on two hosts: each item is verified on its own host (the same path on each)', async () => {
 		// Defect found by the fleet e2e: Verify kept the first host's connection for every item, so a

@@ -61,3 +61,23 @@ export function labCredentialData(overrides: Record<string, string | number | bo
 		...overrides,
 	};
 }
+
+/**
+ * The `libvirtSshApi` credential data that drives the whole fleet lab: its one user and key, every
+ * fleet host's known_hosts line pinned, the first host as the credential's own.
+ */
+export function fleetCredentialData(): Record<string, string | number | boolean> {
+	const fleet = fleetLab();
+	const [first] = fleet.hosts;
+	return {
+		host: first.address,
+		port: first.port,
+		username: fleet.user.username,
+		authMethod: 'privateKey',
+		privateKey: fleet.user.privateKey,
+		hostKeys: fleet.hosts.map((host) => host.knownHostsLine).join('\n'),
+		skipHostKeyVerification: false,
+		sudoMode: 'none',
+		libvirtUri: fleet.uri,
+	};
+}
