@@ -8,10 +8,13 @@
  *   b. the worker running a backup killed (SIGKILL) mid-copy: the host aborts the orphaned job, the VM
  *      and the store are consistent, and the next call (served by the other worker) succeeds.
  *      What the caller of the killed run sees is n8n's doing, measured and logged.
- *   c. Export Archive's streamed response refuses queue mode with a clear error (HTTP 500 + reason).
+ *   c. Export Archive's streamed response refuses queue mode with a clear error (HTTP 500 + reason);
+ *      to n8n binary data (database mode, queue mode's default) + Respond to Webhook it downloads.
  */
-import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fs, readFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { quoteArg as q } from '../../lib/shell';
 import { vmBackupDir } from '../../lib/store';
@@ -30,7 +33,10 @@ jest.setTimeout(300_000);
 const BACKUP_WORKFLOW_NAME = 'Libvirt: back up one VM on request (webhook)';
 const BACKUP_HOOK = 'libvirt-backup';
 const EXPORT_HOOK = 'libvirt-export';
+const EXPORT_BINARY_HOOK = 'libvirt-export-bin';
 const token = randomBytes(18).toString('hex');
+/** Bull's job lock and stalled-check interval for this suite (n8n's defaults: 60 s and 30 s). */
+const STALL = { lockMs: 20_000, checkMs: 10_000 };
 const auth = { [TOKEN_HEADER]: token };
 
 let n8n: N8nInstance | undefined;
@@ -102,6 +108,20 @@ function backupIntervals(vm: TestVm): Array<{ id: string; start: number; end: nu
 		.sort((x, y) => x.start - y.start);
 }
 
+/** The shipped download workflow the queue-mode way: Export Archive to n8n binary data, sent by Respond to Webhook. */
+function exportToBinaryData(): Record<string, unknown> {
+	const workflow = JSON.parse(readFileSync(path.join(REPO_ROOT, 'workflows', 'export-download.json'), 'utf8'));
+	delete workflow.id;
+	for (const node of workflow.nodes as Array<{ type: string; name: string; parameters: Record<string, unknown>; webhookId?: string }>) {
+		if (node.type === 'n8n-nodes-base.webhook') Object.assign(node, { webhookId: '8d0c2a57-64f1-4c3e-9b1a-2f6e0d4c7b99', parameters: { ...node.parameters, path: EXPORT_BINARY_HOOK } });
+		if (node.name === 'Export Archive') node.parameters.target = 'binary';
+	}
+	workflow.nodes.push({ id: '00000000-0000-4000-8000-0000000000b1', name: 'Send the archive', type: 'n8n-nodes-base.respondToWebhook', typeVersion: 1.1, position: [880, -100], parameters: { respondWith: 'binary', options: {} } });
+	workflow.connections['Export Archive'] = { main: [[{ node: 'Send the archive', type: 'main', index: 0 }], [{ node: 'Answer the error', type: 'main', index: 0 }]] };
+	workflow.name = 'Export to n8n binary data (queue e2e)';
+	return workflow;
+}
+
 beforeAll(async () => {
 	destination = testDestination('queue');
 	const tgz = await packPackage();
@@ -115,11 +135,15 @@ beforeAll(async () => {
 	const ids = await n8n.importWorkflows([
 		{ workflow: path.join(REPO_ROOT, 'workflows', 'webhook-backup.json'), replace },
 		{ workflow: path.join(REPO_ROOT, 'workflows', 'export-download.json'), replace },
+		{ workflow: exportToBinaryData(), replace },
 	]);
 	for (const id of ids) await n8n.publishWorkflow(id);
 	backupWorkflowId = ids[0];
 	// Three slots per worker: six calls at once need both workers.
-	queue = await startQueue(n8n, { workers: 2, concurrency: 3, waitForWebhooks: [`POST ${BACKUP_HOOK}`, EXPORT_HOOK] });
+	// n8n notices a dead worker's job when its Bull lock runs out and a stalled check runs: with the
+	// defaults (60 s lock, 30 s check) that took 96-139 s here; shorter here to keep the suite short.
+	const env = { QUEUE_WORKER_LOCK_DURATION: String(STALL.lockMs), QUEUE_WORKER_LOCK_RENEW_TIME: String(STALL.lockMs / 4), QUEUE_WORKER_STALLED_INTERVAL: String(STALL.checkMs) };
+	queue = await startQueue(n8n, { workers: 2, concurrency: 3, env, waitForWebhooks: [`POST ${BACKUP_HOOK}`, EXPORT_HOOK, EXPORT_BINARY_HOOK] });
 	rest = await N8nRest.ownerSetup(queue.main);
 	// Each worker's first execution loads the package and opens its first SSH connection: done here
 	// (six calls, so both workers get some), so the calls under test start together.
@@ -219,10 +243,18 @@ test('the worker running a backup killed (SIGKILL) mid-copy: the host aborts the
 			findings: [...orphaned.findings, ...after.findings],
 		};
 
-		// What the caller of the killed run and the Executions list show: n8n's behaviour, measured.
-		const status = await rest.execution(execution.id).then((summary) => summary.status);
-		const waited = answer ? 'answered' : 'still waiting';
-		log(`${Math.round((Date.now() - killedAt) / 1000)} s after the kill: execution ${execution.id} is "${status}"; its webhook caller is ${waited}${answer ? ` (HTTP ${answer.status} after ${answer.ms} ms: ${answer.text.slice(0, 300)})` : ''}`);
+		// What the caller of the killed run and the Executions list show is n8n's doing: the job's
+		// Bull lock (QUEUE_WORKER_LOCK_DURATION) runs out, a worker's stalled check
+		// (QUEUE_WORKER_STALLED_INTERVAL) fails it (n8n sets maxStalledCount 0: never run again), and
+		// the main ends the execution as "error" and answers the caller 500.
+		const statusAt = (await rest.execution(execution.id)).status;
+		log(`${Math.round((Date.now() - killedAt) / 1000)} s after the kill: execution ${execution.id} is "${statusAt}"; its webhook caller is ${answer ? 'answered' : 'still waiting'}`);
+		const status = await rest.finishedStatus(execution.id, 240_000);
+		const caller = await run;
+		log(`${Math.round((Date.now() - killedAt) / 1000)} s after the kill: execution ${execution.id} is "${status}"; the webhook caller got HTTP ${caller.status} after ${caller.ms} ms: ${caller.text.slice(0, 300)}`);
+		expect(status).toBe('error');
+		expect([caller.status, caller.json]).toEqual([500, { message: 'Error in workflow' }]);
+		expect(setup().main.log()).toContain(`job stalled more than maxStalledCount (execution ${execution.id})`);
 	} finally {
 		const measured = counts ?? { dataLost: 0, vmsLeftUnclean: 0, partialBackupsListed: 0, foreignFilesRemoved: 0, findings: [] };
 		const survived = counts !== undefined && measured.dataLost + measured.vmsLeftUnclean + measured.partialBackupsListed === 0;
@@ -241,4 +273,25 @@ test("Export Archive's streamed response refuses queue mode: HTTP 500 with the r
 	expect(JSON.parse(text)).toEqual({
 		error: expect.stringContaining(`in n8n's regular mode: in queue mode a worker cannot stream a response. Use "N8n Binary Data" with Respond to Webhook instead.`),
 	});
+});
+
+test('Export Archive to n8n binary data (database mode, what queue mode uses) with Respond to Webhook: the download is a tar.gz whose images hash to their manifests', async () => {
+	const { main } = setup();
+	const vm = vms[0];
+	const response = await fetch(`${main.url}/webhook/${EXPORT_BINARY_HOOK}?vm=${encodeURIComponent(vm.name)}`, { headers: auth, signal: AbortSignal.timeout(300_000) });
+	const body = Buffer.from(await response.arrayBuffer());
+	if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${body.toString('utf8').slice(0, 1000)}\n${logs()}`);
+	const work = await fs.mkdtemp(path.join(os.tmpdir(), 'lvb-queue-export-'));
+	try {
+		const file = path.join(work, 'export.tar.gz');
+		await fs.writeFile(file, body);
+		execFileSync('tar', ['-xzf', file, '-C', work]);
+		const manifests = execFileSync('find', [work, '-name', 'manifest.json'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+		expect(manifests).toHaveLength(1);
+		const manifest = JSON.parse(readFileSync(manifests[0], 'utf8')) as { disks: { file: string; sha256: string }[] };
+		for (const disk of manifest.disks) expect(createHash('sha256').update(readFileSync(path.join(path.dirname(manifests[0]), disk.file))).digest('hex')).toBe(disk.sha256);
+		log(`export to binary data in queue mode: HTTP 200, ${body.length} bytes (${response.headers.get('content-type')})`);
+	} finally {
+		await fs.rm(work, { recursive: true, force: true });
+	}
 });

@@ -88,8 +88,10 @@ export interface QueueSetup {
 	workers: N8nWorker[];
 	/** The worker that logged taking execution `id`, if any. */
 	workerOf(executionId: string): N8nWorker | undefined;
-	/** Starts one more worker (e.g. after a kill). */
-	addWorker(): Promise<N8nWorker>;
+	/** Starts one more worker (e.g. after a kill), with its own concurrency or the setup's. */
+	addWorker(concurrency?: number): Promise<N8nWorker>;
+	/** Stops a worker (SIGTERM) and drops it from `workers`. */
+	removeWorker(worker: N8nWorker): Promise<void>;
 	stop(): Promise<void>;
 }
 
@@ -187,18 +189,21 @@ export async function startQueue(
 	const timeoutMs = options.timeoutMs ?? 180_000;
 	const concurrency = options.concurrency ?? 5;
 	const workers: N8nWorker[] = [];
+	/** Workers ever started (their labels W1, W2, ... stay unique after a remove). */
+	let started = options.workers;
 	let main: N8nServer | undefined;
 	const stop = async () => {
 		await Promise.all(workers.map((worker) => worker.stop()));
+		workers.length = 0;
 		await main?.stop();
 		await redis.stop();
 	};
 	try {
 		// The main first: it runs the database migrations the workers expect.
 		main = await n8n.startServer({ waitForWebhooks: options.waitForWebhooks, env, timeoutMs });
-		const started = await Promise.allSettled(Array.from({ length: options.workers }, (_, i) => startWorker(n8n, `W${i + 1}`, env, concurrency, timeoutMs)));
-		for (const result of started) if (result.status === 'fulfilled') workers.push(result.value);
-		const failed = started.find((result) => result.status === 'rejected');
+		const results = await Promise.allSettled(Array.from({ length: options.workers }, (_, i) => startWorker(n8n, `W${i + 1}`, env, concurrency, timeoutMs)));
+		for (const result of results) if (result.status === 'fulfilled') workers.push(result.value);
+		const failed = results.find((result) => result.status === 'rejected');
 		if (failed) throw failed.reason;
 	} catch (error) {
 		await stop();
@@ -209,10 +214,14 @@ export async function startQueue(
 		main,
 		workers,
 		workerOf: (id) => workers.find((worker) => worker.executions().includes(id)),
-		addWorker: async () => {
-			const worker = await startWorker(n8n, `W${workers.length + 1}`, env, concurrency, timeoutMs);
+		addWorker: async (own = concurrency) => {
+			const worker = await startWorker(n8n, `W${++started}`, env, own, timeoutMs);
 			workers.push(worker);
 			return worker;
+		},
+		removeWorker: async (worker) => {
+			await worker.stop();
+			workers.splice(workers.indexOf(worker), 1);
 		},
 		stop,
 	};
