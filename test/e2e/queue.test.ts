@@ -186,6 +186,7 @@ test('six backup calls at once for three VMs over two workers: each VM backed up
 		const holder = /is locked by n8n execution (\d+) \(workflow "([^"]*)"\)/.exec(error);
 		expect(error).toBe(`VM "${vm.name}" is locked by n8n execution ${holder?.[1]} (workflow "${BACKUP_WORKFLOW_NAME}") (${vmBackupDir(destination.dest, vm.name)}/.lvb.lock); try again when that job has finished`);
 		expect(taken.flat()).toContain(holder?.[1]);
+		log(`${vm.name}: refused; the lock holder, execution ${holder?.[1]}, ran on worker ${setup().workerOf(String(holder?.[1]))?.label}`);
 		refused++;
 	}
 	expect(taken.flat()).toHaveLength(6);
