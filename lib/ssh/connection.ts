@@ -18,8 +18,11 @@ export interface SshTarget {
 	port: number;
 	username: string;
 	auth: SshAuth;
-	/** Pinned keys, or the explicit insecure opt-out. An empty pin list refuses every host. */
-	hostKeys: { pins: HostKeyPin[] } | { skipVerification: true };
+	/**
+	 * Pinned keys, or the explicit insecure opt-out. An empty pin list refuses every host. `forHost`:
+	 * the pins were chosen for this host out of a fleet credential's (lib/ssh/hostKeys pinsForHost).
+	 */
+	hostKeys: { pins: HostKeyPin[]; forHost?: boolean } | { skipVerification: true };
 	sudo: { mode: SudoMode; password?: string };
 	readyTimeoutMs?: number;
 }
@@ -345,6 +348,13 @@ function connectError(
 ): LibvirtBackupError {
 	const where = `${target.host}:${target.port}`;
 	const keyscan = `ssh-keyscan -p ${target.port} ${target.host} | ssh-keygen -lf -`;
+	if (rejectedKey && pins && pins.length === 0 && 'forHost' in target.hostKeys && target.hostKeys.forHost) {
+		return new LibvirtBackupError(
+			'SSH_NO_HOST_KEY',
+			`None of the credential's pinned host keys is for ${where} (its known_hosts lines name other hosts), so ${where} cannot be trusted. The server presented ${presented}; check it on the host (${keyscan}) and add its known_hosts line (ssh-keyscan -p ${target.port} ${target.host}) to "Pinned Host Keys".`,
+			{ presentedFingerprint: presented },
+		);
+	}
 	if (rejectedKey && pins && pins.length === 0) {
 		return new LibvirtBackupError(
 			'SSH_NO_HOST_KEY',

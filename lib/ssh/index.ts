@@ -1,5 +1,5 @@
 export { SshConnection, withSsh, describe as describeTarget } from './connection';
 export type { SshAuth, SshTarget, RunOptions, RunResult, RemoteProcess, RemoteReadable, RemoteWriter } from './connection';
-export { parseHostKeyPins, fingerprintOf } from './hostKeys';
+export { parseHostKeyPins, pinsForHost, fingerprintOf } from './hostKeys';
 export type { HostKeyPin } from './hostKeys';
 export { startTimer } from './timer';

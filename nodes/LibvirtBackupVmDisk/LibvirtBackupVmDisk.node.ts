@@ -6,6 +6,7 @@ import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 import { backupItem } from '../shared/items';
 import { disksProperty, diskTargets, getVmDisks, readVm, searchVms, vmProperty } from '../shared/vmPicker';
+import { fleetProperties } from '../shared/fleetParameters';
 
 export class LibvirtBackupVmDisk implements INodeType {
 	description: INodeTypeDescription = {
@@ -23,6 +24,7 @@ export class LibvirtBackupVmDisk implements INodeType {
 		outputs: [NodeConnectionTypes.Main],
 		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
 		properties: [
+			...fleetProperties,
 			vmProperty,
 			{
 				displayName: 'Destination Folder',
@@ -113,7 +115,7 @@ export class LibvirtBackupVmDisk implements INodeType {
 		const holder = `n8n execution ${this.getExecutionId() ?? '?'} (workflow "${this.getWorkflow().name ?? this.getWorkflow().id}")`;
 		// Error items name the VM: the one the engine found, else the one asked for, else the input's.
 		const vms = new Map<number, { vm: string; uuid: string | null }>();
-		return await executePerItem(this, async (ssh, { target, uri }, itemIndex, signal) => {
+		return await executePerItem(this, async (ssh, { uri, name: hostName }, itemIndex, signal) => {
 			const mode = this.getNodeParameter('mode', itemIndex) as BackupMode;
 			const request: BackupRequest = {
 				uri,
@@ -127,7 +129,7 @@ export class LibvirtBackupVmDisk implements INodeType {
 				method: this.getNodeParameter('method', itemIndex, 'auto') as BackupRequest['method'],
 				timeoutMs: Number(this.getNodeParameter('timeoutMinutes', itemIndex, 240)) * 60_000,
 				holder,
-				host: target.host,
+				host: hostName,
 			};
 			vms.set(itemIndex, { vm: request.vm, uuid: null });
 			let lastLogged = -10;

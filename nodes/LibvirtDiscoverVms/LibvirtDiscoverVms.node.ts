@@ -10,6 +10,7 @@ import { parseNameList } from '../shared/catalogParameters';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 import { discoveredVmItem } from '../shared/items';
+import { fleetProperties } from '../shared/fleetParameters';
 
 export class LibvirtDiscoverVms implements INodeType {
 	description: INodeTypeDescription = {
@@ -27,6 +28,7 @@ export class LibvirtDiscoverVms implements INodeType {
 		outputs: [NodeConnectionTypes.Main],
 		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
 		properties: [
+			...fleetProperties,
 			{
 				displayName: 'VM Names',
 				name: 'names',
@@ -85,12 +87,12 @@ export class LibvirtDiscoverVms implements INodeType {
 	methods = { credentialTest: { libvirtSshConnectionTest } };
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
-		return await executePerItem(this, async (ssh, { target, uri }, itemIndex, signal) => {
+		return await executePerItem(this, async (ssh, { uri, name: hostName }, itemIndex, signal) => {
 			const { vms } = await discoverVms(ssh, uri, readFilter(this, itemIndex), signal);
 			if (vms.length === 0) {
-				this.addExecutionHints({ message: `No VMs found on ${target.host} (${uri}) for these filters`, location: 'outputPane' });
+				this.addExecutionHints({ message: `No VMs found on ${hostName} (${uri}) for these filters`, location: 'outputPane' });
 			}
-			return vms.map((vm) => discoveredVmItem(vm, target.host));
+			return vms.map((vm) => discoveredVmItem(vm, hostName));
 		});
 	}
 }

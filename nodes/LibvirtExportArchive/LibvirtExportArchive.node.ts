@@ -34,9 +34,10 @@ import { SshConnection, withSsh } from '../../lib/ssh';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { toNodeError } from '../shared/errors';
 import { forErrorOutput, hostKeyWarning, withWarningDescription } from '../shared/executeRouted';
-import { hostFromCredentials } from '../shared/target';
+import { hostForItem, hostFromCredentials, type LibvirtHost } from '../shared/target';
 import { binaryDataLimit } from './binaryDataLimit';
 import { checkResponseTarget, streamResponse } from './responseBody';
+import { hostProperty } from '../shared/fleetParameters';
 
 type Target = 'binary' | 'response' | 'hostFile' | 'remoteFile' | 'replica';
 const ARCHIVE_TARGETS = ['binary', 'response', 'hostFile', 'remoteFile'];
@@ -65,6 +66,7 @@ export class LibvirtExportArchive implements INodeType {
 			{ name: 'libvirtSshTargetApi', required: true, testedBy: 'libvirtSshTargetConnectionTest', displayOptions: { show: { target: ['remoteFile', 'replica'] } } },
 		],
 		properties: [
+			hostProperty,
 			{
 				displayName: 'Backup Path',
 				name: 'backupPath',
@@ -201,7 +203,7 @@ export class LibvirtExportArchive implements INodeType {
 		const done = new Set<number>();
 		/** Host key warnings of this node's own connections (see executeRouted): on every item it outputs. */
 		const warnings: (string | undefined)[] = [];
-		const currentWarning = () => warnings.filter(Boolean).join(' ') || undefined;
+		const currentWarning = () => [...new Set(warnings.filter(Boolean))].join(' ') || undefined;
 		/** Error items, with the input item each stands for. */
 		const failed = new Map<INodeExecutionData, number>();
 		const fail = (error: unknown, itemIndexes: number[]) => {
@@ -217,56 +219,83 @@ export class LibvirtExportArchive implements INodeType {
 
 		const target = this.getNodeParameter('target', 0) as Target;
 		try {
-			const host = hostFromCredentials(await this.getCredentials('libvirtSshApi'));
+			const credentialHost = hostFromCredentials(await this.getCredentials('libvirtSshApi'));
 			// Known before connecting, so that a connection failure says it too.
-			warnings.push(hostKeyWarning(host.target));
+			warnings.push(hostKeyWarning(credentialHost.target));
 			if (target === 'response') checkResponseTarget(this);
 			const other = target === 'remoteFile' || target === 'replica' ? hostFromCredentials(await this.getCredentials('libvirtSshTargetApi')) : undefined;
-			await withSsh(
-				host.target,
-				async (ssh) => {
-					warnings[0] = hostKeyWarning(host.target, ssh.hostKeyFingerprint);
-					const resolved = new Map<number, ExportableBackup>();
-					for (let itemIndex = 0; itemIndex < items.length; itemIndex++) {
-						try {
-							const path = String(this.getNodeParameter('backupPath', itemIndex, '')).trim();
-							if (!path) throw new NodeOperationError(this.getNode(), 'No backup path: connect a List Backups or Backup VM Disk node, or enter the backup folder', { itemIndex });
-							resolved.set(itemIndex, (await resolveBackups(ssh, [path], signal))[0]);
-						} catch (error) {
-							fail(error, [itemIndex]);
+			const exportFromHost = async (host: LibvirtHost, hostItems: number[]) => {
+				const own = host.target === credentialHost.target ? 0 : warnings.push(hostKeyWarning(host.target)) - 1;
+				await withSsh(
+					host.target,
+					async (ssh) => {
+						warnings[own] = hostKeyWarning(host.target, ssh.hostKeyFingerprint);
+						const resolved = new Map<number, ExportableBackup>();
+						for (const itemIndex of hostItems) {
+							try {
+								const path = String(this.getNodeParameter('backupPath', itemIndex, '')).trim();
+								if (!path) throw new NodeOperationError(this.getNode(), 'No backup path: connect a List Backups or Backup VM Disk node, or enter the backup folder', { itemIndex });
+								resolved.set(itemIndex, (await resolveBackups(ssh, [path], signal))[0]);
+							} catch (error) {
+								fail(error, [itemIndex]);
+							}
 						}
-					}
-					const indexes = [...resolved.keys()];
-					const groups = target === 'replica' ? [] : target !== 'response' && this.getNodeParameter('archivePer', 0) === 'item' ? indexes.map((index) => [index]) : indexes.length ? [indexes] : [];
-					const remote = other ? await SshConnection.connect(other.target, signal) : undefined;
-					if (other && remote) warnings.push(hostKeyWarning(other.target, remote.hostKeyFingerprint));
-					try {
-						if (target === 'replica' && remote) {
-							for (const result of await replicate(this, ssh, remote, resolved, signal)) {
-								if (result.status === 'failed' || result.status === 'refused') {
-									fail(new LibvirtBackupError('BACKUP_FAILED', `${result.source}: ${result.status}: ${result.reason}`), result.items);
-								} else {
-									output.push({ json: result.json, pairedItem: result.items.map((item) => ({ item })) });
-									result.items.forEach((index) => done.add(index));
+						const indexes = [...resolved.keys()];
+						const groups = target === 'replica' ? [] : target !== 'response' && this.getNodeParameter('archivePer', 0) === 'item' ? indexes.map((index) => [index]) : indexes.length ? [indexes] : [];
+						const remote = other ? await SshConnection.connect(other.target, signal) : undefined;
+						if (other && remote) warnings.push(hostKeyWarning(other.target, remote.hostKeyFingerprint));
+						try {
+							if (target === 'replica' && remote) {
+								for (const result of await replicate(this, ssh, remote, resolved, signal)) {
+									if (result.status === 'failed' || result.status === 'refused') {
+										fail(new LibvirtBackupError('BACKUP_FAILED', `${result.source}: ${result.status}: ${result.reason}`), result.items);
+									} else {
+										output.push({ json: result.json, pairedItem: result.items.map((item) => ({ item })) });
+										result.items.forEach((index) => done.add(index));
+									}
 								}
 							}
-						}
-						for (const group of groups) {
-							try {
-								// The same backup from two items goes into the archive once.
-								const backups = [...new Map(group.map((index) => [resolved.get(index)!.backup.path, resolved.get(index)!])).values()];
-								output.push({ ...(await exportGroup(this, ssh, remote, group, backups, signal)), pairedItem: group.map((item) => ({ item })) });
-								group.forEach((index) => done.add(index));
-							} catch (error) {
-								fail(error, group);
+							for (const group of groups) {
+								try {
+									// The same backup from two items goes into the archive once.
+									const backups = [...new Map(group.map((index) => [resolved.get(index)!.backup.path, resolved.get(index)!])).values()];
+									output.push({ ...(await exportGroup(this, ssh, remote, group, backups, signal)), pairedItem: group.map((item) => ({ item })) });
+									group.forEach((index) => done.add(index));
+								} catch (error) {
+									fail(error, group);
+								}
 							}
+						} finally {
+							remote?.close();
 						}
-					} finally {
-						remote?.close();
-					}
-				},
-				signal,
-			);
+					},
+					signal,
+				);
+			};
+			// The items' hosts (the Host parameter), in order of first appearance: one host at a time.
+			const byHost = new Map<string, { host: LibvirtHost; items: number[] }>();
+			for (let itemIndex = 0; itemIndex < items.length; itemIndex++) {
+				try {
+					const host = hostForItem(credentialHost, this.getNodeParameter('host', itemIndex, ''));
+					const key = `${host.target.host.toLowerCase()}\0${host.target.port}`;
+					byHost.set(key, { host, items: [...(byHost.get(key)?.items ?? []), itemIndex] });
+				} catch (error) {
+					fail(error, [itemIndex]);
+				}
+			}
+			if (target === 'response' && byHost.size > 1) {
+				throw new NodeOperationError(this.getNode(), `The streamed response carries one archive from one host, but these items name ${byHost.size} hosts (${[...byHost.values()].map(({ host }) => host.name).join(', ')})`, {
+					description: 'Export each host in its own run, or write the archives to files on a host.',
+				});
+			}
+			for (const { host, items: hostItems } of byHost.values()) {
+				try {
+					await exportFromHost(host, hostItems);
+				} catch (error) {
+					if (error instanceof NodeOperationError) throw withWarningDescription(error, currentWarning());
+					fail(error, hostItems.filter((index) => !done.has(index)));
+				}
+			}
 		} catch (error) {
 			const left = items.map((_item, index) => index).filter((index) => !done.has(index));
 			if (left.length === 0 || error instanceof NodeOperationError) throw withWarningDescription(toNodeError(this.getNode(), error, left[0] ?? 0), currentWarning());

@@ -14,6 +14,7 @@ import { executePerItem } from '../shared/execute';
 import { searchVmNames } from '../shared/vmPicker';
 import { MAX_WINDOW_YEARS } from '../../lib/retention';
 import { checkNumber, destinationProperty, readVmNames, vmNamesProperty } from '../shared/catalogParameters';
+import { fleetProperties } from '../shared/fleetParameters';
 
 const DAY_MS = 86_400_000;
 const DAYS = { min: 0, max: Math.floor(MAX_WINDOW_YEARS * 365.2425) };
@@ -34,6 +35,7 @@ export class LibvirtListBackups implements INodeType {
 		outputs: [NodeConnectionTypes.Main],
 		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
 		properties: [
+			...fleetProperties,
 			destinationProperty,
 			vmNamesProperty,
 			{
@@ -94,7 +96,7 @@ export class LibvirtListBackups implements INodeType {
 	methods = { credentialTest: { libvirtSshConnectionTest }, listSearch: { searchVmNames } };
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
-		return await executePerItem(this, async (ssh, { target }, itemIndex, signal) => {
+		return await executePerItem(this, async (ssh, { name: hostName }, itemIndex, signal) => {
 			const options = this.getNodeParameter('options', itemIndex, {}) as {
 				includeIncomplete?: boolean;
 				includeQuarantined?: boolean;
@@ -112,12 +114,12 @@ export class LibvirtListBackups implements INodeType {
 			};
 			const catalog = await listCatalog(ssh, String(this.getNodeParameter('destination', itemIndex)), filter, signal);
 
-			const items: IDataObject[] = catalog.backups.map((backup) => backupItem(backup, target.host));
+			const items: IDataObject[] = catalog.backups.map((backup) => backupItem(backup, hostName));
 			if (options.includeIncomplete) {
-				items.push(...catalog.incomplete.map(({ path, vm, id, reason }) => ({ incomplete: true, path, vm, id, reason, host: target.host })));
+				items.push(...catalog.incomplete.map(({ path, vm, id, reason }) => ({ incomplete: true, path, vm, id, reason, host: hostName })));
 			}
 			if (options.includeQuarantined) {
-				items.push(...catalog.quarantined.map(({ path, vm, id }) => ({ quarantined: true, path, vm, id, host: target.host })));
+				items.push(...catalog.quarantined.map(({ path, vm, id }) => ({ quarantined: true, path, vm, id, host: hostName })));
 			}
 			const leftOut = [
 				!options.includeIncomplete && catalog.incomplete.length > 0 ? `${catalog.incomplete.length} incomplete folder(s)` : '',

@@ -13,6 +13,7 @@ import { checkBoolean, checkNumber, destinationProperty, readNumber, readVmNames
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 import { searchVmNames } from '../shared/vmPicker';
+import { fleetProperties } from '../shared/fleetParameters';
 
 const COUNT_RULES: Array<[keyof RetentionPolicy, string, string]> = [
 	['keepLast', 'Keep Last', 'Keep the newest N backups of each VM'],
@@ -57,6 +58,7 @@ export class LibvirtPruneBackups implements INodeType {
 		outputs: [NodeConnectionTypes.Main],
 		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
 		properties: [
+			...fleetProperties,
 			destinationProperty,
 			vmNamesProperty,
 			{

@@ -7,6 +7,7 @@ import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executePerItem } from '../shared/execute';
 import type { LibvirtHost } from '../shared/target';
 import { INSTANT_OPERATIONS, instantOperationOptions, instantProperties, runInstantOperation } from './instant';
+import { fleetProperties } from '../shared/fleetParameters';
 
 const restoreOnly = { show: { operation: ['restore'] } };
 
@@ -136,6 +137,7 @@ export class LibvirtRestoreVmDisk implements INodeType {
 				],
 				default: 'restore',
 			},
+			...fleetProperties,
 			{
 				displayName: 'Backup Path',
 				name: 'backupPath',

@@ -11,6 +11,8 @@ import { BackupVerifier, type InvalidAction } from '../../lib/catalog';
 import { libvirtSshConnectionTest } from '../shared/connectionTest';
 import { executeRouted } from '../shared/executeRouted';
 import { verifiedItem } from '../shared/items';
+import { fleetProperties } from '../shared/fleetParameters';
+import type { SshConnection } from '../../lib/ssh';
 
 const VALID = 0;
 const INVALID = 1;
@@ -32,6 +34,7 @@ export class LibvirtVerifyChecksum implements INodeType {
 		outputNames: ['Valid', 'Invalid'],
 		credentials: [{ name: 'libvirtSshApi', required: true, testedBy: 'libvirtSshConnectionTest' }],
 		properties: [
+			...fleetProperties,
 			{
 				displayName: 'Backup Path',
 				name: 'backupPath',
@@ -81,9 +84,11 @@ export class LibvirtVerifyChecksum implements INodeType {
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const items = this.getInputData();
-		let verifier: BackupVerifier | undefined;
+		// One verifier per host connection (it remembers which parents it already checked there).
+		const verifiers = new Map<SshConnection, BackupVerifier>();
 		return await executeRouted(this, 2, INVALID, async (ssh, _host, itemIndex, signal) => {
-			verifier ??= new BackupVerifier(ssh);
+			const verifier = verifiers.get(ssh) ?? new BackupVerifier(ssh);
+			verifiers.set(ssh, verifier);
 			const backupPath = String(this.getNodeParameter('backupPath', itemIndex, ''));
 			if (!backupPath.trim()) {
 				throw new NodeOperationError(this.getNode(), 'No backup path: connect a Backup VM Disk or List Backups node, or enter the backup folder', { itemIndex });

@@ -22,7 +22,7 @@ import { formatBytes } from '../../lib/format';
 import { LibvirtBackupError } from '../../lib/errors';
 import { discoverVms, listDomains, type HostDomain } from '../../lib/libvirt';
 import { withSsh, type SshConnection } from '../../lib/ssh';
-import { hostFromCredentials } from './target';
+import { hostForItem, hostFromCredentials } from './target';
 
 const UUID_REGEX = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';
 const UUID = new RegExp(`^${UUID_REGEX}$`);
@@ -128,9 +128,15 @@ export function printable(name: string): string {
 	return name.replace(/[\p{Cc}\u2028\u2029]/gu, (char) => ESCAPES[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
-/** Runs `read` over the node's credential; a failure says which host could not be read, and what to do. */
+/**
+ * Runs `read` over the node's credential, on the node's Host when it is typed as a fixed value (an
+ * expression has no item to resolve against here: then the credential's host); a failure says which
+ * host could not be read, and what to do.
+ */
 async function onHost<T>(context: ILoadOptionsFunctions, read: (ssh: SshConnection, uri: string) => Promise<T>): Promise<T> {
-	const { target, uri } = hostFromCredentials(await context.getCredentials('libvirtSshApi'));
+	const typedHost = context.getCurrentNodeParameter('host');
+	const fixedHost = typeof typedHost === 'string' && !typedHost.startsWith('=') ? typedHost : '';
+	const { target, uri } = hostForItem(hostFromCredentials(await context.getCredentials('libvirtSshApi')), fixedHost);
 	try {
 		return await withSsh(target, async (ssh) => await read(ssh, uri));
 	} catch (error) {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Tear the integration lab down: destroy + undefine every lab domain (by the names recorded in
 # $LAB/state/domains.json and lab.json), detach loop devices, stop libvirtd, virtlogd and sshd by
-# their pid files (the replica sshd too). Keys, images and users are kept unless --purge. Idempotent.
+# their pid files (the replica sshd too), and the fleet hosts (fleet.sh). Keys, images and users
+# are kept unless --purge. Idempotent.
 #
 #   bash scripts/lab/down.sh [--purge]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/fleet.sh"
 
 PURGE=0
 for arg in "$@"; do
@@ -34,6 +36,7 @@ if command -v node >/dev/null && command -v virsh >/dev/null; then
 	LVB_LAB_DIR="$LAB" node "$LAB_SCRIPTS/vms.js" down 9>&- || log "domain clean-up reported errors"
 fi
 
+fleet_down
 stop_libvirt
 stop_sshd
 stop_replica_sshd
@@ -58,6 +61,7 @@ if ((PURGE)); then
 		fi
 	done
 	rm -f /etc/sudoers.d/lvb-lab
+	fleet_purge
 	exec 9>&-
 	rm -rf "$LAB"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring the integration lab up: sshd on 127.0.0.1:$LVB_LAB_SSH_PORT, a hand-started virtlogd +
-# libvirtd (qemu:///system), real tiny VMs, libvirt test-driver node files, and $LAB/lab.json.
+# libvirtd (qemu:///system), real tiny VMs, libvirt test-driver node files, the fleet of 3 lab hosts
+# (fleet.sh), and $LAB/lab.json.
 #
 #   bash scripts/lab/up.sh            idempotent; ~1 s when everything is already up
 #   bash scripts/lab/up.sh --reset    destroy/undefine lab domains, recreate their disk images
@@ -10,6 +11,7 @@
 set -euo pipefail
 T0=$(date +%s%N)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/fleet.sh"
 
 RESET=0
 for arg in "$@"; do
@@ -301,6 +303,12 @@ elif ((libvirt_restart)); then
 	stop_pidfile libvirtd "$RUN/libvirtd.pid" /usr/sbin/libvirtd # running VMs survive this
 fi
 start_libvirt
+
+# ---------------------------------------------------------------------------------------------
+# 6b. The fleet: 3 lab hosts, each its own network namespace, sshd, libvirt and VMs (fleet.sh).
+T_FLEET=$(date +%s%N)
+fleet_up
+log "fleet is up ($((($(date +%s%N) - T_FLEET) / 1000000)) ms)"
 
 # ---------------------------------------------------------------------------------------------
 # 7. Disk images, domains, VM states, test-driver node files and lab.json (node: no shell quoting

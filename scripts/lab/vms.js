@@ -699,6 +699,8 @@ function writeLabJson(dom, fleet, hostile) {
 		hostileNames: hostile.domains.map((d) => d.name),
 		hostileDomains: hostile.domains,
 		hostileNamesRefused: hostile.refused,
+		// The fleet of lab hosts (fleet.sh, fleet.js), when up.
+		fleet: readJson(path.join(LAB, 'hosts', 'fleet.json'), undefined),
 	};
 	const changed = writeIfChanged(path.join(LAB, 'lab.json'), JSON.stringify(lab, null, 2) + '\n', 0o600);
 	if (changed) log(`wrote ${path.join(LAB, 'lab.json')}`);

@@ -16,6 +16,12 @@
  * - unknown domain: error: failed to get domain 'nope'
  * - unauthorized key, exit 255: root@127.0.0.1: Permission denied (publickey,password,keyboard-interactive).
  * - keyboard-interactive is advertised but can never succeed (UsePAM no): use `password`.
+ *
+ * The fleet (`fleetLab()`, scripts/lab/fleet.sh): 3 more lab hosts, each its own network namespace
+ * (reached at its `address`:22 from here), sshd with its own host key, libvirt and VMs. One
+ * credential (`fleet.user`) and one URI (`fleet.uri`, qemu:///session) on all of them; each host
+ * lists only its own VMs, and `fleet.destinationFolder` is the same path on every host but a
+ * separate store per host (`backupStore` is where it really is, seen from the machine running jest).
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -108,6 +114,47 @@ export interface LabTestDomain {
 	disks: Array<{ target: string; path: string; format: string; backingChain?: string[] }>;
 }
 
+export interface LabFleetVm {
+	name: string;
+	/** Different on every host, also for the VM name all hosts have (`app`). */
+	uuid: string;
+	state: LabVmState;
+	/** One 64 MiB qcow2 each; `data` patterns are per host (0xaN for app, 0xbN for hN-web on host N). */
+	disks: LabDisk[];
+}
+
+export interface LabFleetHost {
+	/** `lvb-h1`: also its hostname (as `hostname` prints it over SSH) and its network namespace. */
+	name: string;
+	address: string;
+	port: number;
+	/** As ssh-keyscan prints it: `10.231.1.2 ssh-ed25519 AAAA...`. */
+	knownHostsLine: string;
+	hostKeyFingerprint: string;
+	hostPublicKey: string;
+	netns: string;
+	/** The veth end in the root namespace (scripts/lab/netem.sh delays it and `vethInNetns`). */
+	veth: string;
+	vethInNetns: string;
+	/** This machine's address on the host's link. */
+	rootAddress: string;
+	/** The directory that is `destinationFolder` on this host, as seen by jest (root namespace). */
+	backupStore: string;
+	/** The host's qemu:///session directories (set by its sshd). */
+	xdg: { runtimeDir: string; configHome: string; dataHome: string; cacheHome: string };
+	vms: LabFleetVm[];
+}
+
+export interface LabFleet {
+	/** lvbfleet: the one credential every fleet host accepts (key only). */
+	user: LabUser;
+	/** qemu:///session: the same string on every host, a different libvirt behind it on each. */
+	uri: string;
+	/** Same path on every host, separate storage per host. */
+	destinationFolder: string;
+	hosts: LabFleetHost[];
+}
+
 export interface Lab {
 	labDir: string;
 	host: string;
@@ -150,6 +197,8 @@ export interface Lab {
 	hostileNames: string[];
 	hostileDomains: LabTestDomain[];
 	hostileNamesRefused: Array<{ name: string; error: string }>;
+	/** The fleet of lab hosts; absent when lab.json was written by an up.sh without it. */
+	fleet?: LabFleet;
 }
 
 export const labDir = (): string => process.env.LVB_LAB_DIR || '/var/lib/lvb-lab';
@@ -177,6 +226,29 @@ export function labVm(name: string): LabVm {
 	return vm;
 }
 
+/**
+ * The fleet of lab hosts: lab.json's `fleet`, or the fleet's own file when lab.json was rewritten by
+ * an up.sh that does not know the fleet yet.
+ */
+export function fleetLab(): LabFleet {
+	const fleet = loadLab().fleet;
+	if (fleet) return fleet;
+	const file = path.join(labDir(), 'hosts', 'fleet.json');
+	try {
+		return JSON.parse(fs.readFileSync(file, 'utf8')) as LabFleet;
+	} catch (e) {
+		throw new Error(`fleet description ${file} not readable (run: sudo bash scripts/lab/up.sh): ${String(e)}`);
+	}
+}
+
+/** The fleet host with this name (`lvb-h1`) or index (0 = lvb-h1). */
+export function fleetHost(host: string | number): LabFleetHost {
+	const hosts = fleetLab().hosts;
+	const found = typeof host === 'number' ? hosts[host] : hosts.find((h) => h.name === host);
+	if (!found) throw new Error(`no fleet host ${JSON.stringify(host)}`);
+	return found;
+}
+
 /** Quote one word of a remote command line: the project's one quoting function (lib/shell). */
 export const shq = quoteArg;
 
@@ -198,6 +270,8 @@ export interface SshExecOptions {
 	knownHostsLine?: string;
 	/** Extra `-o` options, e.g. { ConnectTimeout: '3' }. */
 	sshOptions?: Record<string, string>;
+	/** Another sshd than the lab's first one, e.g. a fleet host (see `fleetSshExec`). */
+	target?: { address: string; port: number; knownHostsLine: string };
 }
 
 let tmpDir: string | undefined;
@@ -229,7 +303,7 @@ export function sshExec(user: LabUser | keyof LabUsers, command: string, opts: S
 	const u = typeof user === 'string' ? lab.users[user] : user;
 	const o: Record<string, string> = {
 		StrictHostKeyChecking: 'yes',
-		UserKnownHostsFile: knownHostsFile(opts.knownHostsLine ?? lab.knownHostsLine),
+		UserKnownHostsFile: knownHostsFile(opts.knownHostsLine ?? opts.target?.knownHostsLine ?? lab.knownHostsLine),
 		GlobalKnownHostsFile: '/dev/null',
 		IdentityAgent: 'none',
 		ConnectTimeout: '15',
@@ -254,10 +328,10 @@ export function sshExec(user: LabUser | keyof LabUsers, command: string, opts: S
 	} else {
 		o.BatchMode = 'yes';
 	}
-	const args = ['-F', '/dev/null', '-p', String(lab.port), '-l', u.username];
+	const args = ['-F', '/dev/null', '-p', String(opts.target?.port ?? lab.port), '-l', u.username];
 	if (opts.auth !== 'password') args.push('-i', u.privateKeyPath);
 	for (const [k, v] of Object.entries(o)) args.push('-o', `${k}=${v}`);
-	args.push(lab.host, command);
+	args.push(opts.target?.address ?? lab.host, command);
 	const r = spawnSync('ssh', args, {
 		env,
 		input: opts.input ?? '',
@@ -267,4 +341,10 @@ export function sshExec(user: LabUser | keyof LabUsers, command: string, opts: S
 	});
 	if (r.error) throw r.error;
 	return { code: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
+}
+
+/** `sshExec` on a fleet host as the fleet's shared user, host key pinned to that host's. */
+export function fleetSshExec(host: LabFleetHost | string | number, command: string, opts: SshExecOptions = {}): SshExecResult {
+	const h = typeof host === 'object' ? host : fleetHost(host);
+	return sshExec(fleetLab().user, command, { target: h, ...opts });
 }

@@ -121,6 +121,30 @@ class StickyNote implements INodeType {
 	};
 }
 
+/**
+ * A test-only source of items (type `lvb-test.items`, parameter `items`: a JSON array of objects),
+ * where a real workflow would have a Code, Set or sheet node: e.g. a list of hosts for a fleet.
+ */
+// eslint-disable-next-line @n8n/community-nodes/node-usable-as-tool -- test stand-in, not a node we ship
+class TestItems implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Test Items',
+		name: 'items',
+		group: ['transform'],
+		version: 1,
+		description: 'Outputs the items given as JSON',
+		defaults: { name: 'Items' },
+		inputs: ['main' as never],
+		outputs: ['main' as never],
+		properties: [{ displayName: 'Items', name: 'items', type: 'string', default: '[]' }],
+	};
+
+	async execute(this: import('n8n-workflow').IExecuteFunctions): Promise<INodeExecutionData[][]> {
+		const items = JSON.parse(String(this.getNodeParameter('items', 0))) as IDataObject[];
+		return [items.map((json) => ({ json }))];
+	}
+}
+
 type Loader = InstanceType<typeof import('n8n-core').PackageDirectoryLoader>;
 
 class NodeTypes implements INodeTypes {
@@ -275,6 +299,7 @@ export class InProcessN8n {
 		const nodeTypes = new NodeTypes(loaders, {
 			'n8n-nodes-base.manualTrigger': new ManualTrigger(),
 			'n8n-nodes-base.stickyNote': new StickyNote(),
+			'lvb-test.items': new TestItems(),
 		});
 		return new InProcessN8n(nodeTypes, loaders, owned);
 	}

@@ -1,6 +1,6 @@
 /** Engine SSH targets for the lab's users (see scripts/lab/up.sh and lab.json). */
 import { parseHostKeyPins, type SshTarget } from '../../lib/ssh';
-import { loadLab } from './lab';
+import { fleetHost, fleetLab, loadLab, type LabFleetHost } from './lab';
 
 export type LabUser = 'root' | 'encrypted' | 'rsa' | 'password' | 'novirsh' | 'noperm' | 'sudo' | 'sudoPassword' | 'unauthorized';
 
@@ -27,6 +27,22 @@ export function replicaTarget(user: LabUser = 'root'): SshTarget {
 	const replica = loadLab().replicaHost;
 	if (!replica) return labTarget(user);
 	return labTarget(user, { host: replica.host, port: replica.port, hostKeys: { pins: parseHostKeyPins(replica.knownHostsLine) } });
+}
+
+/** The engine's SSH target for a fleet host: the fleet's one credential, that host's pinned key. */
+export function fleetTarget(host: LabFleetHost | string | number, overrides: Partial<SshTarget> = {}): SshTarget {
+	const h = typeof host === 'object' ? host : fleetHost(host);
+	const user = fleetLab().user;
+	return {
+		host: h.address,
+		port: h.port,
+		username: user.username,
+		auth: { method: 'privateKey', privateKey: user.privateKey },
+		hostKeys: { pins: parseHostKeyPins(h.knownHostsLine) },
+		sudo: { mode: 'none' },
+		readyTimeoutMs: 10_000,
+		...overrides,
+	};
 }
 
 /** The `libvirtSshApi` credential data for a lab user, as a person would fill it in n8n. */
