@@ -5,7 +5,7 @@
  * Setup (untimed): `--vms` throwaway running VMs (`lvb-t-queue-bN-<pid>`, no OS), each a 512 MiB qcow2
  * holding `--mib` MiB of data; a private redis, `n8n start` in queue mode with the shipped
  * workflows/webhook-backup.json (Backup VM Disk -> Verify Checksum -> answer). All VMs are on the one
- * lab host (the 3-host fleet lab was not in main when this bench was written).
+ * lab host (written before the 3-host fleet lab was in main).
  *
  * Timed, wall clock: the batch = one webhook call per VM (mode "copy": a standalone full that leaves
  * no checkpoint, so every run does the same work), all fired at once, until the last answer. Every
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
 		`${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}. Command (as root on the lab machine): \`bash scripts/lab/up.sh && npm run build && npx tsx bench/queue.ts --runs ${RUNS} --vms ${VMS} --mib ${MIB}\`.`,
 		'',
 		`- Engine: ${engineState().text}; n8n ${N8N_VERSION} in queue mode (redis-server on loopback, one \`n8n start\`, workers started fresh per configuration and warmed up), SQLite database shared by main and workers.`,
-		`- Batch: ${VMS} running VMs on the ONE lab host (the fleet lab was not in main), each a 512 MiB qcow2 holding ${MIB} MiB of data; one call of the shipped webhook-backup workflow per VM (mode "copy": Backup VM Disk, push backup-begin, then Verify Checksum), all fired at once; time = wall clock until the last answer; every answer a valid backup. Copies removed and \`sync\` between runs (untimed).`,
+		`- Batch: ${VMS} running VMs on the ONE lab host (bench/queue.ts does not use the fleet lab), each a 512 MiB qcow2 holding ${MIB} MiB of data; one call of the shipped webhook-backup workflow per VM (mode "copy": Backup VM Disk, push backup-begin, then Verify Checksum), all fired at once; time = wall clock until the last answer; every answer a valid backup. Copies removed and \`sync\` between runs (untimed).`,
 		`- Configurations rotate their order every round; ${RUNS} run(s) each.`,
 		`- Machine: ${os.cpus().length} cores; load average ${loadStart} at start, ${loadAverage()} at the end (1/5/15 min; other work shared the machine).`,
 		'',
