@@ -13,7 +13,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { quoteArg as q } from '../../lib/shell';
@@ -24,7 +24,8 @@ import { createUserFolder, packPackage, REPO_ROOT, type N8nInstance } from '../s
 import { startQueue, type QueueSetup } from '../support/n8nQueue';
 import { N8nRest, postWebhook, type WebhookAnswer } from '../support/n8nRest';
 import { SHIPPED_DEST, TOKEN_HEADER } from '../support/shipped';
-import { labCredentialData } from '../support/targets';
+import { fleetCredentialData, labCredentialData } from '../support/targets';
+import { fleetLab, fleetSshExec } from '../support/lab';
 import { createTestVm, host, testDestination, type TestVm } from '../support/testVm';
 import { record } from '../faults/ledger';
 
@@ -34,6 +35,8 @@ const BACKUP_WORKFLOW_NAME = 'Libvirt: back up one VM on request (webhook)';
 const BACKUP_HOOK = 'libvirt-backup';
 const EXPORT_HOOK = 'libvirt-export';
 const EXPORT_BINARY_HOOK = 'libvirt-export-bin';
+const FLEET_HOOK = 'libvirt-fleet';
+const FLEET_BACKUP_HOOK = 'libvirt-fleet-backup';
 const token = randomBytes(18).toString('hex');
 /** Bull's job lock and stalled-check interval for this suite (n8n's defaults: 60 s and 30 s). */
 const STALL = { lockMs: 20_000, checkMs: 10_000 };
@@ -44,6 +47,8 @@ let queue: QueueSetup | undefined;
 let rest: N8nRest;
 let backupWorkflowId: string;
 let destination: { dest: string; cleanup(): void };
+/** This suite's folder under the fleet lab's destination (the same path on each fleet host). */
+let fleetDest: string | undefined;
 const vms: TestVm[] = [];
 
 function log(line: string): void {
@@ -122,20 +127,55 @@ function exportToBinaryData(): Record<string, unknown> {
 	return workflow;
 }
 
+/** The shipped fleet workflow started by a webhook (so a worker runs it), answering with its fleet report; no chat or email. */
+function fleetByWebhook(): Record<string, unknown> {
+	const workflow = JSON.parse(readFileSync(path.join(REPO_ROOT, 'workflows', 'fleet-backup.json'), 'utf8'));
+	workflow.name = 'Fleet backup (queue e2e)';
+	const hosts = fleetLab().hosts.map((host) => ({ json: { host: `${host.address}:${host.port}` } }));
+	workflow.nodes = (workflow.nodes as Array<{ name: string; parameters: Record<string, unknown> }>).filter((node) => !/^(Chat|Email): /.test(node.name) && node.name !== 'Run now' && node.name !== 'Every night at 02:00');
+	for (const node of workflow.nodes) if (node.name === 'Fleet hosts') node.parameters.jsCode = `return ${JSON.stringify(hosts)};`;
+	workflow.nodes.push(
+		{ id: '00000000-0000-4000-8000-0000000000f1', name: 'Fleet backup requested', type: 'n8n-nodes-base.webhook', typeVersion: 2, position: [0, 0], webhookId: '5f0c7a41-2d3e-4b6f-9a81-7c2e4d9b1f20', parameters: { httpMethod: 'POST', path: FLEET_HOOK, authentication: 'headerAuth', responseMode: 'responseNode', options: {} }, credentials: { httpHeaderAuth: { id: 'REPLACE_HEADER_AUTH_ID', name: 'Backup webhook token' } } },
+		{ id: '00000000-0000-4000-8000-0000000000f2', name: 'Send the report', type: 'n8n-nodes-base.respondToWebhook', typeVersion: 1.1, position: [2000, -100], parameters: { respondWith: 'firstIncomingItem', options: {} } },
+	);
+	delete workflow.connections['Run now'];
+	delete workflow.connections['Every night at 02:00'];
+	workflow.connections['Fleet backup requested'] = { main: [[{ node: 'Fleet hosts', type: 'main', index: 0 }]] };
+	workflow.connections['Fleet report'] = { main: [[{ node: 'Send the report', type: 'main', index: 0 }]] };
+	return workflow;
+}
+
+/** The shipped webhook-backup workflow on the fleet credential (so on the first fleet host), at its own path. */
+function fleetWebhookBackup(): Record<string, unknown> {
+	const workflow = JSON.parse(readFileSync(path.join(REPO_ROOT, 'workflows', 'webhook-backup.json'), 'utf8'));
+	workflow.name = 'Back up one VM of fleet host 1 (queue e2e)';
+	for (const node of workflow.nodes as Array<{ type: string; parameters: Record<string, unknown>; webhookId?: string; credentials?: Record<string, { id: string }> }>) {
+		if (node.type === 'n8n-nodes-base.webhook') Object.assign(node, { webhookId: '9a3e5c17-0b2d-4e8f-a6c4-3d1f7b2e8c05', parameters: { ...node.parameters, path: FLEET_BACKUP_HOOK } });
+		if (node.credentials?.libvirtSshApi) node.credentials.libvirtSshApi.id = 'REPLACE_FLEET_CREDENTIAL_ID';
+	}
+	return workflow;
+}
+
 beforeAll(async () => {
 	destination = testDestination('queue');
 	const tgz = await packPackage();
 	n8n = await createUserFolder(tgz);
 	await fs.rm(path.dirname(tgz), { recursive: true, force: true });
-	const [libvirt, headerAuth] = await n8n.importCredentials([
+	const [libvirt, headerAuth, fleetCredential] = await n8n.importCredentials([
 		{ name: 'Libvirt host', type: 'libvirtSshApi', data: labCredentialData() },
 		{ name: 'Backup webhook token', type: 'httpHeaderAuth', data: { name: TOKEN_HEADER, value: token } },
+		{ name: 'Libvirt fleet', type: 'libvirtSshApi', data: fleetCredentialData() },
 	]);
 	const replace = { REPLACE_CREDENTIAL_ID: libvirt.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, [SHIPPED_DEST]: destination.dest };
+	fleetDest = `${fleetLab().destinationFolder}/queue-${process.pid}`;
+	for (const fleetHost of fleetLab().hosts) expect(fleetSshExec(fleetHost, `mkdir -p -- ${q(fleetDest)}`).code).toBe(0);
+	const fleetReplace = { REPLACE_CREDENTIAL_ID: fleetCredential.id, REPLACE_FLEET_CREDENTIAL_ID: fleetCredential.id, REPLACE_HEADER_AUTH_ID: headerAuth.id, [SHIPPED_DEST]: fleetDest };
 	const ids = await n8n.importWorkflows([
 		{ workflow: path.join(REPO_ROOT, 'workflows', 'webhook-backup.json'), replace },
 		{ workflow: path.join(REPO_ROOT, 'workflows', 'export-download.json'), replace },
 		{ workflow: exportToBinaryData(), replace },
+		{ workflow: fleetByWebhook(), replace: fleetReplace },
+		{ workflow: fleetWebhookBackup(), replace: fleetReplace },
 	]);
 	for (const id of ids) await n8n.publishWorkflow(id);
 	backupWorkflowId = ids[0];
@@ -143,7 +183,7 @@ beforeAll(async () => {
 	// n8n notices a dead worker's job when its Bull lock runs out and a stalled check runs: with the
 	// defaults (60 s lock, 30 s check) that took 96-139 s here; shorter here to keep the suite short.
 	const env = { QUEUE_WORKER_LOCK_DURATION: String(STALL.lockMs), QUEUE_WORKER_LOCK_RENEW_TIME: String(STALL.lockMs / 4), QUEUE_WORKER_STALLED_INTERVAL: String(STALL.checkMs) };
-	queue = await startQueue(n8n, { workers: 2, concurrency: 3, env, waitForWebhooks: [`POST ${BACKUP_HOOK}`, EXPORT_HOOK, EXPORT_BINARY_HOOK] });
+	queue = await startQueue(n8n, { workers: 2, concurrency: 3, env, waitForWebhooks: [`POST ${BACKUP_HOOK}`, EXPORT_HOOK, EXPORT_BINARY_HOOK, `POST ${FLEET_HOOK}`, `POST ${FLEET_BACKUP_HOOK}`] });
 	rest = await N8nRest.ownerSetup(queue.main);
 	// Each worker's first execution loads the package and opens its first SSH connection: done here
 	// (six calls, so both workers get some), so the calls under test start together.
@@ -158,6 +198,7 @@ afterAll(async () => {
 	await n8n?.cleanup();
 	for (const vm of vms) vm.destroy();
 	destination?.cleanup();
+	if (fleetDest) for (const fleetHost of fleetLab().hosts) fleetSshExec(fleetHost, `rm -rf -- ${q(fleetDest)}`);
 });
 
 test('six backup calls at once for three VMs over two workers: each VM backed up by one at a time, the other call refused naming the lock holder, every backup valid', async () => {
@@ -296,3 +337,57 @@ test('Export Archive to n8n binary data (database mode, what queue mode uses) wi
 		await fs.rm(work, { recursive: true, force: true });
 	}
 });
+
+test('the fleet workflow on a worker while webhook calls back up VMs of one fleet host: every backup valid, no VM backed up twice at once, each conflict a clear lock error', async () => {
+	const fleet = fleetLab();
+	const [first] = fleet.hosts;
+	const answers = await Promise.all([
+		postWebhook(setup().main.url, FLEET_HOOK, auth, {}),
+		...first.vms.map((vm) => postWebhook(setup().main.url, FLEET_BACKUP_HOOK, auth, { vm: vm.name, mode: 'auto' })),
+	]);
+	const [fleetAnswer, ...calls] = answers;
+	log(`fleet: HTTP ${fleetAnswer.status} after ${fleetAnswer.ms} ms: ${fleetAnswer.text.slice(0, 1500)}`);
+	if (fleetAnswer.status !== 200) throw new Error(`fleet run failed: HTTP ${fleetAnswer.status} ${fleetAnswer.text.slice(0, 2000)}\n${logs()}`);
+	const report = fleetAnswer.json as { vms: number; ok: number; failed: number; unreachable: number; text: string };
+	const vmCount = fleet.hosts.reduce((sum, host) => sum + host.vms.length, 0);
+	expect(report).toMatchObject({ vms: vmCount, unreachable: 0 });
+	expect(report.ok + report.failed).toBe(vmCount);
+	// A fleet backup that failed met a VM a webhook call was backing up: the reason says so, naming the holder.
+	const failures = report.text.split('\n').filter((line) => line.includes(': FAILED: '));
+	expect(failures).toHaveLength(report.failed);
+	for (const line of failures) expect(line).toMatch(/: FAILED: VM "[^"]+" is locked by n8n execution \d+ \(workflow "Back up one VM of fleet host 1 \(queue e2e\)"\)/);
+	let refused = 0;
+	for (const [i, answer] of calls.entries()) {
+		log(`${first.vms[i].name} on ${first.name}: HTTP ${answer.status} after ${answer.ms} ms: ${answer.text.slice(0, 300)}`);
+		if (answer.status === 200) {
+			succeeded(answer);
+			continue;
+		}
+		expect(answer.status).toBe(422);
+		expect(String(answer.json?.error)).toMatch(/is locked by n8n execution \d+ \(workflow "Fleet backup \(queue e2e\)"\)/);
+		refused++;
+	}
+	log(`fleet report: ${report.ok} OK, ${report.failed} failed (lock); webhook calls refused: ${refused}`);
+	// Every VM of the fleet has a backup, and no two backups of one VM overlapped in time.
+	for (const fleetHost of fleet.hosts) {
+		for (const vm of fleetHost.vms) {
+			const dir = path.join(fleetHost.backupStore, path.basename(fleetDest!), vm.name);
+			const manifests = readdirSafe(dir)
+				.map((id) => path.join(dir, id, 'manifest.json'))
+				.filter((file) => existsSync(file))
+				.map((file) => JSON.parse(readFileSync(file, 'utf8')) as { startedAt: string; finishedAt: string })
+				.map((m) => ({ start: Date.parse(m.startedAt), end: Date.parse(m.finishedAt) }))
+				.sort((a, b) => a.start - b.start);
+			expect([fleetHost.name, vm.name, manifests.length > 0]).toEqual([fleetHost.name, vm.name, true]);
+			for (let k = 1; k < manifests.length; k++) expect(manifests[k].start).toBeGreaterThanOrEqual(manifests[k - 1].end);
+		}
+	}
+});
+
+function readdirSafe(dir: string): string[] {
+	try {
+		return readdirSync(dir);
+	} catch {
+		return [];
+	}
+}
