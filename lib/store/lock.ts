@@ -113,6 +113,8 @@ export async function acquireVmLock(ssh: SshConnection, vmDir: string, holder: s
 			throw isLibvirtBackupError(error) ? new LibvirtBackupError(error.code, `Cannot take the backup lock in ${vmDir}: ${error.message}`) : error;
 		})
 		.finally(() => clearTimeout(timer));
+	// The run waits for this answer only: the process holds the lock on.
+	if (outcome === 'acquired') process.answered();
 	if (outcome === 'timeout') {
 		process.stop();
 		await process.done.catch(() => undefined);
