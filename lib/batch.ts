@@ -88,7 +88,8 @@ export function stepsProgress(steps: readonly RemoteStep<unknown>[], marker: str
 export function readSteps<T extends unknown[]>(steps: { [K in keyof T]: RemoteStep<T[K]> }, marker: string, stdout: string, stderr: string): T {
 	const sections = splitSections(stdout, marker);
 	const failed = new Map(sections.filter((section) => section.kind === 'failed').map((section) => [Number(section.arg), Number(section.body.trim()) || 1]));
-	const outputs = new Map(sections.filter((section) => section.kind === 'step').map((section) => [Number(section.arg), section.body]));
+	// Each step's part ends with the newline printed before the next marker: not the step's.
+	const outputs = new Map(sections.filter((section) => section.kind === 'step').map((section) => [Number(section.arg), section.body.replace(/\n$/, '')]));
 	const errors = new Map(splitSections(stderr, marker).filter((section) => section.kind === 'step').map((section) => [Number(section.arg), section.body]));
 	return steps.map((step, index) => {
 		const exitCode = failed.get(index) ?? 0;

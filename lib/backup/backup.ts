@@ -8,8 +8,11 @@ import {
 	abortJob,
 	backupState,
 	deleteCheckpoints,
+	deleteCheckpointsStep,
 	discoverVms,
 	dumpDomainXml,
+	dumpDomainXmlStep,
+	type CheckpointDeletion,
 	listCheckpoints,
 	removeStaleBitmaps,
 	type BackupState,
@@ -20,12 +23,13 @@ import {
 import type { SshConnection } from '../ssh';
 import { readCatalog, type Catalog } from '../catalog/list';
 import { formatBytes } from '../format';
-import { finalizeBackupFolder, finishImages, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
+import { FINALIZE_TIMEOUT_MS, finalizeStep, finishImages, finishImagesStep, inspectVmFolder, removeIncompleteFolders, type HashedFile, type MeasuredDisk, type VmFolder } from './hostFiles';
+import { runSteps, type RemoteStep } from '../batch';
 import { CHECKPOINT_PREFIX, checkpointPrefix, isDestinationCheckpoint, planBackup, selectDisks, type BackupMode, type NewFullPolicy, type StoreState } from './plan';
 import { backupDir, backupId, checkDestination, vmBackupDir, vmDirName } from '../store/layout';
 import { acquireVmLock } from '../store/lock';
 import { isBackupId, MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
-import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type Progress, type StrategyContext } from './strategies';
+import { offlineConvert, pushBackupStep, recoverPendingOverlays, snapshotBackup, type Progress, type StrategyContext, type StrategyResult } from './strategies';
 
 export type { BackupMode } from './plan';
 
@@ -210,22 +214,23 @@ async function backupLocked(
 
 	let succeeded = false;
 	try {
-		const written = snapshot
-			? await snapshotBackup(context, vmDir, id)
-			: live
-				? await pushBackup(context)
-				: await offlineConvert(context);
-		context.onProgress({ phase: 'hash', percent: 0, message: 'computing sha256 on the host' });
-		const [hashes, domainXml] = await Promise.all([
-			finishImages(
+		const images = plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && !snapshot && compress }));
+		const hashing = () => context.onProgress({ phase: 'hash', percent: 0, message: 'computing sha256 on the host' });
+		let written: StrategyResult;
+		let hashes: HashedFile[];
+		let domainXml: string;
+		if (live && !snapshot) {
+			// Job, hashes and the domain XML in one exec: one round trip.
+			[written, hashes, domainXml] = await runSteps<[StrategyResult, HashedFile[], string]>(
 				ssh,
-				dir,
-				plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && !snapshot && compress })),
-				hooks.signal,
-				request.timeoutMs,
-			),
-			dumpDomainXml(ssh, request.uri, vm.uuid, vm.persistent),
-		]);
+				[pushBackupStep(context, hashing), finishImagesStep(dir, images), dumpDomainXmlStep(request.uri, vm.uuid, vm.persistent, ssh.target.username)],
+				{ label: 'backup job', signal: hooks.signal, timeoutMs: request.timeoutMs },
+			);
+		} else {
+			written = snapshot ? await snapshotBackup(context, vmDir, id) : await offlineConvert(context);
+			hashing();
+			[hashes, domainXml] = await Promise.all([finishImages(ssh, dir, images, hooks.signal, request.timeoutMs), dumpDomainXml(ssh, request.uri, vm.uuid, vm.persistent)]);
+		}
 		const finished = now();
 		const manifestDisks: ManifestDisk[] = plans.map((plan, index) => ({
 			target: plan.disk.target,
@@ -260,9 +265,16 @@ async function backupLocked(
 			warnings,
 		};
 		context.onProgress({ phase: 'finalize', percent: 100, message: 'writing manifest' });
-		await finalizeBackupFolder(ssh, dir, plans.map((plan) => plan.file), manifest, domainXml);
+		// The manifest, then the checkpoints this one replaces, in one exec: one round trip.
+		const stale = checkpoint ? staleCheckpoints(checkpoint, prefix, state?.checkpoints ?? []) : [];
+		const [, deletion] = await runSteps<[void, CheckpointDeletion | undefined]>(
+			ssh,
+			[finalizeStep(dir, plans.map((plan) => plan.file), manifest, domainXml), ...(stale.length > 0 ? [deleteCheckpointsStep(request.uri, vm.uuid, stale)] : [])] as [RemoteStep<void>, RemoteStep<CheckpointDeletion | undefined>],
+			{ label: 'finalize backup', timeoutMs: FINALIZE_TIMEOUT_MS },
+		);
 		succeeded = true;
-		if (checkpoint) await pruneOldCheckpoints(ssh, request.uri, vm, checkpoint, prefix, state?.checkpoints ?? [], warnings);
+		if (deletion?.metadataOnly.length) warnings.push(`removed checkpoint(s) whose bitmap QEMU had lost: ${deletion.metadataOnly.join(', ')}`);
+		if (deletion?.error) warnings.push(`old checkpoints could not be removed: ${deletion.error}`);
 		if (kind !== 'incremental') await removeStaleBitmapsOfOurs(ssh, request.uri, vm, warnings, hooks.signal);
 		return {
 			vm: vm.name,
@@ -363,22 +375,8 @@ async function discardFailedBackup(ssh: SshConnection, uri: string, vm: Discover
  * Only the newest checkpoint is needed for this destination's next incremental; older ones cost
  * I/O. Those of other destinations are their chains: left alone.
  */
-async function pruneOldCheckpoints(
-	ssh: SshConnection,
-	uri: string,
-	vm: DiscoveredVm,
-	keep: string,
-	prefix: string,
-	known: readonly string[],
-	warnings: string[],
-): Promise<void> {
-	const ours = known.filter((name) => isDestinationCheckpoint(name, prefix) && name !== keep);
-	try {
-		const broken = await deleteCheckpoints(ssh, uri, vm.uuid, ours);
-		if (broken.length > 0) warnings.push(`removed checkpoint(s) whose bitmap QEMU had lost: ${broken.join(', ')}`);
-	} catch (error) {
-		warnings.push(`old checkpoints could not be removed: ${(error as Error).message}`);
-	}
+function staleCheckpoints(keep: string, prefix: string, known: readonly string[]): string[] {
+	return known.filter((name) => isDestinationCheckpoint(name, prefix) && name !== keep);
 }
 
 /** Named as our checkpoints are (any destination's, or before they were per destination): `lvb-[<8 hex>-]<backup id>`. */

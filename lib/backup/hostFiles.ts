@@ -6,7 +6,7 @@
  * planted there, and every step has a time bound.
  */
 import { LibvirtBackupError } from '../errors';
-import { newMarker, splitSections } from '../batch';
+import { newMarker, splitSections, type RemoteStep } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, type Manifest } from '../store/manifest';
@@ -50,7 +50,6 @@ sync -- . || { rm -f -- ${MANIFEST_FILE}; exit 1; }
 rm -f -- ${INCOMPLETE_MARKER}
 `;
 
-/** Small files and a few flushes: minutes mean a hung share. */
 const FINALIZE_TIMEOUT_MS = 5 * 60_000;
 /** Removing partly written images on a slow share. */
 const CLEAN_TIMEOUT_MS = 15 * 60_000;
@@ -61,11 +60,21 @@ const CLEAN_TIMEOUT_MS = 15 * 60_000;
  * the incomplete marker.
  */
 export async function finalizeBackupFolder(ssh: SshConnection, dir: string, files: string[], manifest: Manifest, domainXml: string): Promise<void> {
-	await ssh.run(scriptArgv(FINALIZE_SCRIPT, 'lvb-finalize', [dir, JSON.stringify(manifest, null, 2) + '\n', domainXml, ...files]), {
-		label: 'finalize backup',
-		timeoutMs: FINALIZE_TIMEOUT_MS,
-	});
+	const step = finalizeStep(dir, files, manifest, domainXml);
+	await ssh.run(step.argv, { label: step.label, timeoutMs: FINALIZE_TIMEOUT_MS });
 }
+
+/** finalizeBackupFolder as a step of a batched command (lib/batch): the checkpoint clean-up can follow it. */
+export function finalizeStep(dir: string, files: string[], manifest: Manifest, domainXml: string): RemoteStep<void> {
+	return {
+		label: 'finalize backup',
+		argv: scriptArgv(FINALIZE_SCRIPT, 'lvb-finalize', [dir, JSON.stringify(manifest, null, 2) + '\n', domainXml, ...files]),
+		parse: () => undefined,
+	};
+}
+
+/** Small files and a few flushes: minutes mean a hung share. */
+export { FINALIZE_TIMEOUT_MS };
 
 /**
  * Removes folders in `vmDir` that WE left incomplete (marker present, no manifest), e.g. after a
@@ -229,14 +238,25 @@ done`;
  * background while it is hashed from the page cache.
  */
 export async function finishImages(ssh: SshConnection, dir: string, images: ImageFinish[], signal?: AbortSignal, timeoutMs?: number): Promise<HashedFile[]> {
+	const step = finishImagesStep(dir, images);
+	return step.parse((await ssh.run(step.argv, { label: step.label, signal, timeoutMs })).stdout, 0);
+}
+
+/** finishImages as a step of a batched command (lib/batch): it can follow the job that wrote the images. */
+export function finishImagesStep(dir: string, images: ImageFinish[]): RemoteStep<HashedFile[]> {
 	const marker = newMarker();
 	const args = images.flatMap((image) => [image.file, image.backingFile ?? '', image.compress ? '1' : '0']);
-	const { stdout } = await ssh.run(scriptArgv(FINISH_IMAGES_SCRIPT, 'lvb-finish-images', [dir, marker, ...args]), { label: 'sha256', signal, timeoutMs });
-	const sections = splitSections(stdout, marker);
-	if (sections.length !== images.length) throw new LibvirtBackupError('BACKUP_FAILED', `Hashing in ${dir} returned ${sections.length} results for ${images.length} images`);
-	return sections.map((section, index) => {
-		const sha256 = section.body.trim();
-		if (!/^[0-9a-f]{64}$/.test(sha256)) throw new LibvirtBackupError('BACKUP_FAILED', `Could not hash ${dir}/${images[index].file}`);
-		return { file: images[index].file, bytes: Number(section.arg), sha256 };
-	});
+	return {
+		label: 'sha256',
+		argv: scriptArgv(FINISH_IMAGES_SCRIPT, 'lvb-finish-images', [dir, marker, ...args]),
+		parse: (stdout) => {
+			const sections = splitSections(stdout, marker);
+			if (sections.length !== images.length) throw new LibvirtBackupError('BACKUP_FAILED', `Hashing in ${dir} returned ${sections.length} results for ${images.length} images`);
+			return sections.map((section, index) => {
+				const sha256 = section.body.trim();
+				if (!/^[0-9a-f]{64}$/.test(sha256)) throw new LibvirtBackupError('BACKUP_FAILED', `Could not hash ${dir}/${images[index].file}`);
+				return { file: images[index].file, bytes: Number(section.arg), sha256 };
+			});
+		},
+	};
 }

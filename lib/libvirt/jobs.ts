@@ -6,8 +6,8 @@ import { LibvirtBackupError, tail } from '../errors';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { parseCheckpointSizes } from './domainXml';
-import { newMarker, splitSections } from '../batch';
-import { runVirsh } from './virsh';
+import { newMarker, runSteps, splitSections, type RemoteStep } from '../batch';
+import { runVirsh, virshFailure } from './virsh';
 
 export interface JobProgress {
 	processedBytes: number;
@@ -143,31 +143,46 @@ export function pushJobArgv(job: PushJob, marker: string): string[] {
 	return scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpoint?.xml ?? '', job.quiesce, marker, job.checkpoint?.name ?? '']);
 }
 
-export async function runPushBackupJob(
-	ssh: SshConnection,
+/**
+ * A push job as one step of a batched remote command (lib/batch): the hashing and the domain XML
+ * can follow it in the same exec. `onProgress` gets the job's progress as it is polled; `onEnd`
+ * is called once the job has ended on the host.
+ */
+export function pushJobStep(
 	job: PushJob,
+	username: string,
 	onProgress: (progress: JobProgress) => void,
-	signal?: AbortSignal,
-	timeoutMs?: number,
-): Promise<PushJobResult> {
+	onEnd: () => void = () => undefined,
+): RemoteStep<PushJobResult> {
 	const marker = newMarker();
-	let output = '';
 	let reported = 0;
-	const argv = pushJobArgv(job, marker);
-	await runVirsh(ssh, argv, job.uri, 'virsh backup-begin', signal, {
-		timeoutMs,
-		onStdout: (chunk) => {
-			output += chunk.toString('utf8');
-			const progress = splitSections(output, marker).filter((section) => section.kind === 'progress');
+	let ended = false;
+	return {
+		label: 'virsh backup-begin',
+		argv: pushJobArgv(job, marker),
+		onOutput: (output) => {
+			const sections = splitSections(output, marker);
+			const progress = sections.filter((section) => section.kind === 'progress');
 			// The newest section may still be arriving; the one before it is complete.
 			if (progress.length - 1 > reported) {
 				reported = progress.length - 1;
 				const stats = rawStats(progress[reported - 1].body);
 				onProgress({ processedBytes: Number(stats.get('disk_processed') ?? 0), totalBytes: Number(stats.get('disk_total') ?? 0) });
 			}
+			if (!ended && sections.some((section) => section.kind === 'completed')) {
+				ended = true;
+				onEnd();
+			}
 		},
-	});
-	const sections = splitSections(output, marker);
+		parse: (output) => {
+			if (!ended) onEnd();
+			return pushJobResult(job, splitSections(output, marker));
+		},
+		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, job.uri, username),
+	};
+}
+
+function pushJobResult(job: PushJob, sections: ReturnType<typeof splitSections>): PushJobResult {
 	const noFreeze = sections.find((section) => section.kind === 'nofreeze');
 	const noFreezeReason = noFreeze ? describeAgentFailure(noFreeze.body) : undefined;
 	if (!sections.some((section) => section.kind === 'started')) {
@@ -232,14 +247,7 @@ export async function listCheckpoints(ssh: SshConnection, uri: string, uuid: str
 	return stdout.split('\n').map((line) => line.trim()).filter(Boolean);
 }
 
-/**
- * Deletes checkpoints (libvirt merges each one's bitmap into its parent's, which keeps older
- * checkpoints usable). A checkpoint whose bitmap QEMU no longer has cannot be deleted that way:
- * only its metadata is removed then, and its name is returned.
- */
-export async function deleteCheckpoints(ssh: SshConnection, uri: string, uuid: string, names: readonly string[]): Promise<string[]> {
-	if (names.length === 0) return [];
-	const script = `export LC_ALL=C
+const CHECKPOINT_DELETE_SCRIPT = `export LC_ALL=C
 uri=$1 dom=$2 m=$3; shift 3
 rc=0
 for c in "$@"; do
@@ -252,11 +260,41 @@ for c in "$@"; do
   rc=1
 done
 exit $rc`;
+
+export interface CheckpointDeletion {
+	/** Checkpoints whose bitmap QEMU no longer had: only their metadata was removed. */
+	metadataOnly: string[];
+	/** Why some could not be deleted (the step is optional: it never fails its batch). */
+	error?: string;
+}
+
+/**
+ * Deletes checkpoints (libvirt merges each one's bitmap into its parent's, which keeps older
+ * checkpoints usable). A checkpoint whose bitmap QEMU no longer has cannot be deleted that way:
+ * only its metadata is removed then, and its name is returned. An optional step: a failure is
+ * reported in its result, and the steps after it run.
+ */
+export function deleteCheckpointsStep(uri: string, uuid: string, names: readonly string[]): RemoteStep<CheckpointDeletion> {
 	const marker = newMarker();
-	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-checkpoint-delete', [uri, uuid, marker, ...names]), uri, 'virsh checkpoint-delete');
-	return splitSections(stdout, marker)
-		.filter((section) => section.kind === 'metadata')
-		.map((section) => section.arg);
+	return {
+		label: 'virsh checkpoint-delete',
+		optional: true,
+		argv: scriptArgv(CHECKPOINT_DELETE_SCRIPT, 'lvb-checkpoint-delete', [uri, uuid, marker, ...names]),
+		parse: (stdout, exitCode) => {
+			const sections = splitSections(stdout, marker);
+			const metadataOnly = sections.filter((section) => section.kind === 'metadata').map((section) => section.arg);
+			const text = stdout.split(`${marker} `)[0].trim();
+			return exitCode === 0 ? { metadataOnly } : { metadataOnly, error: `virsh checkpoint-delete failed (exit code ${exitCode}): ${tail(text) || 'no error output'}` };
+		},
+	};
+}
+
+/** deleteCheckpointsStep on its own; throws when some could not be deleted. */
+export async function deleteCheckpoints(ssh: SshConnection, uri: string, uuid: string, names: readonly string[]): Promise<string[]> {
+	if (names.length === 0) return [];
+	const [deletion] = await runSteps<[CheckpointDeletion]>(ssh, [deleteCheckpointsStep(uri, uuid, names)], { label: 'virsh checkpoint-delete' });
+	if (deletion.error) throw new LibvirtBackupError('COMMAND_FAILED', deletion.error);
+	return deletion.metadataOnly;
 }
 
 export interface DiskOverlay {
