@@ -6,6 +6,11 @@
 import { LibvirtBackupError } from '../errors';
 import {
 	abortJob,
+	preflightStateStep,
+	readDomainsStep,
+	vmFromBlockStats,
+	type HostDomains,
+	type PreflightState,
 	backupState,
 	deleteCheckpoints,
 	deleteCheckpointsStep,
@@ -21,13 +26,13 @@ import {
 	type Quiesce,
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
-import { readCatalog, type Catalog } from '../catalog/list';
+import { readCatalog, readCatalogStep, type Catalog } from '../catalog/list';
 import { formatBytes } from '../format';
-import { FINALIZE_TIMEOUT_MS, finalizeStep, finishImages, finishImagesStep, inspectVmFolder, removeIncompleteFolders, type HashedFile, type MeasuredDisk, type VmFolder } from './hostFiles';
+import { FINALIZE_TIMEOUT_MS, finalizeStep, finishImages, finishImagesStep, inspectVmFolder, inspectVmFolderStep, removeIncompleteFolders, type HashedFile, type MeasuredDisk, type VmFolder } from './hostFiles';
 import { runSteps, type RemoteStep } from '../batch';
 import { CHECKPOINT_PREFIX, checkpointPrefix, isDestinationCheckpoint, planBackup, selectDisks, type BackupMode, type NewFullPolicy, type StoreState } from './plan';
 import { backupDir, backupId, checkDestination, vmBackupDir, vmDirName } from '../store/layout';
-import { acquireVmLock } from '../store/lock';
+import { acquireVmLock, lockAndRun, type VmLock } from '../store/lock';
 import { isBackupId, MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
 import { offlineConvert, pushBackupStep, recoverPendingOverlays, snapshotBackup, type Progress, type StrategyContext, type StrategyResult } from './strategies';
 
@@ -128,18 +133,58 @@ export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks
 	checkBackupRequest(request);
 	const now = hooks.now ?? (() => new Date());
 	const started = now();
-	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
-	hooks.onVm?.({ name: vm.name, uuid: vm.uuid });
-	const vmDir = vmBackupDir(request.dest, vm.name);
-	const lock = await acquireVmLock(ssh, vmDir, request.holder, vm.name);
+	const plannedId = backupId(started);
+	const { vm, vmDir, lock, read } = await lockVm(ssh, request, plannedId, hooks.signal);
 	let succeeded = false;
 	try {
-		const result = await backupLocked(ssh, request, hooks, vm, vmDir, started, now);
+		hooks.onVm?.({ name: vm.name, uuid: vm.uuid });
+		const result = await backupLocked(ssh, request, hooks, vm, vmDir, plannedId, read, started, now);
 		succeeded = true;
 		return result;
 	} finally {
 		// A first backup that failed leaves no empty VM folder behind (lock file included).
 		await lock.release({ removeCreatedFolder: !succeeded });
+	}
+}
+
+/** What a backup reads under the lock before it plans: libvirt's state of the VM, its folder, its backups. */
+type Look = [BackupState | undefined, VmFolder, Catalog];
+
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Finds the VM and takes its lock. A request by name takes the lock of that name's folder first and
+ * reads everything the plan needs under it in the same exec (one round trip): the VM's definition,
+ * libvirt's block stats and checkpoint state for the domain virsh resolves the name to, the folder
+ * and the VM's backups. What virsh resolved is used only when it is the domain the exact name
+ * match found, and the block stats only when they describe every disk; otherwise those are asked
+ * again. A request by UUID must find the name (the folder) first.
+ */
+async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: string, signal?: AbortSignal): Promise<{ vm: DiscoveredVm; vmDir: string; lock: VmLock; read?: Look }> {
+	if (UUID_SHAPE.test(request.vm)) {
+		const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+		const vmDir = vmBackupDir(request.dest, vm.name);
+		return { vm, vmDir, lock: await acquireVmLock(ssh, vmDir, request.holder, vm.name) };
+	}
+	const vmDir = vmBackupDir(request.dest, request.vm);
+	const username = ssh.target.username;
+	const { lock, results } = await lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(ssh, vmDir, request.holder, request.vm, [
+		readDomainsStep(request.uri, username),
+		preflightStateStep(request.uri, request.vm, CHECKPOINT_PREFIX, username),
+		inspectVmFolderStep(vmDir, plannedId),
+		readCatalogStep(request.dest, [vmDirName(request.vm)]),
+	]);
+	try {
+		const [host, resolved, folder, catalog] = results;
+		const sure = (vm: DiscoveredVm | undefined) => vm !== undefined && resolved.uuid?.toLowerCase() === vm.uuid.toLowerCase();
+		let vm = vmFromBlockStats(host, request.uri, request.vm, resolved.blockStats);
+		if (!sure(vm)) [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+		const live = vm!.state === 'running' || vm!.state === 'paused';
+		const state = !live ? undefined : sure(vm) ? resolved.state : await backupState(ssh, request.uri, vm!.uuid, CHECKPOINT_PREFIX);
+		return { vm: vm!, vmDir, lock, read: [state, folder, catalog] };
+	} catch (error) {
+		await lock.release({ removeCreatedFolder: true });
+		throw error;
 	}
 }
 
@@ -149,22 +194,23 @@ async function backupLocked(
 	hooks: BackupHooks,
 	discovered: DiscoveredVm,
 	vmDir: string,
+	plannedId: string,
+	read: Look | undefined,
 	started: Date,
 	now: () => Date,
 ): Promise<BackupResult> {
 	const warnings: string[] = [];
 	let vm = discovered;
 	const live = vm.state === 'running' || vm.state === 'paused';
-	const plannedId = backupId(started);
 	let disks = selectDisks(vm, request.disks);
 	// Independent questions to libvirt and to the file system, asked at once.
-	const look = () =>
+	const look = (): Promise<Look> =>
 		Promise.all([
 			live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
 			inspectVmFolder(ssh, vmDir, plannedId, measured(disks)),
 			readCatalog(ssh, request.dest, [vmDirName(vm.name)], hooks.signal),
 		]);
-	let [state, folder, catalog] = await look();
+	let [state, folder, catalog] = read ?? (await look());
 	if (state?.backupJobActive || folder.incomplete.length > 0 || folder.pending) {
 		await recoverFromInterruptedRun(ssh, request.uri, vm, vmDir, state, folder, warnings);
 		// Merged overlays change the disks' sources: look at the VM again.
@@ -177,16 +223,23 @@ async function backupLocked(
 
 	const id = freeId(plannedId, folder.taken);
 	const prefix = checkpointPrefix(checkDestination(request.dest));
-	const plan = planBackup({
-		request: { mode: request.mode, method: request.method, disks: request.disks, compression: request.compression, newFull: request.newFullAfter },
-		vm,
-		host: state,
-		store: storeState(catalog),
-		id,
-		checkpointPrefix: prefix,
-		now: started,
-		fullBytes: new Map(disks.map((disk) => [disk.target, fullEstimate(disk, folder)])),
-	});
+	const planned = (measuredFolder: VmFolder) =>
+		planBackup({
+			request: { mode: request.mode, method: request.method, disks: request.disks, compression: request.compression, newFull: request.newFullAfter },
+			vm,
+			host: state,
+			store: storeState(catalog),
+			id,
+			checkpointPrefix: prefix,
+			now: started,
+			fullBytes: new Map(disks.map((disk) => [disk.target, fullEstimate(disk, measuredFolder)])),
+		});
+	let plan = planned(folder);
+	// The read under the lock does not measure the disks' data (qemu-img map): only a full needs it.
+	if (plan.kind !== 'incremental' && folder.dataBytes.size === 0 && measured(disks).length > 0) {
+		folder = await inspectVmFolder(ssh, vmDir, plannedId, measured(disks));
+		plan = planned(folder);
+	}
 	warnings.push(...plan.warnings);
 	if (plan.neededBytes > folder.free.bytes) {
 		throw new LibvirtBackupError('NO_SPACE', `Not enough space on ${folder.free.mount}: need ${formatBytes(plan.neededBytes)}, ${formatBytes(folder.free.bytes)} free`, {

@@ -130,8 +130,7 @@ const INSPECT_TIMEOUT_MS = 5 * 60_000;
  * `disks` are measured with `qemu-img map` (allocated data at the virtual level, backing chain
  * included): a compressed qcow2 takes far less room than the copy that convert writes.
  */
-export async function inspectVmFolder(ssh: SshConnection, vmDir: string, id: string, disks: readonly MeasuredDisk[] = []): Promise<VmFolder> {
-	const script = `export LC_ALL=C
+const INSPECT_SCRIPT = `export LC_ALL=C
 vmdir=$1 id=$2 m=$3; shift 3
 ${READ_FILE_FN}
 p=$vmdir
@@ -157,9 +156,25 @@ for d in $ids; do
   [ -f "$d/${INCOMPLETE_MARKER}" ] && [ ! -e "$d/${MANIFEST_FILE}" ] && [ ! -L "$d/${MANIFEST_FILE}" ] && echo "$m incomplete $d"
 done
 exit 0`;
+
+export async function inspectVmFolder(ssh: SshConnection, vmDir: string, id: string, disks: readonly MeasuredDisk[] = []): Promise<VmFolder> {
+	const step = inspectVmFolderStep(vmDir, id, disks);
+	const { stdout } = await ssh.run(step.argv, { label: step.label, timeoutMs: INSPECT_TIMEOUT_MS });
+	return step.parse(stdout, 0);
+}
+
+/** inspectVmFolder as a step of a batched command (lib/batch). */
+export function inspectVmFolderStep(vmDir: string, id: string, disks: readonly MeasuredDisk[] = []): RemoteStep<VmFolder> {
 	const marker = newMarker();
 	const args = disks.flatMap((disk) => [disk.target, disk.format, disk.path]);
-	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-inspect', [vmDir, id, marker, ...args]), { label: 'inspect backup folder', timeoutMs: INSPECT_TIMEOUT_MS });
+	return {
+		label: 'inspect backup folder',
+		argv: scriptArgv(INSPECT_SCRIPT, 'lvb-inspect', [vmDir, id, marker, ...args]),
+		parse: (stdout) => parseVmFolder(stdout, marker, vmDir),
+	};
+}
+
+function parseVmFolder(stdout: string, marker: string, vmDir: string): VmFolder {
 	const sections = splitSections(stdout, marker);
 	const body = (kind: string) => sections.find((section) => section.kind === kind);
 	const df = (body('df')?.body ?? '').trim().split(/\s+/);

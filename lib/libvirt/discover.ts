@@ -9,8 +9,8 @@ import { nameMatcher } from '../nameRegex';
 import type { SshConnection } from '../ssh';
 import { scriptArgv } from '../shell';
 import { parseDomainXml, type DomainDefinition, type DomainDisk } from './domainXml';
-import { newMarker, splitSections } from '../batch';
-import { runVirsh } from './virsh';
+import { newMarker, splitSections, type RemoteStep } from '../batch';
+import { runVirsh, virshFailure } from './virsh';
 
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'other';
 
@@ -126,30 +126,68 @@ export async function listDomains(ssh: SshConnection, uri: string, signal?: Abor
 	return definitions.map(({ name, uuid }) => ({ name, uuid, state: stateOf(uuid) })).sort(byName);
 }
 
-interface HostDomains {
+export interface HostDomains {
 	definitions: DomainDefinition[];
 	inSet(set: string, uuid: string): boolean;
 	stateOf(uuid: string): DomainState;
 }
 
 async function readDomains(ssh: SshConnection, uri: string, signal?: AbortSignal): Promise<HostDomains> {
-	const marker = newMarker();
-	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]), uri, 'virsh (discovery)', signal);
+	const step = readDomainsStep(uri, ssh.target.username);
+	const { stdout } = await runVirsh(ssh, step.argv, uri, step.label, signal);
+	return step.parse(stdout, 0);
+}
 
-	const sets = new Map<string, Set<string>>();
-	const definitions: DomainDefinition[] = [];
-	for (const section of splitSections(stdout, marker)) {
-		if (section.kind === 'xml') {
-			// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
-			if (section.body.includes('<domain')) definitions.push(parseDomainXml(section.body));
-		} else {
-			sets.set(section.arg, new Set(section.body.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean)));
-		}
+/** Every domain's definition and state sets, as a step of a batched command (lib/batch). */
+export function readDomainsStep(uri: string, username: string): RemoteStep<HostDomains> {
+	const marker = newMarker();
+	return {
+		label: 'virsh (discovery)',
+		argv: scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]),
+		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, uri, username),
+		parse: (stdout) => {
+			const sets = new Map<string, Set<string>>();
+			const definitions: DomainDefinition[] = [];
+			for (const section of splitSections(stdout, marker)) {
+				if (section.kind === 'xml') {
+					// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
+					if (section.body.includes('<domain')) definitions.push(parseDomainXml(section.body));
+				} else {
+					sets.set(section.arg, new Set(section.body.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean)));
+				}
+			}
+			const inSet = (set: string, uuid: string) => sets.get(set)?.has(uuid.toLowerCase()) ?? false;
+			const stateOf = (uuid: string): DomainState => (['running', 'paused', 'shutoff'] as const).find((state) => inSet(state, uuid)) ?? 'other';
+			return { definitions, inSet, stateOf };
+		},
+	};
+}
+
+/** What libvirt reports for a running domain's disk (`domstats --block`): its top image. */
+export interface BlockStat {
+	path: string;
+	capacity: number;
+	physical: number;
+}
+
+/**
+ * One VM from already read domains, its images described by libvirt's block stats (one virsh call,
+ * no qemu-img): undefined when those do not cover every disk as qemu-img info would (a backing
+ * chain, a block device, a disk libvirt has no numbers for), and the caller asks qemu-img.
+ */
+export function vmFromBlockStats(host: HostDomains, uri: string, domain: string, stats: ReadonlyMap<string, BlockStat>): DiscoveredVm | undefined {
+	const [definition] = resolveDomains(host.definitions, [domain], uri);
+	// A shut-off domain's XML names no backing chain, and libvirt reports none for it.
+	if (!['running', 'paused'].includes(host.stateOf(definition.uuid))) return undefined;
+	const images = new Map<string, ImageInfo>();
+	for (const disk of definition.disks) {
+		const local = localImage(disk);
+		if (!local) continue;
+		const stat = stats.get(disk.target);
+		if (disk.type !== 'file' || disk.backingStore.length > 0 || !stat || stat.path !== local.path) return undefined;
+		images.set(imageKey(local), { layers: [{ path: local.path, format: local.format, virtualBytes: stat.capacity, allocatedBytes: stat.physical }] });
 	}
-	const inSet = (set: string, uuid: string) => sets.get(set)?.has(uuid.toLowerCase()) ?? false;
-	const stateOf = (uuid: string): DomainState =>
-		(['running', 'paused', 'shutoff'] as const).find((state) => inSet(state, uuid)) ?? 'other';
-	return { definitions, inSet, stateOf };
+	return describeVm(host, definition, () => true, images);
 }
 
 export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
@@ -172,27 +210,28 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 	const disksOf = (domain: DomainDefinition) => domain.disks.filter((disk) => !excluded.has(disk.device));
 	const images = await inspectImages(ssh, selected.flatMap((domain) => disksOf(domain).map(localImage).filter((image): image is LocalImage => !!image)), signal);
 
-	const vms = selected
-		.map((domain): DiscoveredVm => {
-			const disks = disksOf(domain).map((disk) => describeDisk(disk, images));
-			const reasons = disks.filter((disk) => !disk.backupable).map((disk) => `${disk.target}: ${disk.reason}`);
-			if (disks.length === 0) reasons.push('no disks');
-			return {
-				name: domain.name,
-				uuid: domain.uuid,
-				state: stateOf(domain.uuid),
-				persistent: inSet('persistent', domain.uuid),
-				autostart: inSet('autostart', domain.uuid),
-				hypervisor: domain.hypervisor,
-				disks,
-				totalVirtualBytes: sum(disks.map((disk) => disk.virtualBytes ?? 0)),
-				totalAllocatedBytes: sum(disks.map((disk) => (disk.allocatedBytes ?? 0) + sum(disk.backingChain.map((layer) => layer.allocatedBytes)))),
-				backupable: reasons.length === 0,
-				reasons,
-			};
-		})
-		.sort(byName);
+	const vms = selected.map((domain) => describeVm(host, domain, (disk) => !excluded.has(disk.device), images)).sort(byName);
 	return { vms, sshExecs: ssh.execCount - execsBefore };
+}
+
+function describeVm(host: HostDomains, domain: DomainDefinition, included: (disk: DomainDisk) => boolean, images: Map<string, ImageInfo>): DiscoveredVm {
+	const { inSet, stateOf } = host;
+	const disks = domain.disks.filter(included).map((disk) => describeDisk(disk, images));
+	const reasons = disks.filter((disk) => !disk.backupable).map((disk) => `${disk.target}: ${disk.reason}`);
+	if (disks.length === 0) reasons.push('no disks');
+	return {
+		name: domain.name,
+		uuid: domain.uuid,
+		state: stateOf(domain.uuid),
+		persistent: inSet('persistent', domain.uuid),
+		autostart: inSet('autostart', domain.uuid),
+		hypervisor: domain.hypervisor,
+		disks,
+		totalVirtualBytes: sum(disks.map((disk) => disk.virtualBytes ?? 0)),
+		totalAllocatedBytes: sum(disks.map((disk) => (disk.allocatedBytes ?? 0) + sum(disk.backingChain.map((layer) => layer.allocatedBytes)))),
+		backupable: reasons.length === 0,
+		reasons,
+	};
 }
 
 const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

@@ -6,6 +6,7 @@ import { LibvirtBackupError, tail } from '../errors';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { parseCheckpointSizes } from './domainXml';
+import type { BlockStat } from './discover';
 import { newMarker, runSteps, splitSections, type RemoteStep } from '../batch';
 import { runVirsh, virshFailure } from './virsh';
 
@@ -217,13 +218,16 @@ echo "$m job"
 virsh -c "$uri" domjobinfo --domain "$dom" --rawstats || exit $?
 echo "$m checkpoints"
 list=$(virsh -q -c "$uri" checkpoint-list --domain "$dom" --name) || exit $?
-printf '%s\n' "$list"
+printf '%s\\n' "$list"
 for c in $list; do
   case $c in "$prefix"*) echo "$m size $c"; virsh -q -c "$uri" checkpoint-dumpxml --domain "$dom" --checkpointname "$c" --size || true;; esac
 done`;
 	const marker = newMarker();
 	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-backup-state', [uri, uuid, prefix, marker]), uri, 'virsh (backup state)');
-	const sections = splitSections(stdout, marker);
+	return parseBackupState(splitSections(stdout, marker));
+}
+
+function parseBackupState(sections: ReturnType<typeof splitSections>): BackupState {
 	const job = rawStats(sections.find((section) => section.kind === 'job')?.body ?? '');
 	const dirtyBytes = new Map<string, Map<string, number>>();
 	for (const section of sections.filter((s) => s.kind === 'size' && s.body.includes('<domaincheckpoint'))) {
@@ -236,6 +240,68 @@ done`;
 		checkpoints: (sections.find((section) => section.kind === 'checkpoints')?.body ?? '').split('\n').map((line) => line.trim()).filter(Boolean),
 		dirtyBytes,
 	};
+}
+
+/**
+ * backupState for a domain named by the request (a name or UUID), with its disks' block stats,
+ * in two virsh processes (one connection each) as a step of the pre-flight batch. `virsh domuuid`
+ * resolves the request as virsh does (an ID before a name), so the caller takes the result only
+ * for the domain its own exact match found. Checkpoint names reach virsh's command string only
+ * when made of the characters ours use.
+ */
+const PREFLIGHT_STATE_SCRIPT = `export LC_ALL=C
+uri=$1 ref=$2 prefix=$3 m=$4
+dom=$(virsh -q -c "$uri" domuuid --domain "$ref" 2>/dev/null) || dom=
+case $dom in ''|*[!0-9a-fA-F-]*) echo "$m nodomain"; exit 0;; esac
+echo "$m uuid $dom"
+out=$(virsh -c "$uri" "echo $m version; version --daemon; echo $m job; domjobinfo --domain $dom --rawstats; echo $m checkpoints; checkpoint-list --domain $dom --name; echo $m blockstats; domstats --block --backing $dom") || exit $?
+printf '%s\\n' "$out"
+cmds=
+for c in $(printf '%s\\n' "$out" | awk -v a="$m checkpoints" -v b="$m blockstats" '$0 == b { f = 0 } f { print } $0 == a { f = 1 }'); do
+  case $c in *[!A-Za-z0-9._-]*) continue;; "$prefix"*) cmds="$cmds echo $m size $c; checkpoint-dumpxml --domain $dom --checkpointname $c --size;";; esac
+done
+[ -z "$cmds" ] || virsh -c "$uri" "$cmds"
+exit 0`;
+
+export interface PreflightState {
+	/** The domain virsh resolved the request to; undefined when it found none. */
+	uuid?: string;
+	state: BackupState;
+	/** Block stats per disk target (running domains: the top image's numbers). */
+	blockStats: Map<string, BlockStat>;
+}
+
+export function preflightStateStep(uri: string, ref: string, prefix: string, username: string): RemoteStep<PreflightState> {
+	const marker = newMarker();
+	return {
+		label: 'virsh (backup state)',
+		argv: scriptArgv(PREFLIGHT_STATE_SCRIPT, 'lvb-preflight-state', [uri, ref, prefix, marker]),
+		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, uri, username),
+		parse: (stdout) => {
+			const sections = splitSections(stdout, marker);
+			const uuid = sections.find((section) => section.kind === 'uuid')?.arg;
+			return { uuid, state: parseBackupState(sections), blockStats: parseBlockStats(sections.find((section) => section.kind === 'blockstats')?.body ?? '') };
+		},
+	};
+}
+
+/** `block.<i>.<field>=<value>` lines of `virsh domstats --block`, keyed by disk target. */
+function parseBlockStats(text: string): Map<string, BlockStat> {
+	const byIndex = new Map<string, Map<string, string>>();
+	for (const line of text.split('\n')) {
+		const match = /^ {2}block\.(\d+)\.([a-z.]+)=(.*)$/.exec(line);
+		if (!match) continue;
+		const fields = byIndex.get(match[1]) ?? byIndex.set(match[1], new Map()).get(match[1])!;
+		fields.set(match[2], match[3]);
+	}
+	const stats = new Map<string, BlockStat>();
+	for (const fields of byIndex.values()) {
+		const [name, path, capacity, physical] = ['name', 'path', 'capacity', 'physical'].map((key) => fields.get(key));
+		// Backing layers repeat their disk's name with a backingIndex > top's: only the first (top) entry counts.
+		if (name === undefined || path === undefined || capacity === undefined || physical === undefined || stats.has(name)) continue;
+		stats.set(name, { path, capacity: Number(capacity), physical: Number(physical) });
+	}
+	return stats;
 }
 
 export async function abortJob(ssh: SshConnection, uri: string, uuid: string): Promise<void> {
