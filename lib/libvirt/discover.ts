@@ -11,6 +11,7 @@ import { scriptArgv } from '../shell';
 import { parseDomainXml, type DomainDefinition, type DomainDisk } from './domainXml';
 import { newMarker, splitSections, type RemoteStep } from '../batch';
 import { runVirsh, virshFailure } from './virsh';
+import { IMAGE_HEADERS_SCRIPT, parseImageHeaders, type ImageFile, type ImageHeader } from './imageHeaders';
 
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'other';
 
@@ -286,8 +287,47 @@ function localImage(disk: DomainDisk): LocalImage | undefined {
 
 const imageKey = (image: LocalImage) => `${image.format}\0${image.path}`;
 
+/**
+ * Sizes and backing chains of the images: qcow2 and raw files from their headers (lib/libvirt/
+ * imageHeaders: a few processes for all of them) while qemu-img reads the others in the same
+ * round trip; then qemu-img reads the backing files the headers named (each once, however many
+ * images share it) and whatever the headers left unsure. A constant number of round trips.
+ */
 async function inspectImages(ssh: SshConnection, wanted: LocalImage[], signal?: AbortSignal): Promise<Map<string, ImageInfo>> {
 	const unique = [...new Map(wanted.map((image) => [imageKey(image), image])).values()];
+	const files = unique.filter((image): image is ImageFile => image.format === 'qcow2' || image.format === 'raw');
+	const others = unique.filter((image) => image.format !== 'qcow2' && image.format !== 'raw');
+	const [headers, otherInfo] = await Promise.all([readHeaders(ssh, files, signal), qemuImgInfo(ssh, others, signal)]);
+	const backings = new Map<string, LocalImage>();
+	const unsure: LocalImage[] = [];
+	files.forEach((image, index) => {
+		const header = headers[index];
+		if (!header) unsure.push(image);
+		else if (header.backing) backings.set(imageKey(header.backing), header.backing);
+	});
+	const later = await qemuImgInfo(ssh, [...unsure, ...backings.values()], signal);
+	const images = new Map([...otherInfo, ...later]);
+	files.forEach((image, index) => {
+		const header = headers[index];
+		if (!header) return;
+		const backing = header.backing ? later.get(imageKey(header.backing)) : undefined;
+		if (!header.backing) images.set(imageKey(image), { layers: [header.top] });
+		else images.set(imageKey(image), !backing || 'error' in backing ? { error: backing && 'error' in backing ? backing.error : 'backing file not read' } : { layers: [header.top, ...backing.layers] });
+	});
+	return images;
+}
+
+async function readHeaders(ssh: SshConnection, files: ImageFile[], signal?: AbortSignal): Promise<(ImageHeader | undefined)[]> {
+	const results: (ImageHeader | undefined)[] = [];
+	for (const batch of batchesByBytes(files, MAX_ARGS_BYTES)) {
+		const marker = newMarker();
+		const { stdout } = await ssh.run(scriptArgv(IMAGE_HEADERS_SCRIPT, 'lvb-image-headers', [marker, ...batch.map((image) => image.path)]), { label: 'image headers', signal });
+		results.push(...parseImageHeaders(batch, splitSections(stdout, marker)));
+	}
+	return results;
+}
+
+async function qemuImgInfo(ssh: SshConnection, unique: LocalImage[], signal?: AbortSignal): Promise<Map<string, ImageInfo>> {
 	const images = new Map<string, ImageInfo>();
 	for (const batch of batchesByBytes(unique, MAX_ARGS_BYTES)) {
 		const marker = newMarker();
@@ -356,9 +396,9 @@ function notBackupableReason(disk: DomainDisk): string | undefined {
 	return undefined;
 }
 
-function batchesByBytes(items: LocalImage[], maxBytes: number): LocalImage[][] {
-	const batches: LocalImage[][] = [];
-	let current: LocalImage[] = [];
+function batchesByBytes<T extends LocalImage>(items: T[], maxBytes: number): T[][] {
+	const batches: T[][] = [];
+	let current: T[] = [];
 	let bytes = 0;
 	for (const item of items) {
 		const size = Buffer.byteLength(item.path) + Buffer.byteLength(item.format) + 16;
