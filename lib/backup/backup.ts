@@ -150,6 +150,8 @@ export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks
 /** What a backup reads under the lock before it plans: libvirt's state of the VM, its folder, its backups. */
 type Look = [BackupState | undefined, VmFolder, Catalog];
 
+/** Longest file name (bytes) on Linux file systems. */
+const NAME_MAX = 255;
 const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
@@ -158,10 +160,12 @@ const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
  * libvirt's block stats and checkpoint state for the domain virsh resolves the name to, the folder
  * and the VM's backups. What virsh resolved is used only when it is the domain the exact name
  * match found, and the block stats only when they describe every disk; otherwise those are asked
- * again. A request by UUID must find the name (the folder) first.
+ * again. A request by UUID must find the name (the folder) first, and so must a name too long to be
+ * a folder's.
  */
 async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: string, signal?: AbortSignal): Promise<{ vm: DiscoveredVm; vmDir: string; lock: VmLock; read?: Look }> {
-	if (UUID_SHAPE.test(request.vm)) {
+	// A name no folder can have (longer than a file name may be) is no VM of ours: let discovery say so.
+	if (UUID_SHAPE.test(request.vm) || Buffer.byteLength(vmDirName(request.vm)) > NAME_MAX) {
 		const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
 		const vmDir = vmBackupDir(request.dest, vm.name);
 		return { vm, vmDir, lock: await acquireVmLock(ssh, vmDir, request.holder, vm.name) };
