@@ -50,7 +50,8 @@ sync -- . || { rm -f -- ${MANIFEST_FILE}; exit 1; }
 rm -f -- ${INCOMPLETE_MARKER}
 `;
 
-const FINALIZE_TIMEOUT_MS = 5 * 60_000;
+/** Small files and a few flushes: minutes mean a hung share. */
+export const FINALIZE_TIMEOUT_MS = 5 * 60_000;
 /** Removing partly written images on a slow share. */
 const CLEAN_TIMEOUT_MS = 15 * 60_000;
 
@@ -72,9 +73,6 @@ export function finalizeStep(dir: string, files: string[], manifest: Manifest, d
 		parse: () => undefined,
 	};
 }
-
-/** Small files and a few flushes: minutes mean a hung share. */
-export { FINALIZE_TIMEOUT_MS };
 
 /**
  * Removes folders in `vmDir` that WE left incomplete (marker present, no manifest), e.g. after a

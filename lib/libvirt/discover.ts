@@ -1,7 +1,8 @@
 /**
  * Discovery of every domain with its state and disks in a CONSTANT number of SSH round trips:
- * one batched virsh script for states and domain XML, one batched qemu-img script for sizes and
- * backing chains (split only when the argument list would exceed what one SSH request carries).
+ * one batched virsh script for states and domain XML, then the images' sizes from their headers
+ * (imageHeaders.ts) with qemu-img for the rest, then qemu-img for the backing files the headers
+ * name (each batch split only when the argument list would exceed what one SSH request carries).
  * Domains are addressed by UUID, so no VM name ever reaches a command line.
  */
 import { LibvirtBackupError } from '../errors';
