@@ -6,10 +6,18 @@
 import { LibvirtBackupError } from '../errors';
 import {
 	abortJob,
+	preflightStateStep,
+	readDomainsStep,
+	vmFromBlockStats,
+	type HostDomains,
+	type PreflightState,
 	backupState,
 	deleteCheckpoints,
+	deleteCheckpointsStep,
 	discoverVms,
 	dumpDomainXml,
+	dumpDomainXmlStep,
+	type CheckpointDeletion,
 	listCheckpoints,
 	removeStaleBitmaps,
 	type BackupState,
@@ -18,14 +26,15 @@ import {
 	type Quiesce,
 } from '../libvirt';
 import type { SshConnection } from '../ssh';
-import { readCatalog, type Catalog } from '../catalog/list';
+import { readCatalog, readCatalogStep, type Catalog } from '../catalog/list';
 import { formatBytes } from '../format';
-import { finalizeBackupFolder, finishImages, inspectVmFolder, removeIncompleteFolders, type MeasuredDisk, type VmFolder } from './hostFiles';
+import { FINALIZE_TIMEOUT_MS, finalizeStep, finishImages, finishImagesStep, inspectVmFolder, inspectVmFolderStep, removeIncompleteFolders, type HashedFile, type MeasuredDisk, type VmFolder } from './hostFiles';
+import { runSteps, type RemoteStep } from '../batch';
 import { CHECKPOINT_PREFIX, checkpointPrefix, isDestinationCheckpoint, planBackup, selectDisks, type BackupMode, type NewFullPolicy, type StoreState } from './plan';
 import { backupDir, backupId, checkDestination, vmBackupDir, vmDirName } from '../store/layout';
-import { acquireVmLock } from '../store/lock';
+import { acquireVmLock, lockAndRun, type VmLock } from '../store/lock';
 import { isBackupId, MANIFEST_FORMAT, MANIFEST_VERSION, type BackupKind, type BackupMethod, type Manifest, type ManifestDisk } from '../store/manifest';
-import { offlineConvert, pushBackup, recoverPendingOverlays, snapshotBackup, type Progress, type StrategyContext } from './strategies';
+import { offlineConvert, pushBackupStep, recoverPendingOverlays, snapshotBackup, type Progress, type StrategyContext, type StrategyResult } from './strategies';
 
 export type { BackupMode } from './plan';
 
@@ -124,18 +133,62 @@ export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks
 	checkBackupRequest(request);
 	const now = hooks.now ?? (() => new Date());
 	const started = now();
-	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
-	hooks.onVm?.({ name: vm.name, uuid: vm.uuid });
-	const vmDir = vmBackupDir(request.dest, vm.name);
-	const lock = await acquireVmLock(ssh, vmDir, request.holder, vm.name);
+	const plannedId = backupId(started);
+	const { vm, vmDir, lock, read } = await lockVm(ssh, request, plannedId, hooks.signal);
 	let succeeded = false;
 	try {
-		const result = await backupLocked(ssh, request, hooks, vm, vmDir, started, now);
+		hooks.onVm?.({ name: vm.name, uuid: vm.uuid });
+		const result = await backupLocked(ssh, request, hooks, vm, vmDir, plannedId, read, started, now);
 		succeeded = true;
 		return result;
 	} finally {
 		// A first backup that failed leaves no empty VM folder behind (lock file included).
 		await lock.release({ removeCreatedFolder: !succeeded });
+	}
+}
+
+/** What a backup reads under the lock before it plans: libvirt's state of the VM, its folder, its backups. */
+type Look = [BackupState | undefined, VmFolder, Catalog];
+
+/** Longest file name (bytes) on Linux file systems. */
+const NAME_MAX = 255;
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Finds the VM and takes its lock. A request by name takes the lock of that name's folder first and
+ * reads everything the plan needs under it in the same exec (one round trip): the VM's definition,
+ * libvirt's block stats and checkpoint state for the domain virsh resolves the name to, the folder
+ * and the VM's backups. What virsh resolved is used only when it is the domain the exact name
+ * match found, and the block stats only when they describe every disk; otherwise those are asked
+ * again. A request by UUID must find the name (the folder) first, and so must a name too long to be
+ * a folder's.
+ */
+async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: string, signal?: AbortSignal): Promise<{ vm: DiscoveredVm; vmDir: string; lock: VmLock; read?: Look }> {
+	// A name no folder can have (longer than a file name may be) is no VM of ours: let discovery say so.
+	if (UUID_SHAPE.test(request.vm) || Buffer.byteLength(vmDirName(request.vm)) > NAME_MAX) {
+		const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+		const vmDir = vmBackupDir(request.dest, vm.name);
+		return { vm, vmDir, lock: await acquireVmLock(ssh, vmDir, request.holder, vm.name) };
+	}
+	const vmDir = vmBackupDir(request.dest, request.vm);
+	const username = ssh.target.username;
+	const { lock, results } = await lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(ssh, vmDir, request.holder, request.vm, [
+		readDomainsStep(request.uri, username),
+		preflightStateStep(request.uri, request.vm, CHECKPOINT_PREFIX, username),
+		inspectVmFolderStep(vmDir, plannedId),
+		readCatalogStep(request.dest, [vmDirName(request.vm)]),
+	]);
+	try {
+		const [host, resolved, folder, catalog] = results;
+		const sure = (vm: DiscoveredVm | undefined) => vm !== undefined && resolved.uuid?.toLowerCase() === vm.uuid.toLowerCase();
+		let vm = vmFromBlockStats(host, request.uri, request.vm, resolved.blockStats);
+		if (!sure(vm)) [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+		const live = vm!.state === 'running' || vm!.state === 'paused';
+		const state = !live ? undefined : sure(vm) ? resolved.state : await backupState(ssh, request.uri, vm!.uuid, CHECKPOINT_PREFIX);
+		return { vm: vm!, vmDir, lock, read: [state, folder, catalog] };
+	} catch (error) {
+		await lock.release({ removeCreatedFolder: true });
+		throw error;
 	}
 }
 
@@ -145,22 +198,23 @@ async function backupLocked(
 	hooks: BackupHooks,
 	discovered: DiscoveredVm,
 	vmDir: string,
+	plannedId: string,
+	read: Look | undefined,
 	started: Date,
 	now: () => Date,
 ): Promise<BackupResult> {
 	const warnings: string[] = [];
 	let vm = discovered;
 	const live = vm.state === 'running' || vm.state === 'paused';
-	const plannedId = backupId(started);
 	let disks = selectDisks(vm, request.disks);
 	// Independent questions to libvirt and to the file system, asked at once.
-	const look = () =>
+	const look = (): Promise<Look> =>
 		Promise.all([
 			live ? backupState(ssh, request.uri, vm.uuid, CHECKPOINT_PREFIX) : undefined,
 			inspectVmFolder(ssh, vmDir, plannedId, measured(disks)),
 			readCatalog(ssh, request.dest, [vmDirName(vm.name)], hooks.signal),
 		]);
-	let [state, folder, catalog] = await look();
+	let [state, folder, catalog] = read ?? (await look());
 	if (state?.backupJobActive || folder.incomplete.length > 0 || folder.pending) {
 		await recoverFromInterruptedRun(ssh, request.uri, vm, vmDir, state, folder, warnings);
 		// Merged overlays change the disks' sources: look at the VM again.
@@ -173,16 +227,23 @@ async function backupLocked(
 
 	const id = freeId(plannedId, folder.taken);
 	const prefix = checkpointPrefix(checkDestination(request.dest));
-	const plan = planBackup({
-		request: { mode: request.mode, method: request.method, disks: request.disks, compression: request.compression, newFull: request.newFullAfter },
-		vm,
-		host: state,
-		store: storeState(catalog),
-		id,
-		checkpointPrefix: prefix,
-		now: started,
-		fullBytes: new Map(disks.map((disk) => [disk.target, fullEstimate(disk, folder)])),
-	});
+	const planned = (measuredFolder: VmFolder) =>
+		planBackup({
+			request: { mode: request.mode, method: request.method, disks: request.disks, compression: request.compression, newFull: request.newFullAfter },
+			vm,
+			host: state,
+			store: storeState(catalog),
+			id,
+			checkpointPrefix: prefix,
+			now: started,
+			fullBytes: new Map(disks.map((disk) => [disk.target, fullEstimate(disk, measuredFolder)])),
+		});
+	let plan = planned(folder);
+	// The read under the lock does not measure the disks' data (qemu-img map): only a full needs it.
+	if (plan.kind !== 'incremental' && folder.dataBytes.size === 0 && measured(disks).length > 0) {
+		folder = await inspectVmFolder(ssh, vmDir, plannedId, measured(disks));
+		plan = planned(folder);
+	}
 	warnings.push(...plan.warnings);
 	if (plan.neededBytes > folder.free.bytes) {
 		throw new LibvirtBackupError('NO_SPACE', `Not enough space on ${folder.free.mount}: need ${formatBytes(plan.neededBytes)}, ${formatBytes(folder.free.bytes)} free`, {
@@ -210,22 +271,23 @@ async function backupLocked(
 
 	let succeeded = false;
 	try {
-		const written = snapshot
-			? await snapshotBackup(context, vmDir, id)
-			: live
-				? await pushBackup(context)
-				: await offlineConvert(context);
-		context.onProgress({ phase: 'hash', percent: 0, message: 'computing sha256 on the host' });
-		const [hashes, domainXml] = await Promise.all([
-			finishImages(
+		const images = plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && !snapshot && compress }));
+		const hashing = () => context.onProgress({ phase: 'hash', percent: 0, message: 'computing sha256 on the host' });
+		let written: StrategyResult;
+		let hashes: HashedFile[];
+		let domainXml: string;
+		if (live && !snapshot) {
+			// Job, hashes and the domain XML in one exec: one round trip.
+			[written, hashes, domainXml] = await runSteps<[StrategyResult, HashedFile[], string]>(
 				ssh,
-				dir,
-				plans.map((plan) => ({ file: plan.file, backingFile: plan.backingFile, compress: live && !snapshot && compress })),
-				hooks.signal,
-				request.timeoutMs,
-			),
-			dumpDomainXml(ssh, request.uri, vm.uuid, vm.persistent),
-		]);
+				[pushBackupStep(context, hashing), finishImagesStep(dir, images), dumpDomainXmlStep(request.uri, vm.uuid, vm.persistent, ssh.target.username)],
+				{ label: 'backup job', signal: hooks.signal, timeoutMs: request.timeoutMs },
+			);
+		} else {
+			written = snapshot ? await snapshotBackup(context, vmDir, id) : await offlineConvert(context);
+			hashing();
+			[hashes, domainXml] = await Promise.all([finishImages(ssh, dir, images, hooks.signal, request.timeoutMs), dumpDomainXml(ssh, request.uri, vm.uuid, vm.persistent)]);
+		}
 		const finished = now();
 		const manifestDisks: ManifestDisk[] = plans.map((plan, index) => ({
 			target: plan.disk.target,
@@ -260,9 +322,16 @@ async function backupLocked(
 			warnings,
 		};
 		context.onProgress({ phase: 'finalize', percent: 100, message: 'writing manifest' });
-		await finalizeBackupFolder(ssh, dir, plans.map((plan) => plan.file), manifest, domainXml);
+		// The manifest, then the checkpoints this one replaces, in one exec: one round trip.
+		const stale = checkpoint ? staleCheckpoints(checkpoint, prefix, state?.checkpoints ?? []) : [];
+		const [, deletion] = await runSteps<[void, CheckpointDeletion | undefined]>(
+			ssh,
+			[finalizeStep(dir, plans.map((plan) => plan.file), manifest, domainXml), ...(stale.length > 0 ? [deleteCheckpointsStep(request.uri, vm.uuid, stale)] : [])] as [RemoteStep<void>, RemoteStep<CheckpointDeletion | undefined>],
+			{ label: 'finalize backup', timeoutMs: FINALIZE_TIMEOUT_MS },
+		);
 		succeeded = true;
-		if (checkpoint) await pruneOldCheckpoints(ssh, request.uri, vm, checkpoint, prefix, state?.checkpoints ?? [], warnings);
+		if (deletion?.metadataOnly.length) warnings.push(`removed checkpoint(s) whose bitmap QEMU had lost: ${deletion.metadataOnly.join(', ')}`);
+		if (deletion?.error) warnings.push(`old checkpoints could not be removed: ${deletion.error}`);
 		if (kind !== 'incremental') await removeStaleBitmapsOfOurs(ssh, request.uri, vm, warnings, hooks.signal);
 		return {
 			vm: vm.name,
@@ -363,22 +432,8 @@ async function discardFailedBackup(ssh: SshConnection, uri: string, vm: Discover
  * Only the newest checkpoint is needed for this destination's next incremental; older ones cost
  * I/O. Those of other destinations are their chains: left alone.
  */
-async function pruneOldCheckpoints(
-	ssh: SshConnection,
-	uri: string,
-	vm: DiscoveredVm,
-	keep: string,
-	prefix: string,
-	known: readonly string[],
-	warnings: string[],
-): Promise<void> {
-	const ours = known.filter((name) => isDestinationCheckpoint(name, prefix) && name !== keep);
-	try {
-		const broken = await deleteCheckpoints(ssh, uri, vm.uuid, ours);
-		if (broken.length > 0) warnings.push(`removed checkpoint(s) whose bitmap QEMU had lost: ${broken.join(', ')}`);
-	} catch (error) {
-		warnings.push(`old checkpoints could not be removed: ${(error as Error).message}`);
-	}
+function staleCheckpoints(keep: string, prefix: string, known: readonly string[]): string[] {
+	return known.filter((name) => isDestinationCheckpoint(name, prefix) && name !== keep);
 }
 
 /** Named as our checkpoints are (any destination's, or before they were per destination): `lvb-[<8 hex>-]<backup id>`. */

@@ -6,7 +6,7 @@
  * planted there, and every step has a time bound.
  */
 import { LibvirtBackupError } from '../errors';
-import { newMarker, splitSections } from '../batch';
+import { newMarker, splitSections, type RemoteStep } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, type Manifest } from '../store/manifest';
@@ -51,7 +51,7 @@ rm -f -- ${INCOMPLETE_MARKER}
 `;
 
 /** Small files and a few flushes: minutes mean a hung share. */
-const FINALIZE_TIMEOUT_MS = 5 * 60_000;
+export const FINALIZE_TIMEOUT_MS = 5 * 60_000;
 /** Removing partly written images on a slow share. */
 const CLEAN_TIMEOUT_MS = 15 * 60_000;
 
@@ -61,10 +61,17 @@ const CLEAN_TIMEOUT_MS = 15 * 60_000;
  * the incomplete marker.
  */
 export async function finalizeBackupFolder(ssh: SshConnection, dir: string, files: string[], manifest: Manifest, domainXml: string): Promise<void> {
-	await ssh.run(scriptArgv(FINALIZE_SCRIPT, 'lvb-finalize', [dir, JSON.stringify(manifest, null, 2) + '\n', domainXml, ...files]), {
+	const step = finalizeStep(dir, files, manifest, domainXml);
+	await ssh.run(step.argv, { label: step.label, timeoutMs: FINALIZE_TIMEOUT_MS });
+}
+
+/** finalizeBackupFolder as a step of a batched command (lib/batch): the checkpoint clean-up can follow it. */
+export function finalizeStep(dir: string, files: string[], manifest: Manifest, domainXml: string): RemoteStep<void> {
+	return {
 		label: 'finalize backup',
-		timeoutMs: FINALIZE_TIMEOUT_MS,
-	});
+		argv: scriptArgv(FINALIZE_SCRIPT, 'lvb-finalize', [dir, JSON.stringify(manifest, null, 2) + '\n', domainXml, ...files]),
+		parse: () => undefined,
+	};
 }
 
 /**
@@ -121,8 +128,7 @@ const INSPECT_TIMEOUT_MS = 5 * 60_000;
  * `disks` are measured with `qemu-img map` (allocated data at the virtual level, backing chain
  * included): a compressed qcow2 takes far less room than the copy that convert writes.
  */
-export async function inspectVmFolder(ssh: SshConnection, vmDir: string, id: string, disks: readonly MeasuredDisk[] = []): Promise<VmFolder> {
-	const script = `export LC_ALL=C
+const INSPECT_SCRIPT = `export LC_ALL=C
 vmdir=$1 id=$2 m=$3; shift 3
 ${READ_FILE_FN}
 p=$vmdir
@@ -148,9 +154,25 @@ for d in $ids; do
   [ -f "$d/${INCOMPLETE_MARKER}" ] && [ ! -e "$d/${MANIFEST_FILE}" ] && [ ! -L "$d/${MANIFEST_FILE}" ] && echo "$m incomplete $d"
 done
 exit 0`;
+
+export async function inspectVmFolder(ssh: SshConnection, vmDir: string, id: string, disks: readonly MeasuredDisk[] = []): Promise<VmFolder> {
+	const step = inspectVmFolderStep(vmDir, id, disks);
+	const { stdout } = await ssh.run(step.argv, { label: step.label, timeoutMs: INSPECT_TIMEOUT_MS });
+	return step.parse(stdout, 0);
+}
+
+/** inspectVmFolder as a step of a batched command (lib/batch). */
+export function inspectVmFolderStep(vmDir: string, id: string, disks: readonly MeasuredDisk[] = []): RemoteStep<VmFolder> {
 	const marker = newMarker();
 	const args = disks.flatMap((disk) => [disk.target, disk.format, disk.path]);
-	const { stdout } = await ssh.run(scriptArgv(script, 'lvb-inspect', [vmDir, id, marker, ...args]), { label: 'inspect backup folder', timeoutMs: INSPECT_TIMEOUT_MS });
+	return {
+		label: 'inspect backup folder',
+		argv: scriptArgv(INSPECT_SCRIPT, 'lvb-inspect', [vmDir, id, marker, ...args]),
+		parse: (stdout) => parseVmFolder(stdout, marker, vmDir),
+	};
+}
+
+function parseVmFolder(stdout: string, marker: string, vmDir: string): VmFolder {
 	const sections = splitSections(stdout, marker);
 	const body = (kind: string) => sections.find((section) => section.kind === kind);
 	const df = (body('df')?.body ?? '').trim().split(/\s+/);
@@ -229,14 +251,25 @@ done`;
  * background while it is hashed from the page cache.
  */
 export async function finishImages(ssh: SshConnection, dir: string, images: ImageFinish[], signal?: AbortSignal, timeoutMs?: number): Promise<HashedFile[]> {
+	const step = finishImagesStep(dir, images);
+	return step.parse((await ssh.run(step.argv, { label: step.label, signal, timeoutMs })).stdout, 0);
+}
+
+/** finishImages as a step of a batched command (lib/batch): it can follow the job that wrote the images. */
+export function finishImagesStep(dir: string, images: ImageFinish[]): RemoteStep<HashedFile[]> {
 	const marker = newMarker();
 	const args = images.flatMap((image) => [image.file, image.backingFile ?? '', image.compress ? '1' : '0']);
-	const { stdout } = await ssh.run(scriptArgv(FINISH_IMAGES_SCRIPT, 'lvb-finish-images', [dir, marker, ...args]), { label: 'sha256', signal, timeoutMs });
-	const sections = splitSections(stdout, marker);
-	if (sections.length !== images.length) throw new LibvirtBackupError('BACKUP_FAILED', `Hashing in ${dir} returned ${sections.length} results for ${images.length} images`);
-	return sections.map((section, index) => {
-		const sha256 = section.body.trim();
-		if (!/^[0-9a-f]{64}$/.test(sha256)) throw new LibvirtBackupError('BACKUP_FAILED', `Could not hash ${dir}/${images[index].file}`);
-		return { file: images[index].file, bytes: Number(section.arg), sha256 };
-	});
+	return {
+		label: 'sha256',
+		argv: scriptArgv(FINISH_IMAGES_SCRIPT, 'lvb-finish-images', [dir, marker, ...args]),
+		parse: (stdout) => {
+			const sections = splitSections(stdout, marker);
+			if (sections.length !== images.length) throw new LibvirtBackupError('BACKUP_FAILED', `Hashing in ${dir} returned ${sections.length} results for ${images.length} images`);
+			return sections.map((section, index) => {
+				const sha256 = section.body.trim();
+				if (!/^[0-9a-f]{64}$/.test(sha256)) throw new LibvirtBackupError('BACKUP_FAILED', `Could not hash ${dir}/${images[index].file}`);
+				return { file: images[index].file, bytes: Number(section.arg), sha256 };
+			});
+		},
+	};
 }

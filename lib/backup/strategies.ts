@@ -6,8 +6,8 @@
  */
 import { posix } from 'node:path';
 import { LibvirtBackupError } from '../errors';
-import { newMarker, splitSections } from '../batch';
-import { backupXml, checkpointXml, mergeOverlays, runOnOverlays, runPushBackupJob, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
+import { newMarker, splitSections, type RemoteStep } from '../batch';
+import { backupXml, checkpointXml, mergeOverlays, pushJobStep, runOnOverlays, type DiscoveredDisk, type DiscoveredVm, type DiskOverlay, type Quiesce } from '../libvirt';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { INCOMPLETE_MARKER, isBackupId, type Consistency } from '../store/manifest';
@@ -132,9 +132,13 @@ export async function offlineConvert(context: StrategyContext): Promise<Strategy
 	return { consistency: 'offline', seconds: command.seconds() };
 }
 
-/** Running or paused VM: one push-mode backup job for all disks, frozen guest when possible. */
-export async function pushBackup(context: StrategyContext): Promise<StrategyResult> {
+/**
+ * Running or paused VM: one push-mode backup job for all disks, frozen guest when possible, as a
+ * step of a batched command (the hashing follows it in the same exec). `onEnd`: the job has ended.
+ */
+export function pushBackupStep(context: StrategyContext, onEnd: () => void = () => undefined): RemoteStep<StrategyResult> {
 	const started = Date.now();
+	let ended: number | undefined;
 	let quiesce = context.quiesce;
 	if (context.vm.state === 'paused' && quiesce !== 'off') {
 		// A paused guest cannot answer its agent: its disks are as the pause left them.
@@ -144,8 +148,7 @@ export async function pushBackup(context: StrategyContext): Promise<StrategyResu
 		context.warn('VM is paused: crash-consistent');
 		quiesce = 'off';
 	}
-	const result = await runPushBackupJob(
-		context.ssh,
+	const job = pushJobStep(
 		{
 			uri: context.uri,
 			uuid: context.vm.uuid,
@@ -168,16 +171,25 @@ export async function pushBackup(context: StrategyContext): Promise<StrategyResu
 				: undefined,
 			quiesce,
 		},
+		context.ssh.target.username,
 		(progress) => {
 			const percent = progress.totalBytes > 0 ? Math.floor((progress.processedBytes / progress.totalBytes) * 100) : 0;
 			context.onProgress({ phase: 'copy', percent, processedBytes: progress.processedBytes, message: `backup job: ${percent}%` });
 		},
-		context.signal,
-		context.timeoutMs,
+		() => {
+			ended = Date.now();
+			onEnd();
+		},
 	);
-	if (result.noFreezeReason) context.warn(`${result.noFreezeReason}: crash-consistent`);
-	const elapsed = (Date.now() - started) / 1000;
-	return { consistency: result.frozen ? 'application' : 'crash', seconds: new Map(context.disks.map((plan) => [plan.disk.target, elapsed])) };
+	return {
+		...job,
+		parse: (stdout, exitCode) => {
+			const result = job.parse(stdout, exitCode);
+			if (result.noFreezeReason) context.warn(`${result.noFreezeReason}: crash-consistent`);
+			const elapsed = ((ended ?? Date.now()) - started) / 1000;
+			return { consistency: result.frozen ? 'application' : 'crash', seconds: new Map(context.disks.map((plan) => [plan.disk.target, elapsed])) };
+		},
+	};
 }
 
 const OVERLAY_PREFIX = '.lvb-overlay-';

@@ -7,7 +7,7 @@
 import { LibvirtBackupError } from '../errors';
 import { backupId, checkDestination, vmDirName } from '../store/layout';
 import { MANIFEST_FILE, PROTECTED_MARKER, VERIFICATION_FILE, INCOMPLETE_MARKER, isBackupId, parseManifest, type BackupKind, type Manifest } from '../store/manifest';
-import { newMarker, splitSections } from '../batch';
+import { newMarker, splitSections, type RemoteStep } from '../batch';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { QUARANTINE_SUFFIX, backupLocation, isQuarantinedName, isStaleFolderEntry, isVmDirName, vmDirsFor, type BackupLocation } from '../store/paths';
@@ -136,10 +136,20 @@ export async function listCatalog(ssh: SshConnection, dest: string, filter: Cata
 
 /** The whole catalog of `dest`, or of these VM folders only, in one SSH command. */
 export async function readCatalog(ssh: SshConnection, dest: string, vmDirs: readonly string[], signal?: AbortSignal): Promise<Catalog> {
+	const step = readCatalogStep(dest, vmDirs);
+	const { stdout } = await ssh.run(step.argv, { label: step.label, signal });
+	return step.parse(stdout, 0);
+}
+
+/** readCatalog as a step of a batched command (lib/batch). */
+export function readCatalogStep(dest: string, vmDirs: readonly string[]): RemoteStep<Catalog> {
 	const root = checkDestination(dest);
 	const marker = newMarker();
-	const { stdout } = await ssh.run(scriptArgv(LIST_SCRIPT, 'lvb-list', [marker, root, ...vmDirs]), { label: 'backup listing', signal });
-	return parseCatalogOutput(stdout, marker, root);
+	return {
+		label: 'backup listing',
+		argv: scriptArgv(LIST_SCRIPT, 'lvb-list', [marker, root, ...vmDirs]),
+		parse: (stdout) => parseCatalogOutput(stdout, marker, root),
+	};
 }
 
 interface RawFolder {

@@ -1,7 +1,8 @@
 /**
  * Discovery of every domain with its state and disks in a CONSTANT number of SSH round trips:
- * one batched virsh script for states and domain XML, one batched qemu-img script for sizes and
- * backing chains (split only when the argument list would exceed what one SSH request carries).
+ * one batched virsh script for states and domain XML, then the images' sizes from their headers
+ * (imageHeaders.ts) with qemu-img for the rest, then qemu-img for the backing files the headers
+ * name (each batch split only when the argument list would exceed what one SSH request carries).
  * Domains are addressed by UUID, so no VM name ever reaches a command line.
  */
 import { LibvirtBackupError } from '../errors';
@@ -9,8 +10,9 @@ import { nameMatcher } from '../nameRegex';
 import type { SshConnection } from '../ssh';
 import { scriptArgv } from '../shell';
 import { parseDomainXml, type DomainDefinition, type DomainDisk } from './domainXml';
-import { newMarker, splitSections } from '../batch';
-import { runVirsh } from './virsh';
+import { newMarker, splitSections, type RemoteStep } from '../batch';
+import { runVirsh, virshFailure } from './virsh';
+import { IMAGE_HEADERS_SCRIPT, parseImageHeaders, type ImageFile, type ImageHeader } from './imageHeaders';
 
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'other';
 
@@ -126,30 +128,68 @@ export async function listDomains(ssh: SshConnection, uri: string, signal?: Abor
 	return definitions.map(({ name, uuid }) => ({ name, uuid, state: stateOf(uuid) })).sort(byName);
 }
 
-interface HostDomains {
+export interface HostDomains {
 	definitions: DomainDefinition[];
 	inSet(set: string, uuid: string): boolean;
 	stateOf(uuid: string): DomainState;
 }
 
 async function readDomains(ssh: SshConnection, uri: string, signal?: AbortSignal): Promise<HostDomains> {
-	const marker = newMarker();
-	const { stdout } = await runVirsh(ssh, scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]), uri, 'virsh (discovery)', signal);
+	const step = readDomainsStep(uri, ssh.target.username);
+	const { stdout } = await runVirsh(ssh, step.argv, uri, step.label, signal);
+	return step.parse(stdout, 0);
+}
 
-	const sets = new Map<string, Set<string>>();
-	const definitions: DomainDefinition[] = [];
-	for (const section of splitSections(stdout, marker)) {
-		if (section.kind === 'xml') {
-			// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
-			if (section.body.includes('<domain')) definitions.push(parseDomainXml(section.body));
-		} else {
-			sets.set(section.arg, new Set(section.body.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean)));
-		}
+/** Every domain's definition and state sets, as a step of a batched command (lib/batch). */
+export function readDomainsStep(uri: string, username: string): RemoteStep<HostDomains> {
+	const marker = newMarker();
+	return {
+		label: 'virsh (discovery)',
+		argv: scriptArgv(STATE_SCRIPT, 'lvb-discover', [uri, marker]),
+		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, uri, username),
+		parse: (stdout) => {
+			const sets = new Map<string, Set<string>>();
+			const definitions: DomainDefinition[] = [];
+			for (const section of splitSections(stdout, marker)) {
+				if (section.kind === 'xml') {
+					// A domain undefined between the list and its dumpxml has no XML: it is gone, skip it.
+					if (section.body.includes('<domain')) definitions.push(parseDomainXml(section.body));
+				} else {
+					sets.set(section.arg, new Set(section.body.split('\n').map((line) => line.trim().toLowerCase()).filter(Boolean)));
+				}
+			}
+			const inSet = (set: string, uuid: string) => sets.get(set)?.has(uuid.toLowerCase()) ?? false;
+			const stateOf = (uuid: string): DomainState => (['running', 'paused', 'shutoff'] as const).find((state) => inSet(state, uuid)) ?? 'other';
+			return { definitions, inSet, stateOf };
+		},
+	};
+}
+
+/** What libvirt reports for a running domain's disk (`domstats --block`): its top image. */
+export interface BlockStat {
+	path: string;
+	capacity: number;
+	physical: number;
+}
+
+/**
+ * One VM from already read domains, its images described by libvirt's block stats (one virsh call,
+ * no qemu-img): undefined when those do not cover every disk as qemu-img info would (a backing
+ * chain, a block device, a disk libvirt has no numbers for), and the caller asks qemu-img.
+ */
+export function vmFromBlockStats(host: HostDomains, uri: string, domain: string, stats: ReadonlyMap<string, BlockStat>): DiscoveredVm | undefined {
+	const [definition] = resolveDomains(host.definitions, [domain], uri);
+	// A shut-off domain's XML names no backing chain, and libvirt reports none for it.
+	if (!['running', 'paused'].includes(host.stateOf(definition.uuid))) return undefined;
+	const images = new Map<string, ImageInfo>();
+	for (const disk of definition.disks) {
+		const local = localImage(disk);
+		if (!local) continue;
+		const stat = stats.get(disk.target);
+		if (disk.type !== 'file' || disk.backingStore.length > 0 || !stat || stat.path !== local.path) return undefined;
+		images.set(imageKey(local), { layers: [{ path: local.path, format: local.format, virtualBytes: stat.capacity, allocatedBytes: stat.physical }] });
 	}
-	const inSet = (set: string, uuid: string) => sets.get(set)?.has(uuid.toLowerCase()) ?? false;
-	const stateOf = (uuid: string): DomainState =>
-		(['running', 'paused', 'shutoff'] as const).find((state) => inSet(state, uuid)) ?? 'other';
-	return { definitions, inSet, stateOf };
+	return describeVm(host, definition, () => true, images);
 }
 
 export async function discoverVms(ssh: SshConnection, uri: string, filter: DiscoveryFilter = {}, signal?: AbortSignal): Promise<DiscoveryResult> {
@@ -172,27 +212,28 @@ export async function discoverVms(ssh: SshConnection, uri: string, filter: Disco
 	const disksOf = (domain: DomainDefinition) => domain.disks.filter((disk) => !excluded.has(disk.device));
 	const images = await inspectImages(ssh, selected.flatMap((domain) => disksOf(domain).map(localImage).filter((image): image is LocalImage => !!image)), signal);
 
-	const vms = selected
-		.map((domain): DiscoveredVm => {
-			const disks = disksOf(domain).map((disk) => describeDisk(disk, images));
-			const reasons = disks.filter((disk) => !disk.backupable).map((disk) => `${disk.target}: ${disk.reason}`);
-			if (disks.length === 0) reasons.push('no disks');
-			return {
-				name: domain.name,
-				uuid: domain.uuid,
-				state: stateOf(domain.uuid),
-				persistent: inSet('persistent', domain.uuid),
-				autostart: inSet('autostart', domain.uuid),
-				hypervisor: domain.hypervisor,
-				disks,
-				totalVirtualBytes: sum(disks.map((disk) => disk.virtualBytes ?? 0)),
-				totalAllocatedBytes: sum(disks.map((disk) => (disk.allocatedBytes ?? 0) + sum(disk.backingChain.map((layer) => layer.allocatedBytes)))),
-				backupable: reasons.length === 0,
-				reasons,
-			};
-		})
-		.sort(byName);
+	const vms = selected.map((domain) => describeVm(host, domain, (disk) => !excluded.has(disk.device), images)).sort(byName);
 	return { vms, sshExecs: ssh.execCount - execsBefore };
+}
+
+function describeVm(host: HostDomains, domain: DomainDefinition, included: (disk: DomainDisk) => boolean, images: Map<string, ImageInfo>): DiscoveredVm {
+	const { inSet, stateOf } = host;
+	const disks = domain.disks.filter(included).map((disk) => describeDisk(disk, images));
+	const reasons = disks.filter((disk) => !disk.backupable).map((disk) => `${disk.target}: ${disk.reason}`);
+	if (disks.length === 0) reasons.push('no disks');
+	return {
+		name: domain.name,
+		uuid: domain.uuid,
+		state: stateOf(domain.uuid),
+		persistent: inSet('persistent', domain.uuid),
+		autostart: inSet('autostart', domain.uuid),
+		hypervisor: domain.hypervisor,
+		disks,
+		totalVirtualBytes: sum(disks.map((disk) => disk.virtualBytes ?? 0)),
+		totalAllocatedBytes: sum(disks.map((disk) => (disk.allocatedBytes ?? 0) + sum(disk.backingChain.map((layer) => layer.allocatedBytes)))),
+		backupable: reasons.length === 0,
+		reasons,
+	};
 }
 
 const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
@@ -247,8 +288,47 @@ function localImage(disk: DomainDisk): LocalImage | undefined {
 
 const imageKey = (image: LocalImage) => `${image.format}\0${image.path}`;
 
+/**
+ * Sizes and backing chains of the images: qcow2 and raw files from their headers (lib/libvirt/
+ * imageHeaders: a few processes for all of them) while qemu-img reads the others in the same
+ * round trip; then qemu-img reads the backing files the headers named (each once, however many
+ * images share it) and whatever the headers left unsure. A constant number of round trips.
+ */
 async function inspectImages(ssh: SshConnection, wanted: LocalImage[], signal?: AbortSignal): Promise<Map<string, ImageInfo>> {
 	const unique = [...new Map(wanted.map((image) => [imageKey(image), image])).values()];
+	const files = unique.filter((image): image is ImageFile => image.format === 'qcow2' || image.format === 'raw');
+	const others = unique.filter((image) => image.format !== 'qcow2' && image.format !== 'raw');
+	const [headers, otherInfo] = await Promise.all([readHeaders(ssh, files, signal), qemuImgInfo(ssh, others, signal)]);
+	const backings = new Map<string, LocalImage>();
+	const unsure: LocalImage[] = [];
+	files.forEach((image, index) => {
+		const header = headers[index];
+		if (!header) unsure.push(image);
+		else if (header.backing) backings.set(imageKey(header.backing), header.backing);
+	});
+	const later = await qemuImgInfo(ssh, [...unsure, ...backings.values()], signal);
+	const images = new Map([...otherInfo, ...later]);
+	files.forEach((image, index) => {
+		const header = headers[index];
+		if (!header) return;
+		const backing = header.backing ? later.get(imageKey(header.backing)) : undefined;
+		if (!header.backing) images.set(imageKey(image), { layers: [header.top] });
+		else images.set(imageKey(image), !backing || 'error' in backing ? { error: backing && 'error' in backing ? backing.error : 'backing file not read' } : { layers: [header.top, ...backing.layers] });
+	});
+	return images;
+}
+
+async function readHeaders(ssh: SshConnection, files: ImageFile[], signal?: AbortSignal): Promise<(ImageHeader | undefined)[]> {
+	const results: (ImageHeader | undefined)[] = [];
+	for (const batch of batchesByBytes(files, MAX_ARGS_BYTES)) {
+		const marker = newMarker();
+		const { stdout } = await ssh.run(scriptArgv(IMAGE_HEADERS_SCRIPT, 'lvb-image-headers', [marker, ...batch.map((image) => image.path)]), { label: 'image headers', signal });
+		results.push(...parseImageHeaders(batch, splitSections(stdout, marker)));
+	}
+	return results;
+}
+
+async function qemuImgInfo(ssh: SshConnection, unique: LocalImage[], signal?: AbortSignal): Promise<Map<string, ImageInfo>> {
 	const images = new Map<string, ImageInfo>();
 	for (const batch of batchesByBytes(unique, MAX_ARGS_BYTES)) {
 		const marker = newMarker();
@@ -317,9 +397,9 @@ function notBackupableReason(disk: DomainDisk): string | undefined {
 	return undefined;
 }
 
-function batchesByBytes(items: LocalImage[], maxBytes: number): LocalImage[][] {
-	const batches: LocalImage[][] = [];
-	let current: LocalImage[] = [];
+function batchesByBytes<T extends LocalImage>(items: T[], maxBytes: number): T[][] {
+	const batches: T[][] = [];
+	let current: T[] = [];
 	let bytes = 0;
 	for (const item of items) {
 		const size = Buffer.byteLength(item.path) + Buffer.byteLength(item.format) + 16;

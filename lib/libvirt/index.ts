@@ -1,10 +1,11 @@
-export { checkFilter, discoverVms, listDomains } from './discover';
-export type { DiscoveredVm, DiscoveredDisk, DiscoveryFilter, DiscoveryResult, DomainState, HostDomain, ImageLayer } from './discover';
+export { checkFilter, discoverVms, listDomains, readDomainsStep, vmFromBlockStats } from './discover';
+export type { BlockStat, HostDomains, DiscoveredVm, DiscoveredDisk, DiscoveryFilter, DiscoveryResult, DomainState, HostDomain, ImageLayer } from './discover';
 export { backupXml, checkpointXml, parseDomainXml, parseCheckpointSizes } from './domainXml';
 export type { BackupDiskTarget, DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
-export { dumpDomainXml, virshVersion, virshFailure, runVirsh } from './virsh';
+export { dumpDomainXml, dumpDomainXmlStep, virshVersion, virshFailure, runVirsh } from './virsh';
 export type { LibvirtVersions } from './virsh';
-export { abortJob, backupState, deleteCheckpoints, listCheckpoints, mergeOverlays, runOnOverlays, runPushBackupJob } from './jobs';
+export { abortJob, backupState, deleteCheckpoints, deleteCheckpointsStep, listCheckpoints, mergeOverlays, preflightStateStep, pushJobStep, runOnOverlays } from './jobs';
+export type { CheckpointDeletion, PreflightState } from './jobs';
 export type { BackupState, DiskOverlay, JobProgress, OverlayJob, PushJob, PushJobResult, Quiesce } from './jobs';
 export { bitmapDisks, parseImageBitmaps, parseNodeBitmaps, removeStaleBitmaps, staleBitmaps } from './bitmaps';
 export type { BitmapCleanup, DiskBitmap, FoundBitmaps } from './bitmaps';

@@ -6,8 +6,9 @@ import { LibvirtBackupError, tail } from '../errors';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { parseCheckpointSizes } from './domainXml';
-import { newMarker, splitSections } from '../batch';
-import { runVirsh } from './virsh';
+import type { BlockStat } from './discover';
+import { newMarker, runSteps, splitSections, type RemoteStep } from '../batch';
+import { runVirsh, virshFailure } from './virsh';
 
 export interface JobProgress {
 	processedBytes: number;
@@ -143,31 +144,46 @@ export function pushJobArgv(job: PushJob, marker: string): string[] {
 	return scriptArgv(PUSH_SCRIPT, 'lvb-push-backup', [job.uri, job.uuid, job.dir, job.markerFile, job.backupXml, job.checkpoint?.xml ?? '', job.quiesce, marker, job.checkpoint?.name ?? '']);
 }
 
-export async function runPushBackupJob(
-	ssh: SshConnection,
+/**
+ * A push job as one step of a batched remote command (lib/batch): the hashing and the domain XML
+ * can follow it in the same exec. `onProgress` gets the job's progress as it is polled; `onEnd`
+ * is called once the job has ended on the host.
+ */
+export function pushJobStep(
 	job: PushJob,
+	username: string,
 	onProgress: (progress: JobProgress) => void,
-	signal?: AbortSignal,
-	timeoutMs?: number,
-): Promise<PushJobResult> {
+	onEnd: () => void = () => undefined,
+): RemoteStep<PushJobResult> {
 	const marker = newMarker();
-	let output = '';
 	let reported = 0;
-	const argv = pushJobArgv(job, marker);
-	await runVirsh(ssh, argv, job.uri, 'virsh backup-begin', signal, {
-		timeoutMs,
-		onStdout: (chunk) => {
-			output += chunk.toString('utf8');
-			const progress = splitSections(output, marker).filter((section) => section.kind === 'progress');
+	let ended = false;
+	return {
+		label: 'virsh backup-begin',
+		argv: pushJobArgv(job, marker),
+		onOutput: (output) => {
+			const sections = splitSections(output, marker);
+			const progress = sections.filter((section) => section.kind === 'progress');
 			// The newest section may still be arriving; the one before it is complete.
 			if (progress.length - 1 > reported) {
 				reported = progress.length - 1;
 				const stats = rawStats(progress[reported - 1].body);
 				onProgress({ processedBytes: Number(stats.get('disk_processed') ?? 0), totalBytes: Number(stats.get('disk_total') ?? 0) });
 			}
+			if (!ended && sections.some((section) => section.kind === 'completed')) {
+				ended = true;
+				onEnd();
+			}
 		},
-	});
-	const sections = splitSections(output, marker);
+		parse: (output) => {
+			if (!ended) onEnd();
+			return pushJobResult(job, splitSections(output, marker));
+		},
+		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, job.uri, username),
+	};
+}
+
+function pushJobResult(job: PushJob, sections: ReturnType<typeof splitSections>): PushJobResult {
 	const noFreeze = sections.find((section) => section.kind === 'nofreeze');
 	const noFreezeReason = noFreeze ? describeAgentFailure(noFreeze.body) : undefined;
 	if (!sections.some((section) => section.kind === 'started')) {
@@ -202,13 +218,16 @@ echo "$m job"
 virsh -c "$uri" domjobinfo --domain "$dom" --rawstats || exit $?
 echo "$m checkpoints"
 list=$(virsh -q -c "$uri" checkpoint-list --domain "$dom" --name) || exit $?
-printf '%s\n' "$list"
+printf '%s\\n' "$list"
 for c in $list; do
   case $c in "$prefix"*) echo "$m size $c"; virsh -q -c "$uri" checkpoint-dumpxml --domain "$dom" --checkpointname "$c" --size || true;; esac
 done`;
 	const marker = newMarker();
 	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-backup-state', [uri, uuid, prefix, marker]), uri, 'virsh (backup state)');
-	const sections = splitSections(stdout, marker);
+	return parseBackupState(splitSections(stdout, marker));
+}
+
+function parseBackupState(sections: ReturnType<typeof splitSections>): BackupState {
 	const job = rawStats(sections.find((section) => section.kind === 'job')?.body ?? '');
 	const dirtyBytes = new Map<string, Map<string, number>>();
 	for (const section of sections.filter((s) => s.kind === 'size' && s.body.includes('<domaincheckpoint'))) {
@@ -223,6 +242,68 @@ done`;
 	};
 }
 
+/**
+ * backupState for a domain named by the request (a name or UUID), with its disks' block stats,
+ * in two virsh processes (one connection each) as a step of the pre-flight batch. `virsh domuuid`
+ * resolves the request as virsh does (an ID before a name), so the caller takes the result only
+ * for the domain its own exact match found. Checkpoint names reach virsh's command string only
+ * when made of the characters ours use.
+ */
+const PREFLIGHT_STATE_SCRIPT = `export LC_ALL=C
+uri=$1 ref=$2 prefix=$3 m=$4
+dom=$(virsh -q -c "$uri" domuuid --domain "$ref" 2>/dev/null) || dom=
+case $dom in ''|*[!0-9a-fA-F-]*) echo "$m nodomain"; exit 0;; esac
+echo "$m uuid $dom"
+out=$(virsh -c "$uri" "echo $m version; version --daemon; echo $m job; domjobinfo --domain $dom --rawstats; echo $m checkpoints; checkpoint-list --domain $dom --name; echo $m blockstats; domstats --block --backing $dom") || exit $?
+printf '%s\\n' "$out"
+cmds=
+for c in $(printf '%s\\n' "$out" | awk -v a="$m checkpoints" -v b="$m blockstats" '$0 == b { f = 0 } f { print } $0 == a { f = 1 }'); do
+  case $c in *[!A-Za-z0-9._-]*) continue;; "$prefix"*) cmds="$cmds echo $m size $c; checkpoint-dumpxml --domain $dom --checkpointname $c --size;";; esac
+done
+[ -z "$cmds" ] || virsh -c "$uri" "$cmds"
+exit 0`;
+
+export interface PreflightState {
+	/** The domain virsh resolved the request to; undefined when it found none. */
+	uuid?: string;
+	state: BackupState;
+	/** Block stats per disk target (running domains: the top image's numbers). */
+	blockStats: Map<string, BlockStat>;
+}
+
+export function preflightStateStep(uri: string, ref: string, prefix: string, username: string): RemoteStep<PreflightState> {
+	const marker = newMarker();
+	return {
+		label: 'virsh (backup state)',
+		argv: scriptArgv(PREFLIGHT_STATE_SCRIPT, 'lvb-preflight-state', [uri, ref, prefix, marker]),
+		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, uri, username),
+		parse: (stdout) => {
+			const sections = splitSections(stdout, marker);
+			const uuid = sections.find((section) => section.kind === 'uuid')?.arg;
+			return { uuid, state: parseBackupState(sections), blockStats: parseBlockStats(sections.find((section) => section.kind === 'blockstats')?.body ?? '') };
+		},
+	};
+}
+
+/** `block.<i>.<field>=<value>` lines of `virsh domstats --block`, keyed by disk target. */
+function parseBlockStats(text: string): Map<string, BlockStat> {
+	const byIndex = new Map<string, Map<string, string>>();
+	for (const line of text.split('\n')) {
+		const match = /^ {2}block\.(\d+)\.([a-z.]+)=(.*)$/.exec(line);
+		if (!match) continue;
+		const fields = byIndex.get(match[1]) ?? byIndex.set(match[1], new Map()).get(match[1])!;
+		fields.set(match[2], match[3]);
+	}
+	const stats = new Map<string, BlockStat>();
+	for (const fields of byIndex.values()) {
+		const [name, path, capacity, physical] = ['name', 'path', 'capacity', 'physical'].map((key) => fields.get(key));
+		// Backing layers repeat their disk's name with a backingIndex > top's: only the first (top) entry counts.
+		if (name === undefined || path === undefined || capacity === undefined || physical === undefined || stats.has(name)) continue;
+		stats.set(name, { path, capacity: Number(capacity), physical: Number(physical) });
+	}
+	return stats;
+}
+
 export async function abortJob(ssh: SshConnection, uri: string, uuid: string): Promise<void> {
 	await ssh.run(['virsh', '-q', '-c', uri, 'domjobabort', '--domain', uuid], { label: 'virsh domjobabort', okExitCodes: [1] });
 }
@@ -232,14 +313,7 @@ export async function listCheckpoints(ssh: SshConnection, uri: string, uuid: str
 	return stdout.split('\n').map((line) => line.trim()).filter(Boolean);
 }
 
-/**
- * Deletes checkpoints (libvirt merges each one's bitmap into its parent's, which keeps older
- * checkpoints usable). A checkpoint whose bitmap QEMU no longer has cannot be deleted that way:
- * only its metadata is removed then, and its name is returned.
- */
-export async function deleteCheckpoints(ssh: SshConnection, uri: string, uuid: string, names: readonly string[]): Promise<string[]> {
-	if (names.length === 0) return [];
-	const script = `export LC_ALL=C
+const CHECKPOINT_DELETE_SCRIPT = `export LC_ALL=C
 uri=$1 dom=$2 m=$3; shift 3
 rc=0
 for c in "$@"; do
@@ -252,11 +326,41 @@ for c in "$@"; do
   rc=1
 done
 exit $rc`;
+
+export interface CheckpointDeletion {
+	/** Checkpoints whose bitmap QEMU no longer had: only their metadata was removed. */
+	metadataOnly: string[];
+	/** Why some could not be deleted (the step is optional: it never fails its batch). */
+	error?: string;
+}
+
+/**
+ * Deletes checkpoints (libvirt merges each one's bitmap into its parent's, which keeps older
+ * checkpoints usable). A checkpoint whose bitmap QEMU no longer has cannot be deleted that way:
+ * only its metadata is removed then, and its name is returned. An optional step: a failure is
+ * reported in its result, and the steps after it run.
+ */
+export function deleteCheckpointsStep(uri: string, uuid: string, names: readonly string[]): RemoteStep<CheckpointDeletion> {
 	const marker = newMarker();
-	const { stdout } = await runVirsh(ssh, scriptArgv(script, 'lvb-checkpoint-delete', [uri, uuid, marker, ...names]), uri, 'virsh checkpoint-delete');
-	return splitSections(stdout, marker)
-		.filter((section) => section.kind === 'metadata')
-		.map((section) => section.arg);
+	return {
+		label: 'virsh checkpoint-delete',
+		optional: true,
+		argv: scriptArgv(CHECKPOINT_DELETE_SCRIPT, 'lvb-checkpoint-delete', [uri, uuid, marker, ...names]),
+		parse: (stdout, exitCode) => {
+			const sections = splitSections(stdout, marker);
+			const metadataOnly = sections.filter((section) => section.kind === 'metadata').map((section) => section.arg);
+			const text = stdout.split(`${marker} `)[0].trim();
+			return exitCode === 0 ? { metadataOnly } : { metadataOnly, error: `virsh checkpoint-delete failed (exit code ${exitCode}): ${tail(text) || 'no error output'}` };
+		},
+	};
+}
+
+/** deleteCheckpointsStep on its own; throws when some could not be deleted. */
+export async function deleteCheckpoints(ssh: SshConnection, uri: string, uuid: string, names: readonly string[]): Promise<string[]> {
+	if (names.length === 0) return [];
+	const [deletion] = await runSteps<[CheckpointDeletion]>(ssh, [deleteCheckpointsStep(uri, uuid, names)], { label: 'virsh checkpoint-delete' });
+	if (deletion.error) throw new LibvirtBackupError('COMMAND_FAILED', deletion.error);
+	return deletion.metadataOnly;
 }
 
 export interface DiskOverlay {

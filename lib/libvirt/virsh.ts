@@ -3,6 +3,7 @@
  * remote virsh invocation of the engine goes through this module (or a script constant here).
  */
 import { isLibvirtBackupError, LibvirtBackupError, tail } from '../errors';
+import type { RemoteStep } from '../batch';
 import type { RunOptions, RunResult, SshConnection } from '../ssh';
 
 /** Turns a failed virsh run into the error a person can act on. */
@@ -61,6 +62,16 @@ export async function virshVersion(ssh: SshConnection, uri: string, signal?: Abo
 
 /** The domain definition: the persistent (inactive) one when there is one. */
 export async function dumpDomainXml(ssh: SshConnection, uri: string, uuid: string, inactive: boolean): Promise<string> {
-	const argv = ['virsh', '-q', '-c', uri, 'dumpxml', '--domain', uuid, ...(inactive ? ['--inactive'] : [])];
-	return (await runVirsh(ssh, argv, uri, 'virsh dumpxml')).stdout;
+	const step = dumpDomainXmlStep(uri, uuid, inactive, ssh.target.username);
+	return (await runVirsh(ssh, step.argv, uri, step.label)).stdout;
+}
+
+/** dumpDomainXml as a step of a batched command (lib/batch). */
+export function dumpDomainXmlStep(uri: string, uuid: string, inactive: boolean, username: string): RemoteStep<string> {
+	return {
+		label: 'virsh dumpxml',
+		argv: ['virsh', '-q', '-c', uri, 'dumpxml', '--domain', uuid, ...(inactive ? ['--inactive'] : [])],
+		parse: (stdout) => stdout,
+		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, uri, username),
+	};
 }

@@ -7,6 +7,7 @@ import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from
 import { LibvirtBackupError, tail } from '../errors';
 import { commandLine, type SudoMode } from '../shell';
 import { fingerprintOf, preferredHostKeyAlgorithms, type HostKeyPin } from './hostKeys';
+import type { ExecRecording, ExecSpan } from './roundTrips';
 import { startTimer } from './timer';
 
 export type SshAuth =
@@ -41,6 +42,8 @@ export interface RunOptions {
 export interface RemoteProcess {
 	done: Promise<RunResult>;
 	stop(): void;
+	/** The answer the caller waits for has come although the command goes on (a held lock): ends its round trip. */
+	answered(): void;
 }
 
 /** A command whose stdin is the caller's data (see `spawnWithStdin`). */
@@ -79,6 +82,7 @@ export class SshConnection {
 	private lost: LibvirtBackupError | undefined;
 	private readonly pending = new Set<(error: LibvirtBackupError) => void>();
 	private sftpSession: Promise<SFTPWrapper> | undefined;
+	private readonly recordings = new Set<ExecSpan[]>();
 
 	private constructor(
 		private readonly client: Client,
@@ -98,6 +102,13 @@ export class SshConnection {
 	/** Number of remote commands started on this connection (tests use it to prove batching). */
 	get execCount(): number {
 		return this.execs;
+	}
+
+	/** Records every command's span from now until stop() (tests and benches count round trips with it). */
+	recordExecs(): ExecRecording {
+		const spans: ExecSpan[] = [];
+		this.recordings.add(spans);
+		return { spans, stop: () => this.recordings.delete(spans) };
 	}
 
 	static async connect(target: SshTarget, signal?: AbortSignal): Promise<SshConnection> {
@@ -175,8 +186,8 @@ export class SshConnection {
 	 * stdin carries the sudo password (sudo mode 'password') and then only heartbeat bytes.
 	 */
 	async spawn(argv: readonly string[], options: RunOptions = {}): Promise<RemoteProcess> {
-		const { done, stop } = await this.start(argv, options, { streamStdout: false, dataOnStdin: false });
-		return { done, stop };
+		const { done, stop, answered } = await this.start(argv, options, { streamStdout: false, dataOnStdin: false });
+		return { done, stop, answered };
 	}
 
 	/**
@@ -185,8 +196,8 @@ export class SshConnection {
 	 * and must tell a complete input from a cut one (as lib/export/sink does with a trailer).
 	 */
 	async spawnWithStdin(argv: readonly string[], options: RunOptions = {}): Promise<RemoteWriter> {
-		const { done, stop, channel } = await this.start(argv, options, { streamStdout: false, dataOnStdin: true });
-		return { done, stop, stdin: channel };
+		const { done, stop, answered, channel } = await this.start(argv, options, { streamStdout: false, dataOnStdin: true });
+		return { done, stop, answered, stdin: channel };
 	}
 
 	/**
@@ -196,8 +207,8 @@ export class SshConnection {
 	 * command closes its stdout, also when it failed or was stopped: only `done` says it succeeded.
 	 */
 	async spawnReadable(argv: readonly string[], options: Omit<RunOptions, 'onStdout'> = {}): Promise<RemoteReadable> {
-		const { done, stop, channel } = await this.start(argv, options, { streamStdout: true, dataOnStdin: false });
-		return { done, stop, stdout: channel };
+		const { done, stop, answered, channel } = await this.start(argv, options, { streamStdout: true, dataOnStdin: false });
+		return { done, stop, answered, stdout: channel };
 	}
 
 	private async start(argv: readonly string[], options: RunOptions, { streamStdout, dataOnStdin }: { streamStdout: boolean; dataOnStdin: boolean }): Promise<RemoteProcess & { channel: ClientChannel }> {
@@ -205,6 +216,11 @@ export class SshConnection {
 		const label = options.label ?? argv[0];
 		const line = commandLine(argv, { sudo: this.target.sudo.mode, watchdog: !dataOnStdin });
 		this.execs += 1;
+		const span: ExecSpan | undefined = this.recordings.size > 0 ? { label, startedMs: performance.now() } : undefined;
+		for (const spans of this.recordings) spans.push(span as ExecSpan);
+		const answered = () => {
+			if (span && span.answeredMs === undefined) span.answeredMs = performance.now();
+		};
 		let exitCode: number | undefined;
 		let exitSignal: string | undefined;
 		const channel = await new Promise<ClientChannel>((resolve, reject) => {
@@ -232,6 +248,7 @@ export class SshConnection {
 			const finish = (error?: LibvirtBackupError, result?: RunResult) => {
 				if (settled) return;
 				settled = true;
+				answered();
 				cancelTimer?.();
 				clearInterval(heartbeat);
 				options.signal?.removeEventListener('abort', onAbort);
@@ -285,7 +302,7 @@ export class SshConnection {
 				finish(commandError(label, this.target, result));
 			});
 		});
-		return { done, stop: () => stop(), channel };
+		return { done, stop: () => stop(), answered, channel };
 	}
 
 	/** One SFTP session per connection, opened on first use. */

@@ -3,3 +3,5 @@ export type { SshAuth, SshTarget, RunOptions, RunResult, RemoteProcess, RemoteRe
 export { parseHostKeyPins, pinsForHost, fingerprintOf } from './hostKeys';
 export type { HostKeyPin } from './hostKeys';
 export { startTimer } from './timer';
+export { criticalPath } from './roundTrips';
+export type { ExecRecording, ExecSpan } from './roundTrips';

@@ -11,7 +11,7 @@
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { scriptArgv } from '../shell';
 import type { RemoteProcess, SshConnection } from '../ssh';
-import { newMarker, splitSections } from '../batch';
+import { newMarker, readSteps, splitSections, stepsArgv, stepsProgress, type RemoteStep } from '../batch';
 
 export const LOCK_FILE = '.lvb.lock';
 
@@ -23,7 +23,8 @@ const REMOVE_TIMEOUT_MS = 30_000;
  * A job that removes its VM folder (a failed first backup) unlinks the lock file while holding it.
  * Whoever opened the old file before that and locks it afterwards holds a lock nobody else sees:
  * so after `flock` the path must still name the locked file, else open it again.
- * `sh -c LOCK_SCRIPT lvb-lock VMDIR HOLDER MARKER`.
+ * `sh -c LOCK_SCRIPT lvb-lock VMDIR HOLDER MARKER [COMMAND...]`: COMMAND, when given, runs once the
+ * lock is held (the reads a job makes under it), then `MARKER ready`: one round trip for both.
  */
 export const LOCK_SCRIPT = `dir=$1 holder=$2 m=$3
 lock=${LOCK_FILE}
@@ -56,6 +57,11 @@ while :; do
 done
 printf '%s\\n' "$holder" >&8
 echo "$m acquired $created"
+if [ $# -gt 3 ]; then
+  shift 3
+  (cd / && exec "$@" 8<&-)
+  echo "$m ready"
+fi
 exec sleep 2147483647
 `;
 
@@ -93,30 +99,61 @@ export interface VmLock {
 }
 
 export async function acquireVmLock(ssh: SshConnection, vmDir: string, holder: string, vmName: string): Promise<VmLock> {
+	return (await lockAndRun<[]>(ssh, vmDir, holder, vmName, [] as [])).lock;
+}
+
+/** Reads made under the lock, in the same exec as taking it: the job waits for one answer. */
+const READ_UNDER_LOCK_TIMEOUT_MS = 5 * 60_000;
+
+/**
+ * Takes the lock and, once it is held, runs `steps` (lib/batch) in the same remote process: one
+ * round trip for the lock and the reads that need it. A step that fails releases the lock.
+ */
+export async function lockAndRun<T extends unknown[]>(
+	ssh: SshConnection,
+	vmDir: string,
+	holder: string,
+	vmName: string,
+	steps: { [K in keyof T]: RemoteStep<T[K]> },
+): Promise<{ lock: VmLock; results: T }> {
 	const marker = newMarker();
+	const stepsMarker = newMarker();
+	const answer = steps.length > 0 ? [`${marker} ready\n`] : [`${marker} acquired 0\n`, `${marker} acquired 1\n`];
 	const lockPath = `${vmDir}/${LOCK_FILE}`;
 	let output = '';
+	let stderr = '';
 	let acquired: () => void = () => undefined;
 	const ready = new Promise<void>((resolve) => (acquired = resolve));
-	const process: RemoteProcess = await ssh.spawn(scriptArgv(LOCK_SCRIPT, 'lvb-lock', [vmDir, holder.replace(/[\r\n]+/g, ' '), marker]), {
-		label: 'lock',
-		okExitCodes: [75, 76],
-		onStdout: (chunk) => {
-			output += chunk.toString('utf8');
-			if (output.includes(`${marker} acquired 0\n`) || output.includes(`${marker} acquired 1\n`)) acquired();
+	const progress = stepsProgress(steps, stepsMarker);
+	const process: RemoteProcess = await ssh.spawn(
+		scriptArgv(LOCK_SCRIPT, 'lvb-lock', [vmDir, holder.replace(/[\r\n]+/g, ' '), marker, ...(steps.length > 0 ? stepsArgv(steps, stepsMarker) : [])]),
+		{
+			label: 'lock',
+			okExitCodes: [75, 76],
+			onStdout: (chunk) => {
+				output += chunk.toString('utf8');
+				if (steps.length > 0) progress(output);
+				if (answer.some((line) => output.includes(line))) acquired();
+			},
+			onStderr: (chunk) => {
+				if (stderr.length < 64 * 1024) stderr += chunk.toString('utf8');
+			},
 		},
-	});
+	);
+	const acquireTimeoutMs = steps.length > 0 ? READ_UNDER_LOCK_TIMEOUT_MS : ACQUIRE_TIMEOUT_MS;
 	let timer: NodeJS.Timeout | undefined;
-	const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ACQUIRE_TIMEOUT_MS)));
+	const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), acquireTimeoutMs)));
 	const outcome = await Promise.race([ready.then(() => 'acquired' as const), process.done.then(() => 'ended' as const), timedOut])
 		.catch((error: unknown) => {
 			throw isLibvirtBackupError(error) ? new LibvirtBackupError(error.code, `Cannot take the backup lock in ${vmDir}: ${error.message}`) : error;
 		})
 		.finally(() => clearTimeout(timer));
+	// The run waits for this answer only: the process holds the lock on.
+	if (outcome === 'acquired') process.answered();
 	if (outcome === 'timeout') {
 		process.stop();
 		await process.done.catch(() => undefined);
-		throw new LibvirtBackupError('COMMAND_TIMEOUT', `Cannot take the backup lock ${lockPath}: the host gave no answer within ${ACQUIRE_TIMEOUT_MS / 1000} s`);
+		throw new LibvirtBackupError('COMMAND_TIMEOUT', `Cannot take the backup lock ${lockPath}: the host gave no answer within ${acquireTimeoutMs / 1000} s`);
 	}
 	const sections = splitSections(output, marker);
 	if (outcome === 'ended') {
@@ -134,7 +171,7 @@ export async function acquireVmLock(ssh: SshConnection, vmDir: string, holder: s
 	}
 	const createdFolder = sections.find((section) => section.kind === 'acquired')?.arg === '1';
 	let released = false;
-	return {
+	const lock: VmLock = {
 		path: lockPath,
 		createdFolder,
 		release: async (options = {}) => {
@@ -147,4 +184,10 @@ export async function acquireVmLock(ssh: SshConnection, vmDir: string, holder: s
 			await process.done.catch(() => undefined);
 		},
 	};
+	try {
+		return { lock, results: readSteps<T>(steps, stepsMarker, output, stderr) };
+	} catch (error) {
+		await lock.release({ removeCreatedFolder: true });
+		throw error;
+	}
 }

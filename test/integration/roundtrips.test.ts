@@ -1,0 +1,64 @@
+/**
+ * Sequential SSH round trips (issue 12): at 50 ms RTT each one a run waits for costs 50 ms or more,
+ * so an idle VM's incremental must wait for at most 3, and discovery for a number that does not
+ * grow with the VMs. Counted as the critical path of the connection's commands (lib/ssh/roundTrips).
+ */
+import { backupVm, type BackupRequest } from '../../lib/backup';
+import { discoverVms } from '../../lib/libvirt';
+import { criticalPath, withSsh, type ExecSpan } from '../../lib/ssh';
+import { loadLab } from '../support/lab';
+import { labTarget } from '../support/targets';
+import { createTestVm, testDestination, type TestVm } from '../support/testVm';
+
+jest.setTimeout(240_000);
+const lab = loadLab();
+
+function labels(spans: readonly ExecSpan[]): string {
+	return spans.map((span) => span.label).join(', ');
+}
+
+describe('an idle running VM with a valid chain', () => {
+	let vm: TestVm;
+	let destination: { dest: string; cleanup(): void };
+	beforeAll(() => {
+		vm = createTestVm('roundtrips', [{ target: 'vda', format: 'qcow2', virtualMiB: 64, writes: [{ pattern: 0x11, offsetMiB: 0, lengthMiB: 2 }] }]);
+		destination = testDestination('roundtrips');
+	});
+	afterAll(() => {
+		vm?.destroy();
+		destination?.cleanup();
+	});
+
+	test('its incremental waits for at most 3 round trips', async () => {
+		const request: BackupRequest = { uri: lab.systemUri, vm: vm.name, dest: destination.dest, mode: 'auto', compression: 'none', quiesce: 'off', holder: `jest ${process.pid}`, host: 'lab' };
+		await withSsh(labTarget(), async (ssh) => {
+			const full = await backupVm(ssh, request);
+			await backupVm(ssh, request); // a second incremental: the chain has an old checkpoint to prune
+			const recording = ssh.recordExecs();
+			const result = await backupVm(ssh, request);
+			recording.stop();
+			expect(result).toMatchObject({ kind: 'incremental', warnings: [] });
+			expect(result.parent).not.toBe(full.id);
+			const roundTrips = criticalPath(recording.spans);
+			// The commands are named when it fails: they say which waits were added.
+			expect({ atMost3: roundTrips <= 3, roundTrips, execs: labels(recording.spans) }).toEqual({ atMost3: true, roundTrips, execs: labels(recording.spans) });
+		});
+	});
+});
+
+describe('discovery', () => {
+	test('waits for the same number of round trips for 500 VMs as for one', async () => {
+		await withSsh(labTarget(), async (ssh) => {
+			const one = ssh.recordExecs();
+			const single = await discoverVms(ssh, lab.fleetUri, { domains: ['lvb-fleet-0000'] });
+			one.stop();
+			const all = ssh.recordExecs();
+			const fleet = await discoverVms(ssh, lab.fleetUri);
+			all.stop();
+			expect([single.vms.length, fleet.vms.length]).toEqual([1, lab.fleetCount]);
+			expect(criticalPath(all.spans)).toBe(criticalPath(one.spans));
+			expect(all.spans.length).toBe(one.spans.length);
+			expect(criticalPath(all.spans)).toBeLessThanOrEqual(3);
+		});
+	});
+});
