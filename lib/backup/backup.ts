@@ -6,6 +6,8 @@
 import { LibvirtBackupError } from '../errors';
 import {
 	abortJob,
+	domainFolderTokens,
+	inDomainFolderArgv,
 	preflightStateStep,
 	readDomainsStep,
 	vmFromBlockStats,
@@ -155,41 +157,57 @@ const NAME_MAX = 255;
 const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
- * Finds the VM and takes its lock. A request by name takes the lock of that name's folder first and
- * reads everything the plan needs under it in the same exec (one round trip): the VM's definition,
- * libvirt's block stats and checkpoint state for the domain virsh resolves the name to, the folder
- * and the VM's backups. What virsh resolved is used only when it is the domain the exact name
- * match found, and the block stats only when they describe every disk; otherwise those are asked
- * again. A request by UUID must find the name (the folder) first, and so must a name too long to be
- * a folder's.
+ * Finds the VM and takes its lock, and reads everything the plan needs under it, in ONE exec (one
+ * round trip): the VM's definition, libvirt's block stats and checkpoint state for the domain virsh
+ * resolves the request to, the folder and the VM's backups. A request by name locks that name's
+ * folder; one by UUID locks the folder of the name virsh gives for it (found in the same exec).
+ * What virsh resolved is used only when it is the domain (and the folder) the exact match here
+ * finds, and the block stats only when they describe every disk; otherwise they are asked again.
+ * A name too long to be a folder name is no VM of ours: discovery says so first.
  */
 async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: string, signal?: AbortSignal): Promise<{ vm: DiscoveredVm; vmDir: string; lock: VmLock; read?: Look }> {
-	// A name no folder can have (longer than a file name may be) is no VM of ours: let discovery say so.
-	if (UUID_SHAPE.test(request.vm) || Buffer.byteLength(vmDirName(request.vm)) > NAME_MAX) {
-		const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
-		const vmDir = vmBackupDir(request.dest, vm.name);
-		return { vm, vmDir, lock: await acquireVmLock(ssh, vmDir, request.holder, vm.name) };
-	}
-	const vmDir = vmBackupDir(request.dest, request.vm);
+	const byUuid = UUID_SHAPE.test(request.vm);
+	const dest = checkDestination(request.dest);
+	const tokens = domainFolderTokens();
 	const username = ssh.target.username;
-	const { lock, results } = await lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(ssh, vmDir, request.holder, request.vm, [
-		readDomainsStep(request.uri, username),
-		preflightStateStep(request.uri, request.vm, CHECKPOINT_PREFIX, username),
-		inspectVmFolderStep(vmDir, plannedId),
-		readCatalogStep(request.dest, [vmDirName(request.vm)]),
-	]);
-	try {
-		const [host, resolved, folder, catalog] = results;
-		const sure = (vm: DiscoveredVm | undefined) => vm !== undefined && resolved.uuid?.toLowerCase() === vm.uuid.toLowerCase();
-		let vm = vmFromBlockStats(host, request.uri, request.vm, resolved.blockStats);
-		if (!sure(vm)) [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
-		const live = vm!.state === 'running' || vm!.state === 'paused';
-		const state = !live ? undefined : sure(vm) ? resolved.state : await backupState(ssh, request.uri, vm!.uuid, CHECKPOINT_PREFIX);
-		return { vm: vm!, vmDir, lock, read: [state, folder, catalog] };
-	} catch (error) {
-		await lock.release({ removeCreatedFolder: true });
-		throw error;
+	const located = byUuid || Buffer.byteLength(vmDirName(request.vm)) > NAME_MAX ? undefined : { dir: vmBackupDir(dest, request.vm), name: vmDirName(request.vm) };
+	const taken =
+		byUuid || located
+			? await lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(
+					ssh,
+					located?.dir ?? { dest, token: tokens.path, locate: (marker, lockArgv) => inDomainFolderArgv(request.uri, request.vm, dest, marker, tokens, lockArgv) },
+					request.holder,
+					request.vm,
+					[
+						readDomainsStep(request.uri, username),
+						preflightStateStep(request.uri, request.vm, CHECKPOINT_PREFIX, username),
+						inspectVmFolderStep(located?.dir ?? tokens.path, plannedId),
+						readCatalogStep(dest, [located?.name ?? tokens.name]),
+					],
+				)
+			: undefined;
+	if (taken) {
+		const { lock, results, vmDir } = taken;
+		try {
+			const [host, resolved, folder, catalog] = results;
+			const sure = (vm: DiscoveredVm | undefined) => vm !== undefined && resolved.uuid?.toLowerCase() === vm.uuid.toLowerCase();
+			let vm = vmFromBlockStats(host, request.uri, request.vm, resolved.blockStats);
+			if (!sure(vm)) [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+			// The folder locked is the one of the VM the exact match found (by UUID: the name virsh gave).
+			if (vmBackupDir(dest, vm!.name) === vmDir) {
+				const live = vm!.state === 'running' || vm!.state === 'paused';
+				const state = !live ? undefined : sure(vm) ? resolved.state : await backupState(ssh, request.uri, vm!.uuid, CHECKPOINT_PREFIX);
+				return { vm: vm!, vmDir, lock, read: [state, folder, catalog] };
+			}
+			await lock.release({ removeCreatedFolder: true });
+		} catch (error) {
+			await lock.release({ removeCreatedFolder: true });
+			throw error;
+		}
 	}
+	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+	const vmDir = vmBackupDir(dest, vm.name);
+	return { vm, vmDir, lock: await acquireVmLock(ssh, vmDir, request.holder, vm.name) };
 }
 
 async function backupLocked(

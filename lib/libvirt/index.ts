@@ -2,7 +2,7 @@ export { checkFilter, discoverVms, listDomains, readDomainsStep, vmFromBlockStat
 export type { BlockStat, HostDomains, DiscoveredVm, DiscoveredDisk, DiscoveryFilter, DiscoveryResult, DomainState, HostDomain, ImageLayer } from './discover';
 export { backupXml, checkpointXml, parseDomainXml, parseCheckpointSizes } from './domainXml';
 export type { BackupDiskTarget, DomainDefinition, DomainDisk, DiskDevice, DiskType, DiskSource } from './domainXml';
-export { dumpDomainXml, dumpDomainXmlStep, virshVersion, virshFailure, runVirsh } from './virsh';
+export { dumpDomainXml, dumpDomainXmlStep, domainFolderTokens, inDomainFolderArgv, virshVersion, virshFailure, runVirsh } from './virsh';
 export type { LibvirtVersions } from './virsh';
 export { abortJob, backupState, deleteCheckpoints, deleteCheckpointsStep, listCheckpoints, mergeOverlays, preflightStateStep, pushJobStep, runOnOverlays } from './jobs';
 export type { CheckpointDeletion, PreflightState } from './jobs';

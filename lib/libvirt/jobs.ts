@@ -251,7 +251,8 @@ function parseBackupState(sections: ReturnType<typeof splitSections>): BackupSta
  */
 const PREFLIGHT_STATE_SCRIPT = `export LC_ALL=C
 uri=$1 ref=$2 prefix=$3 m=$4
-dom=$(virsh -q -c "$uri" domuuid --domain "$ref" 2>/dev/null) || dom=
+# domuuid finds names (and IDs); a UUID is taken as it is (checked below and by the caller).
+dom=$(virsh -q -c "$uri" domuuid --domain "$ref" 2>/dev/null) || dom=$ref
 case $dom in ''|*[!0-9a-fA-F-]*) echo "$m nodomain"; exit 0;; esac
 echo "$m uuid $dom"
 out=$(virsh -c "$uri" "echo $m version; version --daemon; echo $m job; domjobinfo --domain $dom --rawstats; echo $m checkpoints; checkpoint-list --domain $dom --name; echo $m blockstats; domstats --block --backing $dom") || exit $?

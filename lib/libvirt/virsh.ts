@@ -3,7 +3,8 @@
  * remote virsh invocation of the engine goes through this module (or a script constant here).
  */
 import { isLibvirtBackupError, LibvirtBackupError, tail } from '../errors';
-import type { RemoteStep } from '../batch';
+import { newMarker, type RemoteStep } from '../batch';
+import { scriptArgv } from '../shell';
 import type { RunOptions, RunResult, SshConnection } from '../ssh';
 
 /** Turns a failed virsh run into the error a person can act on. */
@@ -74,4 +75,46 @@ export function dumpDomainXmlStep(uri: string, uuid: string, inactive: boolean, 
 		parse: (stdout) => stdout,
 		failure: (exitCode, stderr) => virshFailure({ exitCode, stderr }, uri, username),
 	};
+}
+
+/**
+ * `sh -c DOMAIN_FOLDER_SCRIPT lvb-domain-folder URI UUID DEST MARKER PATH_TOKEN NAME_TOKEN COMMAND...`:
+ * the domain's name (`virsh domname`), its folder name as lib/store/layout's vmDirName makes it
+ * (bytes outside `[A-Za-z0-9_+-.]`, and a leading dot, as %XX), printed as `MARKER dir NAME`; then
+ * COMMAND runs with every word that IS PATH_TOKEN replaced by `DEST/NAME` and every word that IS
+ * NAME_TOKEN by NAME (whole words only: nothing is spliced into text). The caller checks the
+ * folder against the VM its own exact match finds: this saves a round trip, it decides nothing.
+ * No domain: `MARKER nodomain`, exit 77.
+ */
+export const DOMAIN_FOLDER_SCRIPT = `export LC_ALL=C
+uri=$1 uuid=$2 dest=$3 m=$4 pathtoken=$5 nametoken=$6; shift 6
+name=$(virsh -q -c "$uri" domname --domain "$uuid" 2>/dev/null) || name=
+[ -n "$name" ] || { echo "$m nodomain"; exit 77; }
+safe='ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-.'
+hex=$(printf '%s' "$safe" | od -An -v -tx1)
+enc=$(printf '%s' "$name" | od -An -v -tx1 | awk -v safe="$safe" -v hex="$hex" '
+  BEGIN { n = split(hex, h, " "); for (i = 1; i <= n; i++) map[h[i]] = substr(safe, i, 1) }
+  { for (i = 1; i <= NF; i++) { c = map[$i]; if (c != "" && !(c == "." && out == "")) out = out c; else out = out "%" toupper($i) } }
+  END { print out }')
+case $enc in ''|*[!A-Za-z0-9_+.%-]*) echo "$m nodomain"; exit 77;; esac
+echo "$m dir $enc"
+n=$# i=0
+while [ $i -lt $n ]; do
+  a=$1; shift
+  case $a in "$pathtoken") a="$dest/$enc";; "$nametoken") a=$enc;; esac
+  set -- "$@" "$a"
+  i=$((i+1))
+done
+exec "$@"
+`;
+
+/** Tokens standing for the domain's folder (full path, and name) in a command run by DOMAIN_FOLDER_SCRIPT. */
+export function domainFolderTokens(): { path: string; name: string } {
+	const token = newMarker();
+	return { path: `${token}-path`, name: `${token}-name` };
+}
+
+/** The argv that runs `command` with the domain's folder in place of `tokens` (see DOMAIN_FOLDER_SCRIPT). */
+export function inDomainFolderArgv(uri: string, uuid: string, dest: string, marker: string, tokens: { path: string; name: string }, command: readonly string[]): string[] {
+	return scriptArgv(DOMAIN_FOLDER_SCRIPT, 'lvb-domain-folder', [uri, uuid, dest, marker, tokens.path, tokens.name, ...command]);
 }

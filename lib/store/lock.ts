@@ -99,7 +99,18 @@ export interface VmLock {
 }
 
 export async function acquireVmLock(ssh: SshConnection, vmDir: string, holder: string, vmName: string): Promise<VmLock> {
-	return (await lockAndRun<[]>(ssh, vmDir, holder, vmName, [] as [])).lock;
+	return (await lockAndRun<[]>(ssh, vmDir, holder, vmName, [] as []))!.lock;
+}
+
+/**
+ * A VM folder found on the host by the same exec that locks it: the lock's argv names it `token`,
+ * and `locate` wraps that argv in a command that prints `MARKER dir NAME` and runs it with
+ * `dest/NAME` in place of the token, or prints `MARKER nodomain` and exits 77.
+ */
+export interface LocatedFolder {
+	dest: string;
+	token: string;
+	locate(marker: string, lockArgv: string[]): string[];
 }
 
 /** Reads made under the lock, in the same exec as taking it: the job waits for one answer. */
@@ -111,25 +122,31 @@ const READ_UNDER_LOCK_TIMEOUT_MS = 5 * 60_000;
  */
 export async function lockAndRun<T extends unknown[]>(
 	ssh: SshConnection,
-	vmDir: string,
+	folder: string | LocatedFolder,
 	holder: string,
 	vmName: string,
 	steps: { [K in keyof T]: RemoteStep<T[K]> },
-): Promise<{ lock: VmLock; results: T }> {
+): Promise<{ lock: VmLock; results: T; vmDir: string } | undefined> {
 	const marker = newMarker();
 	const stepsMarker = newMarker();
 	const answer = steps.length > 0 ? [`${marker} ready\n`] : [`${marker} acquired 0\n`, `${marker} acquired 1\n`];
-	const lockPath = `${vmDir}/${LOCK_FILE}`;
+	const lockArgv = scriptArgv(LOCK_SCRIPT, 'lvb-lock', [typeof folder === 'string' ? folder : folder.token, holder.replace(/[\r\n]+/g, ' '), marker, ...(steps.length > 0 ? stepsArgv(steps, stepsMarker) : [])]);
+	const located = () => {
+		const dir = splitSections(output, marker).find((section) => section.kind === 'dir')?.arg;
+		return typeof folder === 'string' ? folder : dir ? `${folder.dest}/${dir}` : undefined;
+	};
+	let vmDir = typeof folder === 'string' ? folder : `${folder.dest}/(folder of VM ${vmName})`;
+	let lockPath = `${vmDir}/${LOCK_FILE}`;
 	let output = '';
 	let stderr = '';
 	let acquired: () => void = () => undefined;
 	const ready = new Promise<void>((resolve) => (acquired = resolve));
 	const progress = stepsProgress(steps, stepsMarker);
 	const process: RemoteProcess = await ssh.spawn(
-		scriptArgv(LOCK_SCRIPT, 'lvb-lock', [vmDir, holder.replace(/[\r\n]+/g, ' '), marker, ...(steps.length > 0 ? stepsArgv(steps, stepsMarker) : [])]),
+		typeof folder === 'string' ? lockArgv : folder.locate(marker, lockArgv),
 		{
 			label: 'lock',
-			okExitCodes: [75, 76],
+			okExitCodes: [75, 76, 77],
 			onStdout: (chunk) => {
 				output += chunk.toString('utf8');
 				if (steps.length > 0) progress(output);
@@ -156,6 +173,9 @@ export async function lockAndRun<T extends unknown[]>(
 		throw new LibvirtBackupError('COMMAND_TIMEOUT', `Cannot take the backup lock ${lockPath}: the host gave no answer within ${acquireTimeoutMs / 1000} s`);
 	}
 	const sections = splitSections(output, marker);
+	if (sections.some((section) => section.kind === 'nodomain')) return undefined;
+	vmDir = located() ?? vmDir;
+	lockPath = `${vmDir}/${LOCK_FILE}`;
 	if (outcome === 'ended') {
 		const unsafe = sections.find((section) => section.kind === 'unsafe');
 		if (unsafe) {
@@ -185,7 +205,7 @@ export async function lockAndRun<T extends unknown[]>(
 		},
 	};
 	try {
-		return { lock, results: readSteps<T>(steps, stepsMarker, output, stderr) };
+		return { lock, results: readSteps<T>(steps, stepsMarker, output, stderr), vmDir };
 	} catch (error) {
 		await lock.release({ removeCreatedFolder: true });
 		throw error;

@@ -42,6 +42,14 @@ describe('an idle running VM with a valid chain', () => {
 			const roundTrips = criticalPath(recording.spans);
 			// The commands are named when it fails: they say which waits were added.
 			expect({ atMost3: roundTrips <= 3, roundTrips, execs: labels(recording.spans) }).toEqual({ atMost3: true, roundTrips, execs: labels(recording.spans) });
+
+			// Discover VMs hands Backup VM Disk the UUID (workflows/nightly-backup): the same holds.
+			const byUuid = ssh.recordExecs();
+			const again = await backupVm(ssh, { ...request, vm: result.uuid });
+			byUuid.stop();
+			expect(again).toMatchObject({ kind: 'incremental', parent: result.id, vm: vm.name, warnings: [] });
+			const uuidTrips = criticalPath(byUuid.spans);
+			expect({ atMost3: uuidTrips <= 3, uuidTrips, execs: labels(byUuid.spans) }).toEqual({ atMost3: true, uuidTrips, execs: labels(byUuid.spans) });
 		});
 	});
 });
