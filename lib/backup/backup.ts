@@ -3,7 +3,7 @@
  * images (strategies.ts), hash them once on the host, write the manifest last, keep the libvirt
  * checkpoint chain tidy. Any failure removes the half-written folder and the new checkpoint.
  */
-import { LibvirtBackupError } from '../errors';
+import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import {
 	abortJob,
 	domainFolderTokens,
@@ -173,7 +173,7 @@ async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: str
 	const located = byUuid || Buffer.byteLength(vmDirName(request.vm)) > NAME_MAX ? undefined : { dir: vmBackupDir(dest, request.vm), name: vmDirName(request.vm) };
 	const taken =
 		byUuid || located
-			? await lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(
+			? await lockedOrMissing(ssh, request, signal, lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(
 					ssh,
 					located?.dir ?? { dest, token: tokens.path, locate: (marker, lockArgv) => inDomainFolderArgv(request.uri, request.vm, dest, marker, tokens, lockArgv) },
 					request.holder,
@@ -184,7 +184,7 @@ async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: str
 						inspectVmFolderStep(located?.dir ?? tokens.path, plannedId),
 						readCatalogStep(dest, [located?.name ?? tokens.name]),
 					],
-				)
+				))
 			: undefined;
 	if (taken) {
 		const { lock, results, vmDir } = taken;
@@ -208,6 +208,19 @@ async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: str
 	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
 	const vmDir = vmBackupDir(dest, vm.name);
 	return { vm, vmDir, lock: await acquireVmLock(ssh, vmDir, request.holder, vm.name) };
+}
+
+/**
+ * The lock is taken before the VM is looked up, so a folder another request holds (also one for a
+ * VM that does not exist) says "locked": then ask libvirt, so that a missing VM is "VM not found".
+ */
+async function lockedOrMissing<T>(ssh: SshConnection, request: BackupRequest, signal: AbortSignal | undefined, taking: Promise<T>): Promise<T> {
+	try {
+		return await taking;
+	} catch (error) {
+		if (isLibvirtBackupError(error) && error.code === 'LOCKED') await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal);
+		throw error;
+	}
 }
 
 async function backupLocked(
