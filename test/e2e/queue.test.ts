@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { quoteArg as q } from '../../lib/shell';
 import { vmBackupDir } from '../../lib/store';
-import { measureAfterFault, waitForHostWorkToEnd, type FaultCounts } from '../support/afterFault';
+import { growingPartial, measureAfterFault, waitForHostWorkToEnd, type FaultCounts } from '../support/afterFault';
 import { labBackup } from '../support/labBackup';
 import { createUserFolder, packPackage, REPO_ROOT, type N8nInstance } from '../support/n8n';
 import { startQueue, type QueueSetup } from '../support/n8nQueue';
@@ -81,24 +81,6 @@ function succeeded(answer: WebhookAnswer): { id: string; path: string; kind: str
 	return { id: String(json.id), path: String(json.path), kind: String(json.kind), parent: (json.parent as string | null) ?? null, warnings: (json.warnings as string[]) ?? [] };
 }
 
-/** The backup folder a running job writes, once its `.partial` image is seen growing on the host. */
-async function growingPartial(vm: TestVm, run: Promise<WebhookAnswer>, timeoutMs = 90_000): Promise<{ id: string; dir: string }> {
-	const vmDir = vmBackupDir(destination.dest, vm.name);
-	const deadline = Date.now() + timeoutMs;
-	let answered: WebhookAnswer | undefined;
-	void run.then((answer) => (answered = answer));
-	let last = '';
-	for (;;) {
-		if (answered) throw new Error(`the backup run answered before its copy was seen (HTTP ${answered.status} after ${answered.ms} ms): ${answered.text.slice(0, 1000)}`);
-		const now = host(`find ${q(vmDir)} -mindepth 2 -maxdepth 2 -name '*.partial' -printf '%s %h\\n' 2>/dev/null || true`).trim().split('\n')[0];
-		const [size, dir] = [Number(now.split(' ')[0]), now.slice(now.indexOf(' ') + 1)];
-		const [lastSize, lastDir] = [Number(last.split(' ')[0]), last.slice(last.indexOf(' ') + 1)];
-		if (now && dir === lastDir && size > lastSize && lastSize > 0) return { id: path.basename(dir), dir };
-		if (Date.now() > deadline) throw new Error(`waited ${timeoutMs / 1000} s for a growing .partial image under ${vmDir}; last seen: "${now}"`);
-		last = now;
-		await new Promise((resolve) => setTimeout(resolve, 200));
-	}
-}
 
 /** Start and end of every backup of `vm` on the host, from the manifests, in start order. */
 function backupIntervals(vm: TestVm): Array<{ id: string; start: number; end: number }> {
@@ -258,7 +240,7 @@ test('the worker running a backup killed (SIGKILL) mid-copy: the host aborts the
 		const run = backupRequest(vm, 'full');
 		let answer: WebhookAnswer | undefined;
 		void run.then((a) => (answer = a));
-		const partial = await growingPartial(vm, run);
+		const partial = await growingPartial(destination.dest, vm, run);
 		const execution = await rest.runningExecution(backupWorkflowId);
 		const worker = setup().workerOf(execution.id);
 		if (!worker) throw new Error(`no worker logged taking execution ${execution.id}\n${logs()}`);

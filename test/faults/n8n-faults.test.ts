@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { quoteArg as q } from '../../lib/shell';
 import { vmBackupDir } from '../../lib/store';
-import { measureAfterFault, plantForeignFile, waitForHostWorkToEnd, type FaultCounts, type ForeignFile } from '../support/afterFault';
+import { growingPartial, measureAfterFault, plantForeignFile, waitForHostWorkToEnd, type FaultCounts, type ForeignFile } from '../support/afterFault';
 import { labBackup } from '../support/labBackup';
 import { createUserFolder, N8nInstance, packPackage, REPO_ROOT, freePort, type N8nServer } from '../support/n8n';
 import { N8nRest, postWebhook, type WebhookAnswer } from '../support/n8nRest';
@@ -131,27 +131,6 @@ function stillCopying(dir: string): boolean {
 	return host(`ls ${q(dir)} 2>/dev/null | grep -q '[.]partial$' && echo yes || echo no`).trim() === 'yes';
 }
 
-/**
- * The backup folder a running job writes, once its `.partial` image is seen growing on the host
- * (mid-copy). `run` is the request that started it: an answer before that is the reason it never came.
- */
-async function growingPartial(vm: TestVm, run: Promise<WebhookAnswer>, timeoutMs = 90_000): Promise<{ id: string; dir: string }> {
-	const vmDir = vmBackupDir(destination.dest, vm.name);
-	const deadline = Date.now() + timeoutMs;
-	let answered: WebhookAnswer | undefined;
-	void run.then((answer) => (answered = answer));
-	let last = '';
-	for (;;) {
-		if (answered) throw new Error(`the backup run answered before its copy was seen (HTTP ${answered.status} after ${answered.ms} ms): ${answered.text.slice(0, 1000)}`);
-		const now = host(`find ${q(vmDir)} -mindepth 2 -maxdepth 2 -name '*.partial' -printf '%s %h\\n' 2>/dev/null || true`).trim().split('\n')[0];
-		const [size, dir] = [Number(now.split(' ')[0]), now.slice(now.indexOf(' ') + 1)];
-		const [lastSize, lastDir] = [Number(last.split(' ')[0]), last.slice(last.indexOf(' ') + 1)];
-		if (now && dir === lastDir && size > lastSize && lastSize > 0) return { id: path.basename(dir), dir };
-		if (Date.now() > deadline) throw new Error(`waited ${timeoutMs / 1000} s for a growing .partial image under ${vmDir} (the backup never got to copying); last seen: "${now}"`);
-		last = now;
-		await new Promise((resolve) => setTimeout(resolve, 200));
-	}
-}
 
 /** Processes whose parent is `pid` (n8n's task runner). */
 function childPids(pid: number): number[] {
@@ -253,7 +232,7 @@ faultTest(
 		const good = await labBackup(vm.name, destination.dest, { mode: 'full' });
 
 		const run = backupRequest(n8n, vm, 'full');
-		const partial = await growingPartial(vm, run);
+		const partial = await growingPartial(destination.dest, vm, run);
 		const execution = await n8n.rest.runningExecution(n8n.backupWorkflowId);
 		const stopAt = Date.now();
 		const stopped = await n8n.rest.stop(execution.id);
@@ -285,7 +264,7 @@ faultTest(
 		const older = await labBackup(vm.name, destination.dest, { mode: 'full' });
 
 		const run = backupRequest(n8n, vm, 'full');
-		const partial = await growingPartial(vm, run);
+		const partial = await growingPartial(destination.dest, vm, run);
 		const execution = await n8n.rest.runningExecution(n8n.backupWorkflowId);
 		const prune = await postWebhook(n8n.server.url, PRUNE_HOOK, auth, { vm: vm.name });
 		const overlapped = stillCopying(partial.dir);
@@ -320,7 +299,7 @@ faultTest(
 		const foreign = plantForeign(vm);
 
 		const run = backupRequest(first, vm, 'full');
-		const partial = await growingPartial(vm, run);
+		const partial = await growingPartial(destination.dest, vm, run);
 		const execution = await first.rest.runningExecution(first.backupWorkflowId);
 		const refused = await backupRequest(second, vm, 'full');
 		const overlapped = stillCopying(partial.dir);
@@ -348,7 +327,7 @@ faultTest(
 		const good = await labBackup(vm.name, destination.dest, { mode: 'full' });
 
 		const run = backupRequest(n8n, vm, 'full');
-		const partial = await growingPartial(vm, run);
+		const partial = await growingPartial(destination.dest, vm, run);
 		const children = childPids(n8n.server.pid);
 		process.kill(n8n.server.pid, 'SIGKILL');
 		const killedAt = Date.now();

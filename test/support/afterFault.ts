@@ -7,6 +7,7 @@ import { BackupVerifier, listCatalog } from '../../lib/catalog';
 import { quoteArg as q } from '../../lib/shell';
 import { withSsh } from '../../lib/ssh';
 import { INCOMPLETE_MARKER } from '../../lib/store/manifest';
+import { vmBackupDir } from '../../lib/store';
 import { labTarget } from './targets';
 import { host, type TestVm } from './testVm';
 
@@ -153,4 +154,27 @@ export async function measureAfterFault(expect: StoreExpectations): Promise<Faul
 		}
 		return { dataLost, vmsLeftUnclean: unclean.length + (running ? 1 : 0), partialBackupsListed, foreignFilesRemoved, findings };
 	});
+}
+
+/**
+ * The backup folder a running job writes, once its `.partial` image under `dest` is seen growing on
+ * the host (mid-copy). `run` is the request that started it: an answer before that is the reason it
+ * never came.
+ */
+export async function growingPartial(dest: string, vm: Pick<TestVm, 'name'>, run: Promise<{ status: number; ms: number; text: string }>, timeoutMs = 90_000): Promise<{ id: string; dir: string }> {
+	const vmDir = vmBackupDir(dest, vm.name);
+	const deadline = Date.now() + timeoutMs;
+	let answered: { status: number; ms: number; text: string } | undefined;
+	void run.then((answer) => (answered = answer));
+	let last = '';
+	for (;;) {
+		if (answered) throw new Error(`the backup run answered before its copy was seen (HTTP ${answered.status} after ${answered.ms} ms): ${answered.text.slice(0, 1000)}`);
+		const now = host(`find ${q(vmDir)} -mindepth 2 -maxdepth 2 -name '*.partial' -printf '%s %h\\n' 2>/dev/null || true`).trim().split('\n')[0];
+		const [size, dir] = [Number(now.split(' ')[0]), now.slice(now.indexOf(' ') + 1)];
+		const [lastSize, lastDir] = [Number(last.split(' ')[0]), last.slice(last.indexOf(' ') + 1)];
+		if (now && dir === lastDir && size > lastSize && lastSize > 0) return { id: dir.slice(dir.lastIndexOf('/') + 1), dir };
+		if (Date.now() > deadline) throw new Error(`waited ${timeoutMs / 1000} s for a growing .partial image under ${vmDir} (the backup never got to copying); last seen: "${now}"`);
+		last = now;
+		await new Promise((resolve) => setTimeout(resolve, 200));
+	}
 }
