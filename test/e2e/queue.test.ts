@@ -62,7 +62,7 @@ function setup(): QueueSetup {
 
 /** A throwaway running VM: `writtenMiB` of data in a 512 MiB qcow2 (what makes its backup take a while). */
 function testVm(purpose: string, writtenMiB: number): TestVm {
-	const vm = createTestVm(purpose, [{ target: 'vda', format: 'qcow2', virtualMiB: 512, writes: [{ pattern: 0x3c, offsetMiB: 0, lengthMiB: writtenMiB }] }]);
+	const vm = createTestVm(purpose, [{ target: 'vda', format: 'qcow2', virtualMiB: Math.max(512, 2 * writtenMiB), writes: [{ pattern: 0x3c, offsetMiB: 0, lengthMiB: writtenMiB }] }]);
 	vms.push(vm);
 	return vm;
 }
@@ -233,7 +233,7 @@ test('six backup calls at once for three VMs over two workers: each VM backed up
 
 test('the worker running a backup killed (SIGKILL) mid-copy: the host aborts the orphaned job, VM and store stay consistent, the next call succeeds on the other worker', async () => {
 	const { workers } = setup();
-	const vm = testVm('q-kill', 256);
+	const vm = testVm('q-kill', 1024);
 	const good = await labBackup(vm.name, destination.dest, { mode: 'full' });
 	let counts: FaultCounts | undefined;
 	try {

@@ -113,9 +113,11 @@ function started(instance: Instance | undefined): Required<Pick<Instance, 'serve
 	return instance as Required<Pick<Instance, 'server' | 'rest'>> & Instance;
 }
 
-/** A throwaway running VM whose full backup takes a few seconds: 256 MiB written in a 512 MiB qcow2. */
+/** A throwaway running VM whose full backup takes a few seconds: 1 GiB written in a 2 GiB qcow2. */
 function bigVm(purpose: string): TestVm {
-	const vm = createTestVm(purpose, [{ target: 'vda', format: 'qcow2', virtualMiB: 512, writes: [{ pattern: 0x5a, offsetMiB: 0, lengthMiB: 256 }] }]);
+	// 1 GiB to copy: the fault (a stop, a kill, a second run) must land while the job copies, also now that the
+	// backup's last steps take fewer round trips (with 256 MiB a stop landed after the copy, CI on cf07df1).
+	const vm = createTestVm(purpose, [{ target: 'vda', format: 'qcow2', virtualMiB: 2048, writes: [{ pattern: 0x5a, offsetMiB: 0, lengthMiB: 1024 }] }]);
 	vms.push(vm);
 	return vm;
 }
