@@ -136,7 +136,7 @@ export async function backupVm(ssh: SshConnection, request: BackupRequest, hooks
 	const now = hooks.now ?? (() => new Date());
 	const started = now();
 	const plannedId = backupId(started);
-	const { vm, vmDir, lock, read } = await lockVm(ssh, request, plannedId, hooks.signal);
+	const { vm, vmDir, lock, read } = await lockVm(ssh, request, plannedId, hooks);
 	let succeeded = false;
 	try {
 		hooks.onVm?.({ name: vm.name, uuid: vm.uuid });
@@ -165,7 +165,7 @@ const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
  * finds, and the block stats only when they describe every disk; otherwise they are asked again.
  * A name too long to be a folder name is no VM of ours: discovery says so first.
  */
-async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: string, signal?: AbortSignal): Promise<{ vm: DiscoveredVm; vmDir: string; lock: VmLock; read?: Look }> {
+async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: string, hooks: BackupHooks): Promise<{ vm: DiscoveredVm; vmDir: string; lock: VmLock; read?: Look }> {
 	const byUuid = UUID_SHAPE.test(request.vm);
 	const dest = checkDestination(request.dest);
 	const tokens = domainFolderTokens();
@@ -173,7 +173,7 @@ async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: str
 	const located = byUuid || Buffer.byteLength(vmDirName(request.vm)) > NAME_MAX ? undefined : { dir: vmBackupDir(dest, request.vm), name: vmDirName(request.vm) };
 	const taken =
 		byUuid || located
-			? await lockedOrMissing(ssh, request, signal, lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(
+			? await lockedOrMissing(ssh, request, hooks, lockAndRun<[HostDomains, PreflightState, VmFolder, Catalog]>(
 					ssh,
 					located?.dir ?? { dest, token: tokens.path, locate: (marker, lockArgv) => inDomainFolderArgv(request.uri, request.vm, dest, marker, tokens, lockArgv) },
 					request.holder,
@@ -192,7 +192,7 @@ async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: str
 			const [host, resolved, folder, catalog] = results;
 			const sure = (vm: DiscoveredVm | undefined) => vm !== undefined && resolved.uuid?.toLowerCase() === vm.uuid.toLowerCase();
 			let vm = vmFromBlockStats(host, request.uri, request.vm, resolved.blockStats);
-			if (!sure(vm)) [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+			if (!sure(vm)) [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
 			// The folder locked is the one of the VM the exact match found (by UUID: the name virsh gave).
 			if (vmBackupDir(dest, vm!.name) === vmDir) {
 				const live = vm!.state === 'running' || vm!.state === 'paused';
@@ -205,20 +205,29 @@ async function lockVm(ssh: SshConnection, request: BackupRequest, plannedId: str
 			throw error;
 		}
 	}
-	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal)).vms;
+	const [vm] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
 	const vmDir = vmBackupDir(dest, vm.name);
 	return { vm, vmDir, lock: await acquireVmLock(ssh, vmDir, request.holder, vm.name) };
 }
 
 /**
- * The lock is taken before the VM is looked up, so a folder another request holds (also one for a
- * VM that does not exist) says "locked": then ask libvirt, so that a missing VM is "VM not found".
+ * The lock is taken before the VM is looked up (one round trip less), so a failure to take it comes
+ * before the VM is known: then ask libvirt once more. A VM that does not exist is "VM not found"
+ * (not "locked" by another request for the same missing VM, nor a folder that cannot be made); one
+ * that does is named to the caller (onVm), so the error item says which VM failed.
  */
-async function lockedOrMissing<T>(ssh: SshConnection, request: BackupRequest, signal: AbortSignal | undefined, taking: Promise<T>): Promise<T> {
+async function lockedOrMissing<T>(ssh: SshConnection, request: BackupRequest, hooks: BackupHooks, taking: Promise<T>): Promise<T> {
 	try {
 		return await taking;
 	} catch (error) {
-		if (isLibvirtBackupError(error) && error.code === 'LOCKED') await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, signal);
+		if (!isLibvirtBackupError(error) || error.code === 'ABORTED' || error.code === 'SSH_CONNECTION_LOST') throw error;
+		let found: DiscoveredVm | undefined;
+		try {
+			[found] = (await discoverVms(ssh, request.uri, { domains: [request.vm], excludeDevices: [] }, hooks.signal)).vms;
+		} catch (lookup) {
+			if (isLibvirtBackupError(lookup) && lookup.code === 'VM_NOT_FOUND') throw lookup;
+		}
+		if (found) hooks.onVm?.({ name: found.name, uuid: found.uuid });
 		throw error;
 	}
 }
