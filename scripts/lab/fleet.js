@@ -12,6 +12,7 @@
 const fs = require('fs');
 const path = require('path');
 const crypto = require('crypto');
+const { stableUuid, writeIfChanged } = require('./util');
 const { spawnSync, spawn } = require('child_process');
 
 const LAB = process.env.LVB_LAB_DIR || '/var/lib/lvb-lab';
@@ -54,22 +55,8 @@ function runAsync(cmd, args) {
 }
 const virshAsync = (h, args) => runAsync('virsh', ['-q', '-c', mgmtUri(h), ...args]);
 
-function uuidFor(h, name) {
-	const x = crypto.createHash('sha1').update(`lvb-fleet:${h}:${name}`).digest('hex');
-	return `${x.slice(0, 8)}-${x.slice(8, 12)}-5${x.slice(13, 16)}-a${x.slice(17, 20)}-${x.slice(20, 32)}`;
-}
+const uuidFor = (h, name) => stableUuid(`lvb-fleet:${h}:${name}`);
 
-function writeIfChanged(file, content, mode = 0o644) {
-	let old = null;
-	try {
-		old = fs.readFileSync(file, 'utf8');
-	} catch {}
-	if (old === content) return false;
-	const tmp = `${file}.tmp${process.pid}`;
-	fs.writeFileSync(tmp, content, { mode });
-	fs.renameSync(tmp, file);
-	return true;
-}
 
 /** The VMs of host h (N = 1..3): byte patterns 0xaN (app) and 0xbN (hN-web). */
 function specs(h) {

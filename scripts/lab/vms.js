@@ -10,6 +10,7 @@
 const fs = require('fs');
 const path = require('path');
 const crypto = require('crypto');
+const { stableUuid, writeIfChanged } = require('./util');
 const { spawnSync } = require('child_process');
 
 const LAB = process.env.LVB_LAB_DIR || '/var/lib/lvb-lab';
@@ -51,26 +52,8 @@ const xmlEsc = (s) =>
 		.replace(/[\r\n\t]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** Stable UUID per name, so re-generated XML is byte-identical and lab.json does not churn. */
-function uuidFor(name) {
-	const h = crypto.createHash('sha1').update(`lvb-lab:${name}`).digest('hex');
-	return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
-}
+const uuidFor = (name) => stableUuid(`lvb-lab:${name}`);
 
-function writeIfChanged(file, content, mode = 0o644) {
-	let old = null;
-	try {
-		old = fs.readFileSync(file, 'utf8');
-	} catch {}
-	if (old === content) {
-		if ((fs.statSync(file).mode & 0o777) !== mode) fs.chmodSync(file, mode);
-		return false;
-	}
-	const tmp = `${file}.tmp${process.pid}`;
-	fs.writeFileSync(tmp, content, { mode });
-	fs.chmodSync(tmp, mode);
-	fs.renameSync(tmp, file);
-	return true;
-}
 
 const readJson = (file, dflt) => {
 	try {
