@@ -18,7 +18,9 @@
  * Memory: the n8n main process's RSS from /proc/<pid>/status: VmRSS when idle (after start, 10 s
  * quiet), then `echo 5 > /proc/<pid>/clear_refs` (resets the peak, VmHWM, to the current RSS), the
  * export, and VmHWM after it: the peak growth over idle (or over the RSS just before the export, when
- * that is lower: n8n's heap shrinks after its first exports). Writes bench/results/export-n8n-latest.md.
+ * that is lower: n8n's heap shrinks after its first exports); the largest over every export, the
+ * untimed check download (the first export of each form, to a file, listed by tar) included.
+ * Writes bench/results/export-n8n-latest.md.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs, readFileSync, statSync, writeFileSync } from 'node:fs';

@@ -57,7 +57,6 @@ const virshAsync = (h, args) => runAsync('virsh', ['-q', '-c', mgmtUri(h), ...ar
 
 const uuidFor = (h, name) => stableUuid(`lvb-fleet:${h}:${name}`);
 
-
 /** The VMs of host h (N = 1..3): byte patterns 0xaN (app) and 0xbN (hN-web). */
 function specs(h) {
 	const n = Number(h.slice(1));

@@ -54,7 +54,6 @@ const xmlEsc = (s) =>
 /** Stable UUID per name, so re-generated XML is byte-identical and lab.json does not churn. */
 const uuidFor = (name) => stableUuid(`lvb-lab:${name}`);
 
-
 const readJson = (file, dflt) => {
 	try {
 		return JSON.parse(fs.readFileSync(file, 'utf8'));
