@@ -1,12 +1,17 @@
 /**
  * Export Archive benchmark, run by hand as root on the lab machine:
- *   npm run lab:up && npx tsx bench/export.ts [--small | --image-mib N] [--runs 3] [--pid <n8n pid>]
+ *   npm run lab:up && npx tsx bench/export.ts [--small | --image-mib N] [--runs 3] [--pid <n8n pid>] [--link RATE]
  * Makes a backup set on the lab host (2 x 1 GiB images, or 2 x 64 MiB with --small; half random,
  * half real program bytes so compression has something to do), then measures in the same run:
- * - ours, lib level: resolveBackups + openArchive (one exec per file, sha256 checked in Node, tar-stream,
- *   zlib) into a sink in this process that discards, for tar / gzip -1 / zstd -1 (zstd: Node >= 22.15);
+ * - ours, lib level: resolveBackups + openArchive into a sink in this process that discards, for tar,
+ *   gzip -1 and zstd -1 (zstd: Node >= 22.15) compressed in this process (one exec per file, sha256
+ *   of every image checked in Node, zlib), and gzip -1 / zstd -1 compressed on the host (compressOn
+ *   'host': `dd | tee | <program>` per image there, its sha256 taken there);
  * - by hand: `ssh host tar cf - <folders> | cat`, `| gzip -1`, `| zstd -1` with the system ssh client
- *   (OpenSSH's default cipher), output discarded.
+ *   (OpenSSH's default cipher), output discarded; for the host rows `ssh host 'tar cf - ... | zstd -1'`.
+ * --link RATE (tc's syntax, e.g. 1gbit): the set is on fleet host lvb-h1 instead, whose link to this
+ *   side is limited to RATE by a tbf qdisc for the run (removed at the end): a hypervisor across a
+ *   network, where compressing at the source sends fewer bytes.
  * Throughput is uncompressed tar bytes per second for every row. Prints a markdown report (copy it
  * to bench/results/export-latest.md). --pid also reports VmHWM/VmRSS of that process (e.g. n8n
  * running an export) from /proc; this process's own VmHWM is always reported.
@@ -16,11 +21,12 @@ import * as fs from 'fs';
 import { Writable } from 'stream';
 import { pipeline } from 'stream/promises';
 import * as zlib from 'zlib';
-import { openArchive, resolveBackups, type Compression } from '../lib/export';
+import { openArchive, resolveBackups, type Compression, type CompressOn } from '../lib/export';
 import { SshConnection } from '../lib/ssh';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type Manifest } from '../lib/store/manifest';
 import { loadLab, shq } from '../test/support/lab';
-import { labTarget } from '../test/support/targets';
+import { fleetHost, fleetLab } from '../test/support/lab';
+import { fleetTarget, labTarget } from '../test/support/targets';
 import { makeDest, onHost, removeDest } from '../test/support/backupFixtures';
 
 const args = process.argv.slice(2);
@@ -29,6 +35,64 @@ const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) 
 const pid = args.includes('--pid') ? Number(args[args.indexOf('--pid') + 1]) : undefined;
 const IMAGE_MIB = args.includes('--image-mib') ? Number(args[args.indexOf('--image-mib') + 1]) : small ? 64 : 1024;
 const IMAGES = 2;
+/** --link RATE: the set on fleet host lvb-h1 behind a link of RATE. */
+const LINK = args.includes('--link') ? args[args.indexOf('--link') + 1] : undefined;
+if (LINK !== undefined && !/^\d+(\.\d+)?[kmg]?bit$/.test(LINK)) throw new Error('--link takes a tc rate such as 1gbit or 500mbit');
+
+/** Where the set lives and how to reach it: the lab host, or (--link) fleet host lvb-h1. */
+interface Place {
+	/** The destination folder as the host sees it. */
+	dest: string;
+	/** Runs a shell command as root where the files are (this machine; for h1 its store is a folder here). */
+	run(command: string, input?: string): string;
+	target: ReturnType<typeof labTarget>;
+	/** The system ssh command line to the host (no remote command). */
+	sshLine: string;
+	cleanup(): void;
+}
+
+function labPlace(): Place {
+	const lab = loadLab();
+	const dest = makeDest('bench-export');
+	const known = `${lab.labDir}/bench-known-hosts`;
+	fs.writeFileSync(known, `${lab.knownHostsLine}\n`);
+	return {
+		dest,
+		run: onHost,
+		target: labTarget(),
+		sshLine: `ssh -p ${lab.port} -i ${shq(lab.users.root.privateKeyPath)} -o UserKnownHostsFile=${shq(known)} -o BatchMode=yes root@${lab.host}`,
+		cleanup: () => removeDest(dest),
+	};
+}
+
+function linkPlace(rate: string): Place {
+	const fleet = fleetLab();
+	const host = fleetHost(1);
+	const local = `${host.backupStore}/bench-export-link`;
+	const dest = `${fleet.destinationFolder}/bench-export-link`;
+	const known = `${loadLab().labDir}/bench-known-hosts-h1`;
+	fs.writeFileSync(known, `${host.knownHostsLine}\n`);
+	const run = (command: string, input?: string) => {
+		// The same files as h1 sees them at `dest`, written here as root and handed to the fleet user.
+		const result = spawnSync('bash', ['-c', `set -e; ${command.split(dest).join(local)}`], { input, encoding: 'utf8', maxBuffer: 1 << 26 });
+		if (result.status !== 0) throw new Error(`${command.slice(0, 200)}: ${result.stderr}`);
+		return result.stdout;
+	};
+	const tc = (command: string) => spawnSync('ip', ['netns', 'exec', host.netns, 'tc', ...command.split(' ')], { encoding: 'utf8' });
+	tc(`qdisc del dev ${host.vethInNetns} root`);
+	const added = tc(`qdisc add dev ${host.vethInNetns} root tbf rate ${rate} burst 1mb latency 50ms`);
+	if (added.status !== 0) throw new Error(`tc tbf on ${host.netns}: ${added.stderr}`);
+	return {
+		dest,
+		run,
+		target: fleetTarget(host),
+		sshLine: `ssh -p ${host.port} -i ${shq(fleet.user.privateKeyPath)} -o UserKnownHostsFile=${shq(known)} -o BatchMode=yes ${fleet.user.username}@${host.address}`,
+		cleanup: () => {
+			tc(`qdisc del dev ${host.vethInNetns} root`);
+			spawnSync('rm', ['-rf', '--', local]);
+		},
+	};
+}
 
 function memory(of: number | 'self'): { hwm: string; rss: string } {
 	const status = fs.readFileSync(`/proc/${of}/status`, 'utf8');
@@ -37,11 +101,12 @@ function memory(of: number | 'self'): { hwm: string; rss: string } {
 }
 
 /** One backup folder with IMAGES images of IMAGE_MIB each: 16 MiB blocks alternating random and program bytes. */
-function makeBenchSet(dest: string): string[] {
+function makeBenchSet(place: Place): string[] {
+	const dest = place.dest;
 	const id = '20261201T000000Z';
 	const dir = `${dest}/bench-vm/${id}`;
 	const blocks = IMAGE_MIB / 16;
-	const lines = onHost(`set -e
+	const lines = place.run(`set -e
 mkdir -p -- ${shq(dir)} && cd -- ${shq(dir)}
 cat /usr/bin/* 2>/dev/null | head -c 16777216 > .program
 for d in ${Array.from({ length: IMAGES }, (_v, i) => `vd${String.fromCharCode(97 + i)}`).join(' ')}; do
@@ -69,7 +134,8 @@ printf '<domain/>\\n' > domain.xml`)
 		}),
 		warnings: [],
 	};
-	onHost(`cat > ${shq(`${dir}/manifest.json`)}`, serializeManifest(manifest));
+	place.run(`cat > ${shq(`${dir}/manifest.json`)}`, serializeManifest(manifest));
+	if (LINK) place.run(`chown -R ${shq(fleetLab().user.username)}: ${shq(dest)}`);
 	return [dir];
 }
 
@@ -80,23 +146,19 @@ const discard = () =>
 		},
 	});
 
-async function ours(ssh: SshConnection, paths: string[], compression: Compression): Promise<{ seconds: number; tarBytes: number; outBytes: number }> {
+async function ours(ssh: SshConnection, paths: string[], compression: Compression, compressOn: CompressOn): Promise<{ seconds: number; tarBytes: number; outBytes: number }> {
 	const started = performance.now();
 	const backups = await resolveBackups(ssh, paths);
-	const archive = await openArchive(ssh, backups, compression);
+	const archive = await openArchive(ssh, backups, compression, undefined, { compressOn });
 	await pipeline(archive.stream, discard());
 	return { seconds: (performance.now() - started) / 1000, tarBytes: archive.tarBytes, outBytes: archive.digest().bytes };
 }
 
-function byHand(dest: string, folders: string[], filter: string): number {
-	const lab = loadLab();
-	const key = lab.users.root.privateKeyPath;
-	const known = `${lab.labDir}/bench-known-hosts`;
-	fs.writeFileSync(known, `${lab.knownHostsLine}\n`);
-	const remote = `tar cf - -C ${shq(dest)} ${folders.map(shq).join(' ')}`;
-	const ssh = `ssh -p ${lab.port} -i ${shq(key)} -o UserKnownHostsFile=${shq(known)} -o BatchMode=yes root@${lab.host} ${shq(remote)}`;
+/** `ssh host 'tar cf - ...[ | onHost]' | here`, output discarded: the wall time. */
+function byHand(place: Place, folders: string[], here: string, onHost?: string): number {
+	const remote = `tar cf - -C ${shq(place.dest)} ${folders.map(shq).join(' ')}${onHost ? ` | ${onHost}` : ''}`;
 	const started = performance.now();
-	const result = spawnSync('bash', ['-o', 'pipefail', '-c', `${ssh} | ${filter} > /dev/null`], { stdio: ['ignore', 'ignore', 'pipe'] });
+	const result = spawnSync('bash', ['-o', 'pipefail', '-c', `${place.sshLine} ${shq(remote)} | ${here} > /dev/null`], { stdio: ['ignore', 'ignore', 'pipe'] });
 	if (result.status !== 0) throw new Error(`by hand failed: ${result.stderr}`);
 	return (performance.now() - started) / 1000;
 }
@@ -107,39 +169,42 @@ function median(values: number[]): number {
 }
 
 async function main(): Promise<void> {
-	const dest = makeDest('bench-export');
+	const place = LINK ? linkPlace(LINK) : labPlace();
+	const dest = place.dest;
 	const load = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' / ');
 	const loadStart = load();
 	try {
 		const made = Date.now();
-		const paths = makeBenchSet(dest);
+		const paths = makeBenchSet(place);
 		const madeSeconds = (Date.now() - made) / 1000;
 		const folders = paths.map((path) => path.slice(dest.length + 1));
-		const ssh = await SshConnection.connect(labTarget());
+		const ssh = await SshConnection.connect(place.target);
 		const before = memory('self');
 		const hasZstd = 'createZstdCompress' in zlib;
-		const cases: { name: string; compression: Compression; filter: string }[] = [
-			{ name: 'tar', compression: { kind: 'none' }, filter: 'cat' },
-			{ name: 'gzip -1', compression: { kind: 'gzip', level: 1 }, filter: 'gzip -1' },
-			{ name: 'zstd -1', compression: { kind: 'zstd', level: 1 }, filter: 'zstd -1 -q -c' },
+		const cases: { name: string; compression: Compression; compressOn: CompressOn; here: string; onHost?: string }[] = [
+			{ name: 'tar', compression: { kind: 'none' }, compressOn: 'n8n', here: 'cat' },
+			{ name: 'gzip -1', compression: { kind: 'gzip', level: 1 }, compressOn: 'n8n', here: 'gzip -1' },
+			{ name: 'zstd -1', compression: { kind: 'zstd', level: 1 }, compressOn: 'n8n', here: 'zstd -1 -q -c' },
+			{ name: 'gzip -1 on the host', compression: { kind: 'gzip', level: 1 }, compressOn: 'host', here: 'cat', onHost: 'gzip -1' },
+			{ name: 'zstd -1 on the host', compression: { kind: 'zstd', level: 1 }, compressOn: 'host', here: 'cat', onHost: 'zstd -1 -q -c' },
 		];
 		const rows: string[] = [];
 		let tarBytes = 0;
 		try {
 			// Untimed: the files in the host's page cache for every method alike.
-			onHost(`cat ${paths.map((path) => `${shq(path)}/*`).join(' ')} > /dev/null`);
-			for (const { name, compression, filter } of cases) {
+			place.run(`cat ${paths.map((path) => `${shq(path)}/*`).join(' ')} > /dev/null`);
+			for (const { name, compression, compressOn, here, onHost: hostFilter } of cases) {
 				const oursTimes: number[] = [];
 				const handTimes: number[] = [];
 				let outBytes = 0;
 				for (let run = 0; run < runs; run++) {
 					if (compression.kind !== 'zstd' || hasZstd) {
-						const result = await ours(ssh, paths, compression);
+						const result = await ours(ssh, paths, compression, compressOn);
 						oursTimes.push(result.seconds);
 						tarBytes = result.tarBytes;
 						outBytes = result.outBytes;
 					}
-					handTimes.push(byHand(dest, folders, filter));
+					handTimes.push(byHand(place, folders, here, hostFilter));
 				}
 				const mbps = (seconds: number) => (tarBytes / 1e6 / seconds).toFixed(0);
 				const hand = median(handTimes);
@@ -172,7 +237,7 @@ async function main(): Promise<void> {
 		];
 		console.log(lines.join('\n'));
 	} finally {
-		removeDest(dest);
+		place.cleanup();
 	}
 }
 

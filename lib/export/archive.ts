@@ -1,16 +1,18 @@
 /**
  * Packs backups into one tar stream, `<vm dir>/<id>/<file>` as in the store (so unpacking an
  * archive into a folder gives a destination List Backups reads), optionally compressed with zlib.
- * Pure streaming: one file is read at a time, and tar-stream, zlib and the consumer pass
+ * Pure streaming: one file is read at a time, and the packer, zlib and the consumer pass
  * backpressure back to the file's source, so memory holds a few buffers whatever the size. A
- * source that errors fails the archive stream: it never ends short.
+ * source that errors fails the archive stream: it never ends short. Images may come compressed
+ * from their host (see PackOptions.openCompressed).
  */
 import { createHash } from 'crypto';
-import { PassThrough, Transform, pipeline, type Readable } from 'stream';
+import { PassThrough, Transform, Writable, pipeline, type Readable } from 'stream';
+import { pipeline as pipelineAsync } from 'stream/promises';
 import * as zlib from 'zlib';
-import { pack as tarPack } from 'tar-stream';
 import { LibvirtBackupError } from '../errors';
 import type { ExportableBackup, ExportFile } from './source';
+import { BLOCK, TAR_END, padding, tarHeader, tarHeaderBytes, type TarEntry } from './tarHeader';
 
 export type Compression = { kind: 'none' } | { kind: 'gzip'; level: number } | { kind: 'zstd'; level: number };
 
@@ -20,7 +22,6 @@ export const ARCHIVE_FORMATS = {
 	zstd: { extension: '.tar.zst', mimeType: 'application/zstd' },
 } as const;
 
-const BLOCK = 512;
 /** Output chunk of zlib (default 16 KiB): fewer, larger thread-pool round trips. */
 const ZLIB_CHUNK = 256 * 1024;
 /** Input chunk of zlib (see packArchive). */
@@ -34,6 +35,8 @@ export interface PackedArchive {
 	stream: Readable;
 	/** Exact size of the uncompressed tar, known before anything is read. */
 	tarBytes: number;
+	/** Where the compression runs (absent for a plain tar). */
+	compressedOn?: 'n8n' | 'host';
 	/** Bytes and sha256 of what `stream` delivered; valid once it has ended. */
 	digest(): { bytes: number; sha256: string };
 }
@@ -42,28 +45,15 @@ export function entryName(backup: ExportableBackup, file: ExportFile): string {
 	return `${backup.backup.vmDir}/${backup.backup.id}/${file.name}`;
 }
 
-function entryHeader(backup: ExportableBackup, file: ExportFile) {
-	return { name: entryName(backup, file), size: file.bytes, mode: 0o644, mtime: new Date(backup.backup.manifest.finishedAt), type: 'file' as const };
+function entryHeader(backup: ExportableBackup, file: ExportFile): TarEntry {
+	return { name: entryName(backup, file), size: file.bytes, mode: 0o644, mtime: new Date(backup.backup.manifest.finishedAt) };
 }
 
-/**
- * The exact byte size of the tar `packArchive` writes: headers as tar-stream encodes them (a pax
- * header for a name that ustar cannot hold), measured by packing the same entries empty, plus
- * each file padded to 512-byte blocks.
- */
-export async function tarSize(backups: readonly ExportableBackup[]): Promise<number> {
-	const dry = tarPack();
-	let headers = 0;
-	const counted = new Promise<void>((resolve, reject) => {
-		dry.on('data', (chunk: unknown) => (headers += (chunk as Uint8Array).byteLength));
-		dry.on('end', resolve);
-		dry.on('error', reject);
-	});
-	for (const backup of backups) for (const file of backup.files) dry.entry({ ...entryHeader(backup, file), size: 0 }, Buffer.alloc(0));
-	dry.finalize();
-	await counted;
-	const data = backups.reduce((total, backup) => total + backup.files.reduce((sum, file) => sum + Math.ceil(file.bytes / BLOCK) * BLOCK, 0), 0);
-	return headers + data;
+/** The exact byte size of the tar `packArchive` writes: each file's header(s), its data padded to 512-byte blocks, and the end. */
+export function tarSize(backups: readonly ExportableBackup[]): number {
+	let total = TAR_END.length;
+	for (const backup of backups) for (const file of backup.files) total += tarHeaderBytes(entryHeader(backup, file)) + Math.ceil(file.bytes / BLOCK) * BLOCK;
+	return total;
 }
 
 /**
@@ -115,20 +105,38 @@ function checkLevel(compression: Exclude<Compression, { kind: 'none' }>): void {
 }
 
 /**
+ * Opens an image compressed on its host, in the archive's compression: its data as compressed
+ * frames (no header, no padding). The stream errors, never ends cleanly, unless the host hashed
+ * exactly the manifest's sha256 from the bytes it compressed.
+ */
+export type CompressedOpener = (backup: ExportableBackup, file: ExportFile) => Promise<Readable>;
+
+export interface PackOptions {
+	/** Off: the caller hashes what it delivers (the export worker leaves it to the other thread); digest() then has sha256 ''. */
+	hashOutput?: boolean;
+	/**
+	 * Images (the files with a manifest sha256) compressed on their host: the archive is then a
+	 * series of frames (gzip members, zstd frames), the host's for image data and our own for
+	 * headers, padding and the small files, which together decompress to the same tar.
+	 */
+	openCompressed?: CompressedOpener;
+}
+
+/**
  * The archive of these backups as one stream. Files are opened one after another only when the
  * packer wants them; the compression is checked (zstd availability, level) before anything starts.
+ * A file that delivers more or fewer bytes than its header says fails the archive.
  */
 export async function packArchive(
 	backups: readonly ExportableBackup[],
 	open: FileOpener,
 	compression: Compression,
 	signal?: AbortSignal,
-	/** Off: the caller hashes what it delivers (the export worker leaves it to the other thread); digest() then has sha256 ''. */
-	options: { hashOutput?: boolean } = {},
+	options: PackOptions = {},
 ): Promise<PackedArchive> {
 	const compress = compressor(compression);
-	const tarBytes = await tarSize(backups);
-	const tar = tarPack();
+	const openCompressed = compression.kind === 'none' ? undefined : options.openCompressed;
+	const tarBytes = tarSize(backups);
 	const hash = options.hashOutput === false ? undefined : createHash('sha256');
 	let bytes = 0;
 	let sha256: string | undefined;
@@ -147,50 +155,138 @@ export async function packArchive(
 	const fail = (error: Error) => {
 		if (!out.destroyed) out.destroy(error);
 	};
+	// Everything enters here: our bytes by write(), each file's stream by pipe (chunks pass as they are).
+	const head = new PassThrough({ highWaterMark: 1024 * 1024 });
 	// zlib is fed ~1 MiB chunks, not tar's SSH-packet-sized ones: each chunk is one thread-pool round
 	// trip, and zstd -1 compressed 1 GiB at 554 MB/s in 32 KiB writes, 1139 MB/s in 1 MiB ones (Node 24).
-	const stages: NodeJS.ReadWriteStream[] = compress ? [rechunk(COMPRESS_CHUNK), compress, measure, out] : [measure, out];
-	pipeline(tar, ...(stages as [NodeJS.ReadWriteStream]), (error) => {
+	const stages: NodeJS.ReadWriteStream[] = compress && !openCompressed ? [rechunk(COMPRESS_CHUNK), compress, measure, out] : [measure, out];
+	pipeline(head, ...(stages as [NodeJS.ReadWriteStream]), (error) => {
 		if (error) fail(error);
 	});
+	const stopped = () => new LibvirtBackupError('ABORTED', 'The archive was stopped before it was complete');
+	const put = async (chunk: Buffer): Promise<void> => {
+		if (head.destroyed) throw stopped();
+		if (chunk.length === 0 || head.write(chunk)) return;
+		await new Promise<void>((resolve, reject) => {
+			const done = () => {
+				head.off('drain', done);
+				head.off('close', done);
+				if (head.destroyed) reject(stopped());
+				else resolve();
+			};
+			head.on('drain', done);
+			head.on('close', done);
+		});
+	};
+	let current: Readable | undefined;
+	/** Pipes a file's stream into the archive (not ending it); with `bytes`, fails unless it delivers exactly that many. */
+	const pour = async (opening: Promise<Readable>, name: string, bytes?: number): Promise<void> => {
+		current = await opening;
+		if (head.destroyed) {
+			// The consumer stopped while the file was being opened.
+			current.destroy();
+			throw stopped();
+		}
+		const stages: NodeJS.ReadWriteStream[] = bytes === undefined ? [] : [exactly(bytes, name)];
+		await pipelineAsync(current, ...(stages as []), head, { end: false });
+	};
+
+	const tar = async () => {
+		for (const backup of backups) {
+			for (const file of backup.files) {
+				await put(tarHeader(entryHeader(backup, file)));
+				await pour(open(backup, file), entryName(backup, file), file.bytes);
+				await put(padding(file.bytes));
+			}
+		}
+		await put(TAR_END);
+	};
+	// Our bytes (headers, padding, small files) as frames of up to ~1 MiB of input each, the images' frames as their host sent them.
+	const frames = async (openImage: CompressedOpener) => {
+		let pending: Buffer[] = [];
+		let size = 0;
+		const frame = async () => {
+			const input = Buffer.concat(pending, size);
+			pending = [];
+			size = 0;
+			await put(compressSync(compression as Exclude<Compression, { kind: 'none' }>, input));
+		};
+		const add = (chunk: Buffer) => {
+			pending.push(chunk);
+			size += chunk.length;
+		};
+		// A small file's bytes join our pending frame rather than the stream.
+		const collect = new Writable({
+			write(chunk: Buffer, _encoding, callback) {
+				add(chunk);
+				if (size < COMPRESS_CHUNK) return callback();
+				frame().then(() => callback(), callback);
+			},
+		});
+		for (const backup of backups) {
+			for (const file of backup.files) {
+				add(tarHeader(entryHeader(backup, file)));
+				if (file.sha256 !== undefined) {
+					await frame();
+					await pour(openImage(backup, file), entryName(backup, file));
+				} else {
+					current = await open(backup, file);
+					await pipelineAsync(current, exactly(file.bytes, entryName(backup, file)), collect, { end: false });
+				}
+				add(padding(file.bytes));
+			}
+		}
+		add(TAR_END);
+		await frame();
+	};
+	(openCompressed ? frames(openCompressed) : tar()).then(
+		() => head.end(),
+		(error: Error) => {
+			current?.destroy();
+			fail(error);
+		},
+	);
 
 	const onAbort = () => fail(new LibvirtBackupError('ABORTED', 'Cancelled: the archive was not finished'));
 	signal?.addEventListener('abort', onAbort, { once: true });
-	let current: Readable | undefined;
 	out.once('close', () => {
 		signal?.removeEventListener('abort', onAbort);
 		// A consumer that stops (or fails) stops the file being read, and with it the read on the host.
 		if (!out.readableEnded) {
 			current?.destroy();
-			tar.destroy();
+			head.destroy();
 		}
-	});
-
-	void (async () => {
-		for (const backup of backups) {
-			for (const file of backup.files) {
-				if (out.destroyed) return;
-				current = await open(backup, file);
-				await new Promise<void>((resolve, reject) => {
-					const entry = tar.entry(entryHeader(backup, file), (error) => (error ? reject(error) : resolve()));
-					pipeline(current!, entry, (error) => {
-						if (error) reject(error);
-					});
-				});
-			}
-		}
-		tar.finalize();
-	})().catch((error: Error) => {
-		current?.destroy();
-		fail(error);
 	});
 
 	return {
 		stream: out,
 		tarBytes,
+		...(compress ? { compressedOn: openCompressed ? 'host' : 'n8n' } : {}),
 		digest: () => {
 			if (sha256 === undefined) throw new LibvirtBackupError('BACKUP_FAILED', 'The archive has not been completely written');
 			return { bytes, sha256 };
 		},
 	};
+}
+
+/** A pass-through that fails unless exactly `bytes` bytes go through it: a file is never short or long in the tar. */
+function exactly(bytes: number, name: string): Transform {
+	let seen = 0;
+	return new Transform({
+		transform(chunk: Buffer, _encoding, callback) {
+			seen += chunk.length;
+			if (seen > bytes) return callback(new LibvirtBackupError('BACKUP_FAILED', `${name} delivered more than the ${bytes} bytes its header says`));
+			callback(null, chunk);
+		},
+		flush(callback) {
+			callback(seen === bytes ? null : new LibvirtBackupError('BACKUP_FAILED', `${name} delivered ${seen} bytes, its header says ${bytes}`));
+		},
+	});
+}
+
+/** One frame (a gzip member, a zstd frame) of `input`: concatenated, they decompress to the concatenated inputs. */
+function compressSync(compression: Exclude<Compression, { kind: 'none' }>, input: Buffer): Buffer {
+	if (compression.kind === 'gzip') return zlib.gzipSync(input, { level: compression.level });
+	const zstd = (zlib as unknown as { zstdCompressSync: (data: Buffer, options: { params: Record<number, number> }) => Buffer }).zstdCompressSync;
+	return zstd(input, { params: { [(zlib.constants as unknown as Record<string, number>).ZSTD_c_compressionLevel]: compression.level } });
 }

@@ -7,12 +7,12 @@ import { pipeline } from 'stream/promises';
 import { Transform, type Readable } from 'stream';
 import { LibvirtBackupError } from '../errors';
 import type { SshConnection } from '../ssh';
-import { ARCHIVE_FORMATS, packArchive, type Compression, type PackedArchive } from './archive';
+import { ARCHIVE_FORMATS, compressor, packArchive, type Compression, type CompressedOpener, type PackedArchive } from './archive';
 import { createHostFileWriter } from './sink';
-import { openHostFile, type ExportableBackup } from './source';
+import { hostCompressCommand, hostHasProgram, openHostCompressed, openHostFile, type ExportableBackup, type ExportFile } from './source';
 
 export { ARCHIVE_FORMATS, compressor, entryName, packArchive, rechunk, tarSize } from './archive';
-export type { Compression, FileOpener, PackedArchive } from './archive';
+export type { Compression, CompressedOpener, FileOpener, PackedArchive } from './archive';
 export { DOMAIN_XML_FILE, openHostFile, resolveBackups } from './source';
 export type { ExportFile, ExportableBackup } from './source';
 export { createHostFileWriter } from './sink';
@@ -27,19 +27,47 @@ export interface ArchiveSummary {
 	sha256: string;
 	/** Bytes of the uncompressed tar. */
 	tarBytes: number;
+	/** Where the compression ran: 'host' only when asked for and the host had the program (absent for a plain tar). */
+	compressedOn?: 'n8n' | 'host';
 	files: number;
 	backups: { vm: string; id: string; path: string }[];
 }
 
-/** The archive of these backups, read from `ssh` one file at a time, each checked against the manifest as it streams. */
-export async function openArchive(ssh: SshConnection, backups: readonly ExportableBackup[], compression: Compression, signal?: AbortSignal, options: { hashOutput?: boolean } = {}): Promise<PackedArchive> {
-	return await packArchive(backups, (item, file) => openHostFile(ssh, `${item.backup.path}/${file.name}`, file, signal), compression, signal, options);
+/**
+ * Where an archive's compression runs: in n8n (the default), or on the source host, which then
+ * sends compressed bytes (fewer over a network, none of n8n's CPU); a host without the program
+ * gets its archive compressed in n8n.
+ */
+export type CompressOn = 'n8n' | 'host';
+
+/**
+ * The archive of these backups, read from `ssh` one file at a time, each checked against the
+ * manifest as it streams (compressed on the host: checked there, see openHostCompressed).
+ */
+export async function openArchive(
+	ssh: SshConnection,
+	backups: readonly ExportableBackup[],
+	compression: Compression,
+	signal?: AbortSignal,
+	options: { hashOutput?: boolean; compressOn?: CompressOn } = {},
+): Promise<PackedArchive> {
+	const open = (item: ExportableBackup, file: ExportFile) => openHostFile(ssh, `${item.backup.path}/${file.name}`, file, signal);
+	let openCompressed: CompressedOpener | undefined;
+	if (compression.kind !== 'none' && options.compressOn === 'host') {
+		compressor(compression); // a bad level, or no zstd in this Node, is refused before the host is asked
+		const command = hostCompressCommand(compression);
+		if (await hostHasProgram(ssh, command[0], signal)) {
+			openCompressed = (item, file) => openHostCompressed(ssh, `${item.backup.path}/${file.name}`, { bytes: file.bytes, sha256: file.sha256! }, compression, signal);
+		}
+	}
+	return await packArchive(backups, open, compression, signal, { hashOutput: options.hashOutput, openCompressed });
 }
 
 export function summarize(archive: PackedArchive, backups: readonly ExportableBackup[]): ArchiveSummary {
 	return {
 		...archive.digest(),
 		tarBytes: archive.tarBytes,
+		...(archive.compressedOn ? { compressedOn: archive.compressedOn } : {}),
 		files: backups.reduce((total, item) => total + item.files.length, 0),
 		backups: backups.map((item) => ({ vm: item.backup.manifest.vm.name, id: item.backup.id, path: item.backup.path })),
 	};
@@ -67,11 +95,11 @@ export async function writeArchiveToHost(
 	backups: readonly ExportableBackup[],
 	finalPath: string,
 	compression: Compression,
-	options: { signal?: AbortSignal; overwrite?: boolean } = {},
+	options: { signal?: AbortSignal; overwrite?: boolean; compressOn?: CompressOn } = {},
 ): Promise<ArchiveSummary> {
 	const expected = ARCHIVE_FORMATS[compression.kind].extension;
 	if (!finalPath.endsWith(expected)) throw new LibvirtBackupError('INVALID_INPUT', `${finalPath}: a ${compression.kind === 'none' ? 'tar' : compression.kind} archive's name must end in ${expected}`);
-	const archive = await openArchive(source, backups, compression, options.signal);
+	const archive = await openArchive(source, backups, compression, options.signal, { compressOn: options.compressOn });
 	let writer;
 	try {
 		writer = await createHostFileWriter(target, finalPath, { signal: options.signal, overwrite: options.overwrite });

@@ -16,7 +16,7 @@ import type { Writable } from 'stream';
 import { Worker } from 'worker_threads';
 import { LibvirtBackupError, type ErrorCode } from '../errors';
 import type { SshTarget } from '../ssh';
-import type { ArchiveSummary } from './index';
+import type { ArchiveSummary, CompressOn } from './index';
 import type { Compression } from './archive';
 import type { ExportableBackup } from './source';
 
@@ -24,6 +24,7 @@ export interface WorkerInit {
 	target: SshTarget;
 	backups: readonly ExportableBackup[];
 	compression: Compression;
+	compressOn: CompressOn;
 	ring: SharedArrayBuffer;
 	slots: number;
 	slotBytes: number;
@@ -56,9 +57,10 @@ export async function writeArchiveOffThread(
 	compression: Compression,
 	sink: Writable,
 	signal?: AbortSignal,
+	compressOn: CompressOn = 'n8n',
 ): Promise<ArchiveSummary> {
 	const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
-	const init: WorkerInit = { target, backups, compression, ring, slots: SLOTS, slotBytes: SLOT_BYTES };
+	const init: WorkerInit = { target, backups, compression, compressOn, ring, slots: SLOTS, slotBytes: SLOT_BYTES };
 	// A small young generation: the worker's garbage is all short-lived packet buffers and per-packet
 	// decipher objects (measured: n8n's peak RSS grew 116 MiB over idle with the defaults, the target
 	// is under 100). At 2 MiB its scavenges took 26 % of the worker's time (`--cpu-prof`, tar.zst);

@@ -7,6 +7,7 @@
  */
 import { createHash } from 'crypto';
 import { Transform, type Readable } from 'stream';
+import * as zlib from 'zlib';
 import { LibvirtBackupError } from '../errors';
 import { newMarker, splitSections } from '../batch';
 import { readCatalog, type CatalogBackup } from '../catalog/list';
@@ -158,14 +159,11 @@ exec dd if="$f" iflag=nofollow,nonblock bs=1M status=none`;
  * differs from `expect.sha256`; destroying it stops the command on the host.
  */
 export async function openHostFile(ssh: SshConnection, path: string, expect: { bytes: number; sha256?: string }, signal?: AbortSignal): Promise<Readable> {
-	const slash = path.lastIndexOf('/');
-	if (!path.startsWith('/') || slash === path.length - 1) throw new LibvirtBackupError('INVALID_INPUT', `Not an absolute file path: ${path}`);
-	const dir = path.slice(0, slash) || '/';
-	const name = path.slice(slash + 1);
+	const { dir, name } = splitPath(path);
 	const remote = await ssh.spawnReadable(scriptArgv(READ_SCRIPT, 'lvb-read', [dir, name]), { label: `reading ${path}`, signal });
 	const hash = expect.sha256 ? createHash('sha256') : undefined;
 	let seen = 0;
-	const wrong = (why: string) => new LibvirtBackupError('BACKUP_FAILED', `${path} ${why}: the backup was changed or damaged on the host (run Verify Checksum)`, { path });
+	const wrong = (why: string) => damaged(path, why);
 	const checked = new Transform({
 		transform(chunk: Buffer, _encoding, callback) {
 			seen += chunk.length;
@@ -194,4 +192,107 @@ export async function openHostFile(ssh: SshConnection, path: string, expect: { b
 	remote.stdout.on('error', (error: Error) => checked.destroy(error));
 	remote.stdout.pipe(checked);
 	return checked;
+}
+
+function splitPath(path: string): { dir: string; name: string } {
+	const slash = path.lastIndexOf('/');
+	if (!path.startsWith('/') || slash === path.length - 1) throw new LibvirtBackupError('INVALID_INPUT', `Not an absolute file path: ${path}`);
+	return { dir: path.slice(0, slash) || '/', name: path.slice(slash + 1) };
+}
+
+function damaged(path: string, why: string): LibvirtBackupError {
+	return new LibvirtBackupError('BACKUP_FAILED', `${path} ${why}: the backup was changed or damaged on the host (run Verify Checksum)`, { path });
+}
+
+/** The host's program for an archive's compression, as argv: compressed stdin to stdout, one frame (gzip member, zstd frame), quiet. */
+export function hostCompressCommand(compression: { kind: 'gzip' | 'zstd'; level: number }): string[] {
+	return compression.kind === 'gzip' ? ['gzip', `-${compression.level}`, '-c'] : ['zstd', `-${compression.level}`, '-c', '-q'];
+}
+
+/** Whether the host has the program (one `command -v`); a host without it gets its archive compressed in n8n. */
+export async function hostHasProgram(ssh: SshConnection, program: string, signal?: AbortSignal): Promise<boolean> {
+	const { stdout } = await ssh.run(scriptArgv('command -v "$1" >/dev/null && echo yes || echo no', 'lvb-probe', [program]), { label: `looking for ${program}`, signal, timeoutMs: STAT_TIMEOUT_MS });
+	return stdout.trim() === 'yes';
+}
+
+/** `sh -c COMPRESS_SCRIPT lvb-compress DIR FILE PROGRAM ARG...`: FILE read as READ_SCRIPT reads it, piped into PROGRAM ARG... */
+const COMPRESS_SCRIPT = `dir=$1 f=$2
+shift 2
+[ -L "$dir" ] && { echo "$dir is a symbolic link: not followed" >&2; exit 1; }
+cd -- "$dir" || exit 1
+[ -L "$f" ] && { echo "$dir/$f is a symbolic link: not followed" >&2; exit 1; }
+[ -f "$f" ] || { echo "$dir/$f is not a regular file" >&2; exit 1; }
+dd if="$f" iflag=nofollow,nonblock bs=1M status=none | "$@"`;
+
+/** Output chunk of the decompression that checks a host's frames. */
+const VERIFY_CHUNK = 256 * 1024;
+
+/**
+ * One image compressed on its host (by `command`, hostCompressCommand's by default), as a stream of
+ * the compressed bytes, with backpressure end to end. What is delivered is checked, not what the host
+ * says: every compressed chunk is also decompressed here and the result counted and hashed, so the
+ * stream ERRORS, never ends cleanly, unless the frames hold exactly the manifest's bytes and sha256
+ * and the host's command succeeded. Destroying it stops the command on the host.
+ */
+export async function openHostCompressed(
+	ssh: SshConnection,
+	path: string,
+	expect: { bytes: number; sha256: string },
+	compression: { kind: 'gzip' | 'zstd'; level: number },
+	signal?: AbortSignal,
+	command: readonly string[] = hostCompressCommand(compression),
+): Promise<Readable> {
+	const { dir, name } = splitPath(path);
+	const verify = compression.kind === 'gzip' ? zlib.createGunzip({ chunkSize: VERIFY_CHUNK }) : zstdDecompress();
+	const remote = await ssh.spawnReadable(scriptArgv(COMPRESS_SCRIPT, 'lvb-compress', [dir, name, ...command]), { label: `compressing ${path}`, signal });
+	const hash = createHash('sha256');
+	let seen = 0;
+	const checked = new Transform({
+		transform(chunk: Buffer, _encoding, callback) {
+			if (verify.write(chunk)) return callback(null, chunk);
+			verify.once('drain', () => callback(null, chunk));
+		},
+		flush(callback) {
+			verify.end();
+			Promise.all([remote.done, verified]).then(
+				([result]) => {
+					const said = result.stderr.trim() ? ` (the host said: ${result.stderr.trim().slice(-300)})` : '';
+					if (seen !== expect.bytes) return callback(damaged(path, `has ${seen} bytes, expected ${expect.bytes}${said}`));
+					const actual = hash.digest('hex');
+					if (actual !== expect.sha256) return callback(damaged(path, `has sha256 ${actual}, the manifest says ${expect.sha256}${said}`));
+					callback();
+				},
+				(error: Error) => callback(error),
+			);
+		},
+		destroy(error, callback) {
+			remote.stop();
+			verify.destroy();
+			callback(error);
+		},
+	});
+	verify.on('data', (chunk: Buffer) => {
+		seen += chunk.length;
+		if (seen > expect.bytes) checked.destroy(damaged(path, `has more than the expected ${expect.bytes} bytes`));
+		else hash.update(chunk);
+	});
+	const verified = new Promise<void>((resolve, reject) => {
+		verify.once('end', resolve);
+		verify.once('error', (error: Error) => {
+			const wrong = new LibvirtBackupError('BACKUP_FAILED', `${path}: what the host sent does not decompress (${error.message}): the host's ${command[0]} failed or the data was damaged on the way`, { path });
+			checked.destroy(wrong);
+			reject(wrong);
+		});
+	});
+	verified.catch(() => undefined); // the error reaches the consumer through `checked`
+	remote.done.catch((error: Error) => checked.destroy(error));
+	remote.stdout.on('error', (error: Error) => checked.destroy(error));
+	remote.stdout.pipe(checked);
+	return checked;
+}
+
+function zstdDecompress(): Transform {
+	const create = (zlib as unknown as { createZstdDecompress?: (options: { chunkSize: number }) => Transform }).createZstdDecompress;
+	if (!create) throw new LibvirtBackupError('INVALID_INPUT', `zstd needs Node.js 22.15 / 23.8 or newer; this n8n runs on Node.js ${process.version}`);
+	return create({ chunkSize: VERIFY_CHUNK });
 }

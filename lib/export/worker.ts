@@ -29,7 +29,7 @@ async function run(): Promise<void> {
 	const ring = Buffer.from(init.ring);
 	const ssh = await SshConnection.connect(init.target, abort.signal);
 	try {
-		const archive = await openArchive(ssh, init.backups, init.compression, abort.signal, { hashOutput: false });
+		const archive = await openArchive(ssh, init.backups, init.compression, abort.signal, { hashOutput: false, compressOn: init.compressOn });
 		let slot = -1;
 		let used = 0;
 		const flush = () => {

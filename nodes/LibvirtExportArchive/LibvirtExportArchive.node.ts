@@ -146,6 +146,23 @@ export class LibvirtExportArchive implements INodeType {
 				displayOptions: { show: { target: ARCHIVE_TARGETS }, hide: { compression: ['none'] } },
 			},
 			{
+				displayName: 'Compress On',
+				name: 'compressOn',
+				type: 'options',
+				options: [
+					{ name: 'N8n', value: 'n8n', description: 'The host sends the images as they are; n8n compresses' },
+					{
+						name: 'Source Host',
+						value: 'host',
+						description:
+							'The host compresses each image (its gzip or zstd) and checks its sha256 there: fewer bytes over a slow network and no compression work in n8n, more CPU on the host. A host without the program gets the archive compressed in n8n.',
+					},
+				],
+				default: 'n8n',
+				displayOptions: { show: { target: ARCHIVE_TARGETS }, hide: { compression: ['none'] } },
+				description: 'Where the compression runs; the output field compressedOn says where it did',
+			},
+			{
 				displayName: 'File Name',
 				name: 'fileName',
 				type: 'string',
@@ -372,6 +389,7 @@ async function exportGroup(
 	const target = context.getNodeParameter('target', itemIndex) as Target;
 	const kind = context.getNodeParameter('compression', itemIndex) as Compression['kind'];
 	const compression: Compression = kind === 'none' ? { kind } : { kind, level: Number(context.getNodeParameter('compressionLevel', itemIndex, 1)) };
+	const compressOn = context.getNodeParameter('compressOn', itemIndex, 'n8n') === 'host' ? 'host' : 'n8n';
 	const format = ARCHIVE_FORMATS[kind];
 	const fileName = archiveName(String(context.getNodeParameter('fileName', itemIndex, '')), format.extension, new Date());
 	const started = Date.now();
@@ -384,25 +402,26 @@ async function exportGroup(
 		size: formatBytes(summary.bytes),
 		sha256: summary.sha256,
 		tarBytes: summary.tarBytes,
+		...(summary.compressedOn ? { compressedOn: summary.compressedOn } : {}),
 		files: summary.files,
 		backups: summary.backups,
 		durationMs: Date.now() - started,
 	});
 
 	if (target === 'response') {
-		const summary = await streamResponse(context, { 'content-type': format.mimeType, 'content-disposition': contentDisposition(fileName) }, async (response) => await writeArchiveOffThread(ssh.target, backups, compression, response, signal));
+		const summary = await streamResponse(context, { 'content-type': format.mimeType, 'content-disposition': contentDisposition(fileName) }, async (response) => await writeArchiveOffThread(ssh.target, backups, compression, response, signal, compressOn));
 		return { json: json(summary, {}) };
 	}
 	if (target !== 'binary') {
 		const folder = checkDestination(String(context.getNodeParameter('folder', itemIndex, '')).trim(), 'Folder on Host');
 		const path = `${folder}/${fileName}`;
-		const summary = await writeArchiveToHost(ssh, remote ?? ssh, backups, path, compression, { signal, overwrite: context.getNodeParameter('overwrite', itemIndex, false) === true });
+		const summary = await writeArchiveToHost(ssh, remote ?? ssh, backups, path, compression, { signal, overwrite: context.getNodeParameter('overwrite', itemIndex, false) === true, compressOn });
 		const where = remote ? { host: remote.target.host, path } : { path };
 		return { json: json(summary, where) };
 	}
 
 	const limit = binaryDataLimit(process.env);
-	const tarBytes = await tarSize(backups);
+	const tarBytes = tarSize(backups);
 	if (limit.maxBytes !== undefined && compression.kind === 'none' && tarBytes > limit.maxBytes) {
 		throw new LibvirtBackupError(
 			'INVALID_INPUT',
@@ -416,7 +435,7 @@ async function exportGroup(
 			location: 'outputPane',
 		});
 	}
-	const archive = await openArchive(ssh, backups, compression, signal);
+	const archive = await openArchive(ssh, backups, compression, signal, { compressOn });
 	let stream: Readable = archive.stream;
 	if (limit.maxBytes !== undefined) {
 		const max = limit.maxBytes;

@@ -10,6 +10,7 @@ import type { IDataObject, INode } from 'n8n-workflow';
 import { listCatalog } from '../../lib/catalog';
 import { isLibvirtBackupError } from '../../lib/errors';
 import { resolveBackups, writeArchiveToHost } from '../../lib/export';
+import { hostHasProgram, openHostCompressed } from '../../lib/export/source';
 import { SshConnection } from '../../lib/ssh';
 import { makeBackups, makeDest, onHost, removeDest, tree, type MadeBackup } from '../support/backupFixtures';
 import { loadLab, shq } from '../support/lab';
@@ -47,13 +48,16 @@ afterAll(() => {
 
 describe('engine: archive to a file on the host', () => {
 	test.each([
-		['tar', { kind: 'none' } as const, '.tar', ''],
-		['tar.gz', { kind: 'gzip', level: 1 } as const, '.tar.gz', 'z'],
-	])('%s: unpacked with tar it is a store List Backups reads, images hash to the manifest', async (_name, compression, extension, flag) => {
+		['tar', { kind: 'none' } as const, '.tar', '', 'n8n' as const, undefined],
+		['tar.gz', { kind: 'gzip', level: 1 } as const, '.tar.gz', 'z', 'n8n' as const, 'n8n'],
+		// The host's gzip members for the images, ours for the rest: one .tar.gz to tar.
+		['tar.gz compressed on the host', { kind: 'gzip', level: 1 } as const, '.host.tar.gz', 'z', 'host' as const, 'host'],
+	])('%s: unpacked with tar it is a store List Backups reads, images hash to the manifest', async (_name, compression, extension, flag, compressOn, compressedOn) => {
 		const backups = await resolveBackups(ssh, made.slice(0, 3).map((backup) => backup.path));
 		const path = `${out}/export${extension}`;
-		const summary = await writeArchiveToHost(ssh, ssh, backups, path, compression);
+		const summary = await writeArchiveToHost(ssh, ssh, backups, path, compression, { compressOn });
 
+		expect(summary.compressedOn).toBe(compressedOn);
 		expect(summary.bytes).toBe(Number(onHost(`stat -c %s -- ${shq(path)}`)));
 		expect(summary.sha256).toBe(onHost(`sha256sum < ${shq(path)} | cut -c1-64`).trim());
 		const unpacked = `${out}/unpacked${extension}`;
@@ -72,15 +76,37 @@ describe('engine: archive to a file on the host', () => {
 		expect(tree(out).filter((entry) => entry.includes('.partial'))).toEqual([]);
 	});
 
-	test('an image changed after the backup fails the export and leaves no file, temporary or final', async () => {
+	test.each(['n8n', 'host'] as const)('an image changed after the backup fails the export and leaves no file, temporary or final (compressed on %s)', async (compressOn) => {
 		const backups = await resolveBackups(ssh, [made[0].path, made[3].path]);
 		// Same size, one byte different: only the sha256 computed as it streams can tell.
 		onHost(`printf '\\377' | dd of=${shq(`${made[3].path}/vda.qcow2`)} bs=1 seek=70000 conv=notrunc status=none`);
 		const before = tree(out);
-		const error = await writeArchiveToHost(ssh, ssh, backups, `${out}/corrupt.tar.gz`, { kind: 'gzip', level: 1 }).catch((e: unknown) => e);
+		const error = await writeArchiveToHost(ssh, ssh, backups, `${out}/corrupt.tar.gz`, { kind: 'gzip', level: 1 }, { compressOn }).catch((e: unknown) => e);
 
 		expect((error as Error).message).toMatch(/vda\.qcow2 has sha256 [0-9a-f]{64}, the manifest says/);
 		expect(tree(out)).toEqual(before);
+	});
+
+	test('compressed on the host: a compressor that fails, or frames that do not decompress to the image, fail the stream; a host without the program is told apart', async () => {
+		const [backup] = await resolveBackups(ssh, [made[0].path]);
+		const image = backup.files[0];
+		const path = `${backup.backup.path}/${image.name}`;
+		const drain = async (stream: Readable) => {
+			for await (const chunk of stream) void chunk;
+		};
+		const gzip = { kind: 'gzip', level: 1 } as const;
+		const expect_ = { bytes: image.bytes, sha256: image.sha256! };
+		const failed = await drain(await openHostCompressed(ssh, path, expect_, gzip, undefined, ['sh', '-c', 'gzip -1 -c; echo gave up >&2; exit 3'])).catch((e: unknown) => e);
+		expect((failed as Error).message).toMatch(/compressing .*vda\.qcow2 failed on .*\(exit code 3\): gave up/);
+		const cut = await drain(await openHostCompressed(ssh, path, expect_, gzip, undefined, ['sh', '-c', 'gzip -1 -c | head -c 1000'])).catch((e: unknown) => e);
+		expect((cut as Error).message).toMatch(/vda\.qcow2: what the host sent does not decompress/);
+		// Valid frames of other bytes: only the hash of what was decompressed here can tell.
+		const other = await drain(await openHostCompressed(ssh, path, expect_, gzip, undefined, ['sh', '-c', 'tr "\\000" "\\001" | gzip -1 -c'])).catch((e: unknown) => e);
+		expect((other as Error).message).toMatch(/vda\.qcow2 has sha256 [0-9a-f]{64}, the manifest says/);
+		await expect(drain(await openHostCompressed(ssh, path, expect_, gzip))).resolves.toBeUndefined();
+
+		expect(await hostHasProgram(ssh, 'gzip')).toBe(true);
+		expect(await hostHasProgram(ssh, 'lvb-no-such-compressor')).toBe(false);
 	});
 
 	test('an image replaced by a symbolic link is refused before anything is written', async () => {

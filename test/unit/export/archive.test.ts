@@ -2,7 +2,7 @@
 import { createHash } from 'crypto';
 import { Readable } from 'stream';
 import * as zlib from 'zlib';
-import { extract as tarExtract } from 'tar-stream';
+import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import { compressor, packArchive, tarSize, type Compression } from '../../../lib/export/archive';
 import type { ExportableBackup } from '../../../lib/export/source';
 import type { CatalogBackup } from '../../../lib/catalog';
@@ -72,8 +72,22 @@ describe('packArchive', () => {
 		for (const [name, content] of all) expect(entries.get(name)!.equals(content)).toBe(true);
 	});
 
+	test('the tar is byte for byte what tar-stream packs for the same entries', async () => {
+		const reference = tarPack();
+		const packed = collect(reference as unknown as Readable);
+		for (const item of [a.item, b.item]) {
+			for (const file of item.files) {
+				const name = `${item.backup.vmDir}/${item.backup.id}/${file.name}`;
+				reference.entry({ name, size: file.bytes, mode: 0o644, mtime: new Date(item.backup.manifest.finishedAt) }, all.get(name)!);
+			}
+		}
+		reference.finalize();
+		const ours = await collect((await packArchive([a.item, b.item], opener, { kind: 'none' })).stream);
+		expect(ours.equals(await packed)).toBe(true);
+	});
+
 	test('tarSize is exact for names that need a pax header', async () => {
-		expect(await tarSize([b.item])).toBe((await collect((await packArchive([b.item], opener, { kind: 'none' })).stream)).length);
+		expect(tarSize([b.item])).toBe((await collect((await packArchive([b.item], opener, { kind: 'none' })).stream)).length);
 	});
 
 	test('a source that errors fails the archive: it never ends short', async () => {
@@ -90,10 +104,13 @@ describe('packArchive', () => {
 		expect(() => archive.digest()).toThrow(/not been completely written/);
 	});
 
-	test('a source shorter than its header fails the archive', async () => {
+	test('a source shorter or longer than its header fails the archive', async () => {
 		const short = async () => fromBuffer(Buffer.alloc(10));
 		const archive = await packArchive([a.item], short, { kind: 'none' });
-		await expect(collect(archive.stream)).rejects.toThrow();
+		await expect(collect(archive.stream)).rejects.toThrow(/vda\.qcow2 delivered 10 bytes, its header says 100000/);
+		const long = async () => fromBuffer(Buffer.alloc(200_000));
+		const longer = await packArchive([a.item], long, { kind: 'none' });
+		await expect(collect(longer.stream)).rejects.toThrow(/vda\.qcow2 delivered more than the 100000 bytes its header says/);
 	});
 
 	// With compression the file passes one more stage (chunks joined to 1 MiB for zlib): the stop must still reach it.
@@ -113,6 +130,61 @@ describe('packArchive', () => {
 		await new Promise((resolve) => archive.stream.once('close', resolve));
 		await new Promise((resolve) => setImmediate(resolve));
 		expect(source!.destroyed).toBe(true);
+	});
+
+	describe('images compressed on their host', () => {
+		// The images of `a` and `b` carry a manifest sha256 (as resolveBackups gives them): those come as frames from the "host".
+		const withSums = [a.item, b.item].map((item) => ({ ...item, files: item.files.map((file) => (file.name === 'vda.qcow2' ? { ...file, sha256: 'ab'.repeat(32) } : file)) }));
+		const hostGzip = async (item: ExportableBackup, file: { name: string }) => fromBuffer(zlib.gzipSync(all.get(`${item.backup.vmDir}/${item.backup.id}/${file.name}`)!, { level: 1 }));
+
+		test('the frames (ours for headers, padding and small files, the host\'s for images) gunzip to the same tar, byte for byte', async () => {
+			const asked: string[] = [];
+			const counting = async (item: ExportableBackup, file: { name: string }) => {
+				asked.push(file.name);
+				return hostGzip(item, file);
+			};
+			const framed = await packArchive(withSums, opener, { kind: 'gzip', level: 1 }, undefined, { openCompressed: counting });
+			const data = await collect(framed.stream);
+			const plain = await collect((await packArchive(withSums, opener, { kind: 'none' })).stream);
+
+			expect(asked).toEqual(['vda.qcow2', 'vda.qcow2']);
+			expect(zlib.gunzipSync(data).equals(plain)).toBe(true);
+			expect(framed.tarBytes).toBe(plain.length);
+			expect(framed.digest()).toEqual({ bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+		});
+
+		test('an image whose host stream errors (a sha256 the manifest does not have) fails the archive', async () => {
+			const failing = async () =>
+				new Readable({
+					read() {
+						this.destroy(new Error('has sha256 00, the manifest says ab'));
+					},
+				});
+			const archive = await packArchive(withSums, opener, { kind: 'gzip', level: 1 }, undefined, { openCompressed: failing });
+			await expect(collect(archive.stream)).rejects.toThrow('the manifest says');
+			expect(() => archive.digest()).toThrow(/not been completely written/);
+		});
+
+		test('a consumer that stops destroys the image stream being read', async () => {
+			let source: Readable | undefined;
+			const endless = async () => {
+				source = new Readable({ read() { this.push(Buffer.alloc(65536)); } });
+				return source;
+			};
+			const archive = await packArchive(withSums, opener, { kind: 'gzip', level: 1 }, undefined, { openCompressed: endless });
+			archive.stream.once('data', () => archive.stream.destroy());
+			await new Promise((resolve) => archive.stream.once('close', resolve));
+			await new Promise((resolve) => setImmediate(resolve));
+			expect(source!.destroyed).toBe(true);
+		});
+
+		test('uncompressed, nothing is asked of the host', async () => {
+			const never = async (): Promise<Readable> => {
+				throw new Error('asked the host to compress a plain tar');
+			};
+			const archive = await packArchive(withSums, opener, { kind: 'none' }, undefined, { openCompressed: never });
+			expect((await collect(archive.stream)).length).toBe(archive.tarBytes);
+		});
 	});
 
 	test('refuses a bad level, and zstd where this Node has no zstd, before anything is read', () => {
