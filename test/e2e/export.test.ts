@@ -152,12 +152,13 @@ beforeAll(async () => {
 	const workflows = [
 		{ workflow: WORKFLOW, replace },
 		{ workflow: variant('libvirt-export-zst', { compression: 'zstd', compressionLevel: 3 }), replace },
+		{ workflow: variant('libvirt-export-zst-host', { compression: 'zstd', compressionLevel: 3, compressOn: 'host' }), replace },
 		{ workflow: binary, replace },
 		{ workflow: damaged, replace: corruptReplace },
 		{ workflow: damagedEarly, replace: corruptReplace },
 	];
 	for (const id of await n8n.importWorkflows(workflows)) await n8n.publishWorkflow(id);
-	server = await n8n.startServer({ waitForWebhooks: ['libvirt-export', 'libvirt-export-zst', 'libvirt-export-bin', 'libvirt-export-bad', 'libvirt-export-bad-gz'] });
+	server = await n8n.startServer({ waitForWebhooks: ['libvirt-export', 'libvirt-export-zst', 'libvirt-export-zst-host', 'libvirt-export-bin', 'libvirt-export-bad', 'libvirt-export-bad-gz'] });
 }, 15 * 60_000);
 
 afterAll(async () => {
@@ -223,6 +224,23 @@ test('the same download as tar.zst (n8n on Node 24 has zstd in zlib) unpacks wit
 	expect(response.headers['content-disposition']).toMatch(/\.tar\.zst$/);
 	const listing = execFileSync('tar', ['--zstd', '-tf', response.file], { encoding: 'utf8' }).split('\n').filter(Boolean);
 	expect(listing).toEqual(expect.arrayContaining(ids.map((backupId) => `${vmDirName(vm.name)}/${backupId}/manifest.json`)));
+});
+
+test('tar.zst compressed on the host: zstd frames from the host and from n8n, one archive whose images hash to their manifests', () => {
+	const response = curl(`${server!.url}/webhook/libvirt-export-zst-host?vm=${encodeURIComponent(vm.name)}&last=2`, [`${TOKEN_HEADER}: ${token}`], 'export-host.tar.zst');
+	if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${readFileSync(response.file, 'utf8').slice(0, 2000)}\n${server!.log().slice(-4000)}`);
+	expect(response.exitCode).toBe(0);
+	// n8n alone writes one frame; here every image is the host's frame between frames of n8n's.
+	const frames = Number(/# Zstandard Frames: (\d+)/.exec(execFileSync('zstd', ['-lv', response.file], { encoding: 'utf8' }))?.[1]);
+	expect(frames).toBeGreaterThan(2);
+	const unpacked = path.join(work, 'unpacked-host');
+	execFileSync('mkdir', ['-p', unpacked]);
+	execFileSync('tar', ['--zstd', '-xf', response.file, '-C', unpacked]);
+	for (const backupId of ids) {
+		const folder = path.join(unpacked, vmDirName(vm.name), backupId);
+		const manifest = JSON.parse(readFileSync(path.join(folder, 'manifest.json'), 'utf8')) as { disks: { file: string; sha256: string }[] };
+		for (const disk of manifest.disks) expect(sha256(path.join(folder, disk.file))).toBe(disk.sha256);
+	}
 });
 
 test('through n8n binary data and Respond to Webhook (the queue-mode way) the download is the same archive', () => {
