@@ -225,7 +225,7 @@ async function main(): Promise<void> {
 			`${new Date().toISOString()}. Command (as root on the lab machine): \`npx tsx bench/export.ts ${args.join(' ')}\`.`,
 			'',
 			`- Backup set: ${IMAGES} images x ${IMAGE_MIB} MiB (16 MiB blocks alternating /dev/urandom and /usr/bin bytes) + domain.xml + manifest.json; tar ${(tarBytes / 1024 / 1024).toFixed(1)} MiB; made in ${madeSeconds.toFixed(1)} s (untimed).`,
-			`- Median of ${runs} run(s). Throughput = uncompressed tar bytes / wall time. Ours: one ssh2 connection (aes128-gcm@openssh.com, ssh2's first choice), one \`dd\` exec per file, sha256 of every image in Node, tar-stream, Node ${process.version} zlib, output discarded in this process. By hand: system \`ssh\` (OpenSSH default cipher) running \`tar cf -\`, piped to the filter, output to /dev/null.`,
+			`- Median of ${runs} run(s). Throughput = uncompressed tar bytes / wall time. Ours: one ssh2 connection (aes128-gcm@openssh.com, ssh2's first choice), one \`dd\` exec per file, sha256 of every image in Node, our tar headers, Node ${process.version} zlib (host rows: the host's gzip/zstd, decompressed and hashed in Node), output discarded in this process. By hand: system \`ssh\` (OpenSSH default cipher) running \`tar cf -\`, piped to the filter, output to /dev/null.`,
 			`- Machine: load average ${loadStart} at start, ${load()} at the end (other work may have shared it).`,
 			'',
 			'| format | ours (lib) | by hand: ssh tar \\| filter | ours / by hand | ours output MiB |',

@@ -181,8 +181,8 @@ export async function packArchive(
 		});
 	};
 	let current: Readable | undefined;
-	/** Pipes a file's stream into the archive (not ending it); with `bytes`, fails unless it delivers exactly that many. */
-	const pour = async (opening: Promise<Readable>, name: string, bytes?: number): Promise<void> => {
+	/** Pipes a file's stream into `into` (the archive, not ended); with `bytes`, fails unless it delivers exactly that many. */
+	const pour = async (opening: Promise<Readable>, name: string, bytes?: number, into: Writable = head): Promise<void> => {
 		const source = (current = await opening);
 		if (head.destroyed) {
 			// The consumer stopped while the file was being opened.
@@ -197,7 +197,7 @@ export async function packArchive(
 				if (seen > bytes) source.destroy(new LibvirtBackupError('BACKUP_FAILED', `${name} delivered more than the ${bytes} bytes its header says`));
 			});
 		}
-		await pipelineAsync(source, head, { end: false });
+		await pipelineAsync(source, into, { end: false });
 		if (bytes !== undefined && seen !== bytes) throw new LibvirtBackupError('BACKUP_FAILED', `${name} delivered ${seen} bytes, its header says ${bytes}`);
 	};
 
@@ -240,8 +240,7 @@ export async function packArchive(
 					await frame();
 					await pour(openImage(backup, file), entryName(backup, file));
 				} else {
-					current = await open(backup, file);
-					await pipelineAsync(current, exactly(file.bytes, entryName(backup, file)), collect, { end: false });
+					await pour(open(backup, file), entryName(backup, file), file.bytes, collect);
 				}
 				add(padding(file.bytes));
 			}
@@ -277,21 +276,6 @@ export async function packArchive(
 			return { bytes, sha256 };
 		},
 	};
-}
-
-/** A pass-through that fails unless exactly `bytes` bytes go through it: a file is never short or long in the tar. */
-function exactly(bytes: number, name: string): Transform {
-	let seen = 0;
-	return new Transform({
-		transform(chunk: Buffer, _encoding, callback) {
-			seen += chunk.length;
-			if (seen > bytes) return callback(new LibvirtBackupError('BACKUP_FAILED', `${name} delivered more than the ${bytes} bytes its header says`));
-			callback(null, chunk);
-		},
-		flush(callback) {
-			callback(seen === bytes ? null : new LibvirtBackupError('BACKUP_FAILED', `${name} delivered ${seen} bytes, its header says ${bytes}`));
-		},
-	});
 }
 
 /** One frame (a gzip member, a zstd frame) of `input`: concatenated, they decompress to the concatenated inputs. */
