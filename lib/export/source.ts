@@ -145,11 +145,13 @@ function notExportable(path: string, why: string): LibvirtBackupError {
  * to stdout only if it is a regular file, opened O_NOFOLLOW|O_NONBLOCK so a link swapped in is
  * refused and a FIFO swapped in cannot block (its short read fails the byte count).
  */
-const READ_SCRIPT = `dir=$1 f=$2
-[ -L "$dir" ] && { echo "$dir is a symbolic link: not followed" >&2; exit 1; }
+/** Enters DIR and refuses FILE unless it is a regular file, neither followed through a symbolic link (READ_SCRIPT, COMPRESS_SCRIPT). */
+const REFUSE_UNSAFE = `[ -L "$dir" ] && { echo "$dir is a symbolic link: not followed" >&2; exit 1; }
 cd -- "$dir" || exit 1
 [ -L "$f" ] && { echo "$dir/$f is a symbolic link: not followed" >&2; exit 1; }
-[ -f "$f" ] || { echo "$dir/$f is not a regular file" >&2; exit 1; }
+[ -f "$f" ] || { echo "$dir/$f is not a regular file" >&2; exit 1; }`;
+const READ_SCRIPT = `dir=$1 f=$2
+${REFUSE_UNSAFE}
 exec dd if="$f" iflag=nofollow,nonblock bs=1M status=none`;
 
 /**
@@ -218,10 +220,7 @@ export async function hostHasProgram(ssh: SshConnection, program: string, signal
 /** `sh -c COMPRESS_SCRIPT lvb-compress DIR FILE PROGRAM ARG...`: FILE read as READ_SCRIPT reads it, piped into PROGRAM ARG... */
 const COMPRESS_SCRIPT = `dir=$1 f=$2
 shift 2
-[ -L "$dir" ] && { echo "$dir is a symbolic link: not followed" >&2; exit 1; }
-cd -- "$dir" || exit 1
-[ -L "$f" ] && { echo "$dir/$f is a symbolic link: not followed" >&2; exit 1; }
-[ -f "$f" ] || { echo "$dir/$f is not a regular file" >&2; exit 1; }
+${REFUSE_UNSAFE}
 dd if="$f" iflag=nofollow,nonblock bs=1M status=none | "$@"`;
 
 /** Output chunk of the decompression that checks a host's frames. */
