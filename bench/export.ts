@@ -1,6 +1,6 @@
 /**
  * Export Archive benchmark, run by hand as root on the lab machine:
- *   npm run lab:up && npx tsx bench/export.ts [--small | --image-mib N] [--runs 3] [--pid <n8n pid>] [--link RATE]
+ *   npm run lab:up && npx tsx bench/export.ts [--small | --image-mib N] [--runs 3] [--pid <n8n pid>] [--link RATE] [--stages] [--only PREFIX,...]
  * Makes a backup set on the lab host (2 x 1 GiB images, or 2 x 64 MiB with --small; half random,
  * half real program bytes so compression has something to do), then measures in the same run:
  * - ours, lib level: resolveBackups + openArchive into a sink in this process that discards, for tar,
@@ -12,16 +12,20 @@
  * --link RATE (tc's syntax, e.g. 1gbit): the set is on fleet host lvb-h1 instead, whose link to this
  *   side is limited to RATE by a tbf qdisc for the run (removed at the end): a hypervisor across a
  *   network, where compressing at the source sends fewer bytes.
+ * --stages (needs `npm run build`): tar and zstd -1 also as n8n's Export Archive runs them, in its
+ *   worker thread into a sink that discards, then into an HTTP response that curl downloads: where the
+ *   time goes between the engine and bench/export-n8n.ts. --only: the rows whose name starts so.
  * Throughput is uncompressed tar bytes per second for every row. Prints a markdown report (copy it
  * to bench/results/export-latest.md). --pid also reports VmHWM/VmRSS of that process (e.g. n8n
  * running an export) from /proc; this process's own VmHWM is always reported.
  */
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import { Writable } from 'stream';
 import { pipeline } from 'stream/promises';
 import * as zlib from 'zlib';
-import { openArchive, resolveBackups, type Compression, type CompressOn } from '../lib/export';
+import { openArchive, resolveBackups, writeArchiveOffThread, type Compression, type CompressOn } from '../lib/export';
+import * as http from 'http';
 import { SshConnection } from '../lib/ssh';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type Manifest } from '../lib/store/manifest';
 import { loadLab, shq } from '../test/support/lab';
@@ -38,6 +42,8 @@ const IMAGES = 2;
 /** --link RATE: the set on fleet host lvb-h1 behind a link of RATE. */
 const LINK = args.includes('--link') ? args[args.indexOf('--link') + 1] : undefined;
 if (LINK !== undefined && !/^\d+(\.\d+)?[kmg]?bit$/.test(LINK)) throw new Error('--link takes a tc rate such as 1gbit or 500mbit');
+/** --stages: for zstd, also the export as n8n runs it, in stages: in the worker thread into a sink that discards, then into an HTTP response that curl downloads to /dev/null (needs `npm run build`). */
+const STAGES = args.includes('--stages');
 
 /** Where the set lives and how to reach it: the lab host, or (--link) fleet host lvb-h1. */
 interface Place {
@@ -154,6 +160,33 @@ async function ours(ssh: SshConnection, paths: string[], compression: Compressio
 	return { seconds: (performance.now() - started) / 1000, tarBytes: archive.tarBytes, outBytes: archive.digest().bytes };
 }
 
+/** The export as n8n's Export Archive runs it (a worker thread of its own, its connection, the ring), into a discarding sink or (`http`) a response that curl downloads to /dev/null. */
+async function offThread(target: Place['target'], ssh: SshConnection, paths: string[], compression: Compression, http_: boolean): Promise<{ seconds: number; tarBytes: number; outBytes: number }> {
+	const started = performance.now();
+	const backups = await resolveBackups(ssh, paths);
+	if (!http_) {
+		const summary = await writeArchiveOffThread(target, backups, compression, discard());
+		return { seconds: (performance.now() - started) / 1000, tarBytes: summary.tarBytes, outBytes: summary.bytes };
+	}
+	let done: Promise<{ bytes: number; tarBytes: number }> | undefined;
+	const server = http.createServer((_request, response) => {
+		response.writeHead(200, { 'content-type': 'application/octet-stream' });
+		done = writeArchiveOffThread(target, backups, compression, response).then((summary) => {
+			response.end();
+			return summary;
+		});
+	});
+	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	const port = (server.address() as { port: number }).port;
+	// Not spawnSync: the server answering it runs in this process.
+	const curl = spawn('curl', ['-sS', '-o', '/dev/null', `http://127.0.0.1:${port}/`], { stdio: ['ignore', 'ignore', 'inherit'] });
+	const status = await new Promise<number | null>((resolve) => curl.once('close', resolve));
+	server.close();
+	if (status !== 0) throw new Error(`curl exited ${status}`);
+	const summary = await done!;
+	return { seconds: (performance.now() - started) / 1000, tarBytes: summary.tarBytes, outBytes: summary.bytes };
+}
+
 /** `ssh host 'tar cf - ...[ | onHost]' | here`, output discarded: the wall time. */
 function byHand(place: Place, folders: string[], here: string, onHost?: string): number {
 	const remote = `tar cf - -C ${shq(place.dest)} ${folders.map(shq).join(' ')}${onHost ? ` | ${onHost}` : ''}`;
@@ -181,25 +214,35 @@ async function main(): Promise<void> {
 		const ssh = await SshConnection.connect(place.target);
 		const before = memory('self');
 		const hasZstd = 'createZstdCompress' in zlib;
-		const cases: { name: string; compression: Compression; compressOn: CompressOn; here: string; onHost?: string }[] = [
+		const cases: { name: string; compression: Compression; compressOn: CompressOn; here: string; onHost?: string; stage?: 'worker' | 'http' }[] = [
 			{ name: 'tar', compression: { kind: 'none' }, compressOn: 'n8n', here: 'cat' },
 			{ name: 'gzip -1', compression: { kind: 'gzip', level: 1 }, compressOn: 'n8n', here: 'gzip -1' },
 			{ name: 'zstd -1', compression: { kind: 'zstd', level: 1 }, compressOn: 'n8n', here: 'zstd -1 -q -c' },
 			{ name: 'gzip -1 on the host', compression: { kind: 'gzip', level: 1 }, compressOn: 'host', here: 'cat', onHost: 'gzip -1' },
 			{ name: 'zstd -1 on the host', compression: { kind: 'zstd', level: 1 }, compressOn: 'host', here: 'cat', onHost: 'zstd -1 -q -c' },
 		];
+		if (STAGES) {
+			cases.push(
+				{ name: 'tar, in the worker thread', compression: { kind: 'none' }, compressOn: 'n8n', here: 'cat', stage: 'worker' },
+				{ name: 'tar, worker into an HTTP response, curl', compression: { kind: 'none' }, compressOn: 'n8n', here: 'cat', stage: 'http' },
+				{ name: 'zstd -1, in the worker thread', compression: { kind: 'zstd', level: 1 }, compressOn: 'n8n', here: 'zstd -1 -q -c', stage: 'worker' },
+				{ name: 'zstd -1, worker into an HTTP response, curl', compression: { kind: 'zstd', level: 1 }, compressOn: 'n8n', here: 'zstd -1 -q -c', stage: 'http' },
+			);
+		}
+		const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 		const rows: string[] = [];
 		let tarBytes = 0;
 		try {
 			// Untimed: the files in the host's page cache for every method alike.
 			place.run(`cat ${paths.map((path) => `${shq(path)}/*`).join(' ')} > /dev/null`);
-			for (const { name, compression, compressOn, here, onHost: hostFilter } of cases) {
+			for (const { name, compression, compressOn, here, onHost: hostFilter, stage } of cases) {
+				if (only && !only.split(',').some((prefix) => name.startsWith(prefix))) continue;
 				const oursTimes: number[] = [];
 				const handTimes: number[] = [];
 				let outBytes = 0;
 				for (let run = 0; run < runs; run++) {
 					if (compression.kind !== 'zstd' || hasZstd) {
-						const result = await ours(ssh, paths, compression, compressOn);
+						const result = stage ? await offThread(place.target, ssh, paths, compression, stage === 'http') : await ours(ssh, paths, compression, compressOn);
 						oursTimes.push(result.seconds);
 						tarBytes = result.tarBytes;
 						outBytes = result.outBytes;

@@ -11,7 +11,7 @@ import { ARCHIVE_FORMATS, compressor, packArchive, type Compression, type Compre
 import { createHostFileWriter } from './sink';
 import { hostCompressCommand, hostHasProgram, openHostCompressed, openHostFile, type ExportableBackup, type ExportFile } from './source';
 
-export { ARCHIVE_FORMATS, compressor, entryName, packArchive, rechunk, tarSize } from './archive';
+export { ARCHIVE_FORMATS, compressor, entryName, feedInChunks, packArchive, rechunk, tarSize } from './archive';
 export type { Compression, CompressedOpener, FileOpener, PackedArchive } from './archive';
 export { DOMAIN_XML_FILE, openHostFile, resolveBackups } from './source';
 export type { ExportFile, ExportableBackup } from './source';

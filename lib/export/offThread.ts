@@ -61,11 +61,15 @@ export async function writeArchiveOffThread(
 ): Promise<ArchiveSummary> {
 	const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
 	const init: WorkerInit = { target, backups, compression, compressOn, ring, slots: SLOTS, slotBytes: SLOT_BYTES };
-	// A small young generation: the worker's garbage is all short-lived packet buffers and per-packet
-	// decipher objects (measured: n8n's peak RSS grew 116 MiB over idle with the defaults, the target
-	// is under 100). At 2 MiB its scavenges took 26 % of the worker's time (`--cpu-prof`, tar.zst);
-	// 8 MiB measured best for tar.zst (2: 60-61 %, 8: 65 %, 32: 52 % of the baseline; 2026-12-05).
-	const worker = new Worker(workerFile(), { workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
+	// Limits on the worker's heap, for n8n's peak RSS (target: under 100 MiB over idle). Nearly all the
+	// worker's garbage is Buffers (SSH packets, socket reads, zlib output) whose memory lies outside
+	// the heap, and the old generation's limit decides both how much of it waits dead (RSS) and how
+	// often the heap is collected (speed): `--trace-gc`, the same export, old 64 MiB: 356 of 903
+	// mark-compacts "external memory pressure", stop-the-world; old 128 MiB: 25 of 707. tar.zst through n8n, 2026-12-05 (`bench/export-n8n.ts --runs 2 --only zstd`,
+	// zlib fed from reused buffers): old 64 MiB 65 % of the baseline, 67.5 MiB peak growth; 96 MiB:
+	// 80 %, 89.1 MiB; 128 MiB: 88 %, 104.5 MiB (over the target). The young generation mattered less
+	// (8, 12 or 16 MiB at old 128: 80-89 %).
+	const worker = new Worker(workerFile(), { workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 96 } });
 	return await new Promise<ArchiveSummary>((resolve, reject) => {
 		let writing = 0;
 		let delivered = 0;
