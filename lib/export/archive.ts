@@ -166,10 +166,11 @@ export function compressor(compression: Compression): Transform | undefined {
 	return zstd({ chunkSize: ZLIB_CHUNK, params: { [levelParam]: compression.level } });
 }
 
-function checkLevel(compression: Exclude<Compression, { kind: 'none' }>): void {
+/** Refuses a level outside the compression's range; `given` is the value as the user wrote it, for the message. */
+export function checkLevel(compression: Exclude<Compression, { kind: 'none' }>, given: unknown = compression.level): void {
 	const [min, max] = compression.kind === 'gzip' ? [1, 9] : [1, 19];
 	if (!Number.isInteger(compression.level) || compression.level < min || compression.level > max) {
-		throw new LibvirtBackupError('INVALID_INPUT', `${compression.kind} level must be a whole number from ${min} to ${max}, got ${compression.level}`);
+		throw new LibvirtBackupError('INVALID_INPUT', `${compression.kind} level must be a whole number from ${min} to ${max}, got ${String(given)}`);
 	}
 }
 

@@ -7,7 +7,7 @@ import { pipeline } from 'stream/promises';
 import { Transform, type Readable } from 'stream';
 import { LibvirtBackupError } from '../errors';
 import type { SshConnection } from '../ssh';
-import { ARCHIVE_FORMATS, compressor, packArchive, type Compression, type CompressedOpener, type PackedArchive } from './archive';
+import { ARCHIVE_FORMATS, checkLevel, compressor, packArchive, type Compression, type CompressedOpener, type PackedArchive } from './archive';
 import { createHostFileWriter } from './sink';
 import { hostCompressCommand, hostHasProgram, openHostCompressed, openHostFile, type ExportableBackup, type ExportFile } from './source';
 
@@ -39,6 +39,22 @@ export interface ArchiveSummary {
  * gets its archive compressed in n8n.
  */
 export type CompressOn = 'n8n' | 'host';
+
+/**
+ * The archive's compression and where it runs, from the node's parameters as given (an expression can
+ * give anything): a clear error for every value outside the options, never a silent default. A
+ * missing Compress On (a workflow saved before it existed) is n8n.
+ */
+export function archiveSettings(kind: unknown, level: unknown, compressOn: unknown = 'n8n'): { compression: Compression; compressOn: CompressOn } {
+	if (kind !== 'none' && kind !== 'gzip' && kind !== 'zstd') {
+		throw new LibvirtBackupError('INVALID_INPUT', `Compression must be one of ${Object.keys(ARCHIVE_FORMATS).join(', ')}; got ${JSON.stringify(kind)}`);
+	}
+	if (kind === 'none') return { compression: { kind }, compressOn: 'n8n' };
+	if (compressOn !== 'n8n' && compressOn !== 'host') throw new LibvirtBackupError('INVALID_INPUT', `Compress On must be n8n or host; got ${JSON.stringify(compressOn)}`);
+	const compression: Exclude<Compression, { kind: 'none' }> = { kind, level: typeof level === 'number' ? level : typeof level === 'string' && level.trim() !== '' ? Number(level) : Number.NaN };
+	checkLevel(compression, level);
+	return { compression, compressOn };
+}
 
 /**
  * The archive of these backups, read from `ssh` one file at a time, each checked against the

@@ -65,10 +65,11 @@ export async function writeArchiveOffThread(
 	// worker's garbage is Buffers (SSH packets, socket reads, zlib output) whose memory lies outside
 	// the heap, and the old generation's limit decides both how much of it waits dead (RSS) and how
 	// often the heap is collected (speed): `--trace-gc`, the same export, old 64 MiB: 356 of 903
-	// mark-compacts "external memory pressure", stop-the-world; old 128 MiB: 25 of 707. tar.zst through n8n, 2026-12-05 (`bench/export-n8n.ts --runs 2 --only zstd`,
-	// zlib fed from reused buffers): old 64 MiB 65 % of the baseline, 67.5 MiB peak growth; 96 MiB:
-	// 80 %, 89.1 MiB; 128 MiB: 88 %, 104.5 MiB (over the target). The young generation mattered less
-	// (8, 12 or 16 MiB at old 128: 80-89 %).
+	// mark-compacts "external memory pressure", stop-the-world; old 128 MiB: 25 of 707. tar.zst
+	// through n8n, 2026-12-05 (`bench/export-n8n.ts --runs 2 --only zstd`, zlib fed from reused
+	// buffers): old 64 MiB 65 % of the baseline, 67.5 MiB peak growth; 96 MiB: 80 %, 89.1 MiB;
+	// 128 MiB: 88 %, 104.5 MiB (over the target). The young generation mattered less (8, 12 or 16 MiB
+	// at old 128: 80-89 %). All forms with these limits: bench/results/export-n8n-latest.md.
 	const worker = new Worker(workerFile(), { workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 96 } });
 	return await new Promise<ArchiveSummary>((resolve, reject) => {
 		let writing = 0;

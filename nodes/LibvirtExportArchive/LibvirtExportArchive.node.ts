@@ -13,6 +13,7 @@ import {
 import type { Readable } from 'stream';
 import {
 	ARCHIVE_FORMATS,
+	archiveSettings,
 	capBytes,
 	openArchive,
 	rechunk,
@@ -23,7 +24,6 @@ import {
 	writeArchiveOffThread,
 	writeArchiveToHost,
 	type ArchiveSummary,
-	type Compression,
 	type ExportableBackup,
 	type ReplicaResult,
 } from '../../lib/export';
@@ -387,10 +387,8 @@ async function exportGroup(
 ): Promise<INodeExecutionData> {
 	const itemIndex = group[0];
 	const target = context.getNodeParameter('target', itemIndex) as Target;
-	const kind = context.getNodeParameter('compression', itemIndex) as Compression['kind'];
-	const compression: Compression = kind === 'none' ? { kind } : { kind, level: Number(context.getNodeParameter('compressionLevel', itemIndex, 1)) };
-	const compressOn = context.getNodeParameter('compressOn', itemIndex, 'n8n') === 'host' ? 'host' : 'n8n';
-	const format = ARCHIVE_FORMATS[kind];
+	const { compression, compressOn } = archiveSettings(context.getNodeParameter('compression', itemIndex), context.getNodeParameter('compressionLevel', itemIndex, 1), context.getNodeParameter('compressOn', itemIndex, 'n8n'));
+	const format = ARCHIVE_FORMATS[compression.kind];
 	const fileName = archiveName(String(context.getNodeParameter('fileName', itemIndex, '')), format.extension, new Date());
 	const started = Date.now();
 	const json = (summary: ArchiveSummary, where: IDataObject): IDataObject => ({
