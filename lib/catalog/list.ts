@@ -16,13 +16,21 @@ import { CONSOLIDATION_JOURNAL, FULL_PARTIAL_SUFFIX } from '../store/consolidati
 import { INSTANT_MARKER_PREFIX, INSTANT_MARKER_SUFFIX, readInstantUse, type InstantUse } from '../store/instant';
 
 /**
+ * The most of a manifest, verification record, journal or instant-recovery marker that is read: this
+ * package's are a few KiB; a bigger file in a shared destination is not ours, and is not read.
+ */
+export const MAX_TEXT_BYTES = 1024 * 1024;
+
+/**
  * `sh -c LIST_SCRIPT lvb-list MARKER DEST [VMDIR...]`. Only `<vm dir>/<id-like name>` folders are
  * considered (names restricted to the characters vmDirName and backup ids use, so they can be
  * printed and word-split safely); symbolic links are reported and never followed. All folders'
  * files are stat'ed by one `stat` and all manifests and verification records printed by one
  * `awk`, so the cost is a handful of processes, not a few per backup. The awk reads each file with
  * getline, which goes on past a file it cannot open (mawk aborts on one given as an operand, and
- * every later manifest would then read as empty).
+ * every later manifest would then read as empty), and prints none of a file longer than
+ * MAX_TEXT_BYTES (it stops reading there; lines are kept until then, so a file of many short lines
+ * costs linear time, not quadratic).
  */
 export const LIST_SCRIPT = `export LC_ALL=C
 m=$1 dest=$2; shift 2
@@ -61,7 +69,7 @@ echo "$m files"
 set +f
 [ -z "$dirs" ] || printf '%s\\0' $globs | xargs -0 stat -c '%f %s %b %B %n' -- 2>/dev/null
 set -f
-[ -z "$texts" ] || printf '%s\\0' $texts | xargs -0 awk -v m="$m" 'BEGIN { for (i = 1; i < ARGC; i++) { n = 0; while ((getline line < ARGV[i]) > 0) { if (n++ == 0) print m " text " ARGV[i]; print line } close(ARGV[i]) } }'
+[ -z "$texts" ] || printf '%s\\0' $texts | xargs -0 awk -v m="$m" -v max=${MAX_TEXT_BYTES} 'BEGIN { for (i = 1; i < ARGC; i++) { n = 0; k = 0; while ((getline line < ARGV[i]) > 0) { n += length(line) + 1; if (n > max) break; a[k++] = line } close(ARGV[i]); if (k == 0 || n > max) continue; print m " text " ARGV[i]; for (j = 0; j < k; j++) print a[j] } }'
 echo "$m end"
 `;
 
@@ -253,6 +261,7 @@ function classify(raw: RawFolder, dest: string, catalog: Catalog, dirNameOf: (vm
 		return void incomplete(raw.entries.has(INCOMPLETE_MARKER) ? 'no manifest: the backup was not finished' : 'no manifest and no incomplete marker: not written by this package');
 	}
 	if (manifestEntry.type !== 'file') return void incomplete(`${MANIFEST_FILE} is not a regular file (${manifestEntry.type})`);
+	if (manifestEntry.bytes > MAX_TEXT_BYTES) return void incomplete(`${MANIFEST_FILE} is ${manifestEntry.bytes} bytes, more than the ${MAX_TEXT_BYTES} a manifest of this package can be: not read`);
 	if (!text) return void incomplete(`${MANIFEST_FILE} is empty`);
 	let manifest: Manifest;
 	try {

@@ -109,3 +109,37 @@ describe('List Backups', () => {
 		expect(isLibvirtBackupError(dotdot, 'INVALID_INPUT') && dotdot.message).toMatch(/must not contain "\.\."/);
 	});
 });
+
+describe('List Backups and files bigger than ours can be (a shared destination)', () => {
+	let dest: string;
+	let made: MadeBackup[];
+
+	beforeAll(() => {
+		dest = makeDest('list-big-texts');
+		made = makeBackups(dest, [
+			{ vm: 'web01', id: '20261120T010000Z' },
+			{ vm: 'web01', id: '20261121T010000Z' },
+		]);
+		// Still valid JSON, still the right backup: only padded past anything this package writes. And a
+		// verification record as big, on the other backup.
+		onHost(
+			[
+				`cd -- ${shq(`${dest}/web01/20261121T010000Z`)}`,
+				`{ cat manifest.json; head -c 3145728 /dev/zero | tr '\\0' ' '; } > m.tmp && mv m.tmp manifest.json`,
+				`cd ../20261120T010000Z`,
+				`{ printf '{"format":"n8n-nodes-libvirt-backup/verification"'; head -c 3145728 /dev/zero | tr '\\0' ' '; printf '}'; } > ${VERIFICATION_FILE}`,
+			].join(' && '),
+		);
+	});
+
+	afterAll(() => removeDest(dest));
+
+	test('a manifest over 1 MiB is not read: the backup is incomplete, with its size as the reason; an oversized record is left unread', async () => {
+		const catalog = await list(dest);
+		expect(catalog.incomplete.map((folder) => [folder.id, folder.reason])).toEqual([
+			['20261121T010000Z', expect.stringMatching(/^manifest\.json is 3\d{6} bytes, more than the 1048576 a manifest of this package can be: not read$/)],
+		]);
+		expect(catalog.backups.map((backup) => [backup.id, backup.verification])).toEqual([['20261120T010000Z', undefined]]);
+		expect(made[0].manifest.id).toBe('20261120T010000Z');
+	});
+});

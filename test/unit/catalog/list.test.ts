@@ -145,4 +145,25 @@ describe('LIST_SCRIPT + parseCatalogOutput', () => {
 			'web01/20261121T010000Z-1',
 		]);
 	});
+
+	test('files bigger than ours can be are not read: an oversized manifest makes the backup incomplete, an oversized record is left unread; many short lines read in linear time', () => {
+		const padded = serializeManifest(manifest('web01', '20261121T010000Z')) + ' '.repeat(2 * 1024 * 1024);
+		// Under the limit, but 500 000 lines: quadratic joining in awk would not finish in the test's time.
+		const manyLines = `{"format":"n8n-nodes-libvirt-backup/verification"${'\n'.repeat(500_000)}}`;
+		writeTree(dest, {
+			...backupFiles('web01', manifest('web01', '20261120T010000Z')),
+			...backupFiles('web01', manifest('web01', '20261121T010000Z')),
+			...backupFiles('db01', manifest('db01', '20261121T020000Z')),
+			'web01/20261121T010000Z/manifest.json': padded,
+			'web01/20261120T010000Z/verification.json': `{"format":"n8n-nodes-libvirt-backup/verification"${' '.repeat(1024 * 1024)}}`,
+			'db01/20261121T020000Z/verification.json': manyLines,
+		});
+		const { stdout } = runScript(LIST_SCRIPT, 'lvb-list', [MARKER, dest]);
+		// Nothing of the oversized files crosses: the whole listing stays small.
+		expect(stdout.length).toBeLessThan(64 * 1024 + manyLines.length);
+		const catalog = parseCatalogOutput(stdout, MARKER, dest);
+		expect(summary(catalog).incomplete).toEqual([`web01/20261121T010000Z: manifest.json is ${Buffer.byteLength(padded)} bytes, more than the 1048576 a manifest of this package can be: not read`]);
+		expect(summary(catalog).backups).toEqual(['db01/20261121T020000Z', 'web01/20261120T010000Z']);
+		expect(catalog.backups.find((backup) => backup.vm === 'web01')?.verification).toBeUndefined();
+	});
 });
