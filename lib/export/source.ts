@@ -33,6 +33,8 @@ export const DOMAIN_XML_FILE = 'domain.xml';
 
 /** A metadata walk: minutes mean a hung share. */
 const STAT_TIMEOUT_MS = 5 * 60_000;
+/** A PATH lookup (`command -v`): milliseconds; a minute means a hung host. */
+const PROBE_TIMEOUT_MS = 60_000;
 
 /**
  * `sh -c STAT_SCRIPT lvb-export-stat MARKER [DIR FILE... ''] ...`: per file, in order, `MARKER file`
@@ -213,7 +215,7 @@ export function hostCompressCommand(compression: { kind: 'gzip' | 'zstd'; level:
 
 /** Whether the host has the program (one `command -v`); a host without it gets its archive compressed in n8n. */
 export async function hostHasProgram(ssh: SshConnection, program: string, signal?: AbortSignal): Promise<boolean> {
-	const { stdout } = await ssh.run(scriptArgv('command -v "$1" >/dev/null && echo yes || echo no', 'lvb-probe', [program]), { label: `looking for ${program}`, signal, timeoutMs: STAT_TIMEOUT_MS });
+	const { stdout } = await ssh.run(scriptArgv('command -v "$1" >/dev/null && echo yes || echo no', 'lvb-probe', [program]), { label: `looking for ${program}`, signal, timeoutMs: PROBE_TIMEOUT_MS });
 	return stdout.trim() === 'yes';
 }
 
