@@ -29,7 +29,8 @@ export interface ExportableBackup {
 	files: ExportFile[];
 }
 
-export const DOMAIN_XML_FILE = 'domain.xml';
+export { DOMAIN_XML_FILE } from '../store/savedDomain';
+import { DOMAIN_XML_FILE } from '../store/savedDomain';
 
 /** A metadata walk: minutes mean a hung share. */
 const STAT_TIMEOUT_MS = 5 * 60_000;

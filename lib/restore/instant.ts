@@ -14,7 +14,7 @@ import { newMarker, splitSections } from '../batch';
 import { jsonSpec } from '../catalog/consolidate';
 import { readCatalog, type CatalogBackup } from '../catalog/list';
 import { BackupVerifier } from '../catalog/verify';
-import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
+import { LibvirtBackupError } from '../errors';
 import { defineDomain, startDomain, stopDomain, undefineDomain } from '../libvirt/domains';
 import { parseDomainXml, rewriteForNewVm } from '../libvirt/domainXml';
 import {
@@ -36,22 +36,12 @@ import { acquireVmLock } from '../store/lock';
 import { vmDirName } from '../store/layout';
 import { MANIFEST_FILE } from '../store/manifest';
 import { parseBackupPath } from '../store/paths';
+import { readSavedDomainXml } from '../store/savedDomain';
 import { checkOverlayDir, planInstant, type InstantPlan } from './instantPlan';
 
-/** The definition a backup saved next to its images (written by lib/backup). */
-export const SAVED_DOMAIN_XML = 'domain.xml';
-const MAX_SAVED_XML_BYTES = 1024 * 1024;
 const SHORT_TIMEOUT_MS = 120_000;
 /** An offline merge reads the whole chain: hours on a big disk, never forever. */
 const CONVERT_TIMEOUT_MS = 12 * 3_600_000;
-
-/**
- * `sh -c READ_SAVED_SCRIPT lvb-saved-xml FILE`: the saved definition, only if it is a regular file
- * (never through a link, never a FIFO), at most MAX+1 bytes so the caller sees an oversized one.
- */
-const READ_SAVED_SCRIPT = `f=$1 max=$2
-if [ -L "$f" ] || [ ! -f "$f" ]; then echo "$f is missing, a symbolic link or not a regular file" >&2; exit 65; fi
-head -c "$max" -- "$f"`;
 
 /**
  * `sh -c OVERLAY_SCRIPT lvb-instant-overlays MARKER DIR [FILE BACKING FORMAT BYTES]...`: makes DIR
@@ -217,7 +207,7 @@ export async function instantRecover(ssh: SshConnection, request: InstantRecover
 		}
 	}
 
-	const saved = await readSavedXml(ssh, plan.backup.path, signal);
+	const saved = await readSavedDomainXml(ssh, plan.backup.path, signal);
 	const newVm = rewriteForNewVm(saved, { name: request.name, disks: plan.disks.map((disk) => ({ target: disk.target, path: disk.overlay, format: 'qcow2' })) });
 	const metadata: InstantMetadata = {
 		backup: plan.backup.path,
@@ -449,19 +439,6 @@ async function instantDomain(ssh: SshConnection, uri: string, ref: string, signa
 	const metadata = parseInstantMetadata(info.inactiveXml);
 	if (!metadata) throw new LibvirtBackupError('INVALID_INPUT', `VM ${ref} is not an instant-recovery VM (its definition has no instant-recovery metadata): nothing was changed`);
 	return { info, metadata, name: parseDomainXml(info.inactiveXml).name };
-}
-
-async function readSavedXml(ssh: SshConnection, backupPath: string, signal?: AbortSignal): Promise<string> {
-	const file = `${backupPath}/${SAVED_DOMAIN_XML}`;
-	let stdout: string;
-	try {
-		({ stdout } = await ssh.run(scriptArgv(READ_SAVED_SCRIPT, 'lvb-saved-xml', [file, String(MAX_SAVED_XML_BYTES + 1)]), { label: 'read domain.xml', signal, timeoutMs: SHORT_TIMEOUT_MS }));
-	} catch (error) {
-		if (isLibvirtBackupError(error, 'COMMAND_FAILED')) throw new LibvirtBackupError('INVALID_INPUT', `${backupPath} has no usable saved domain definition: ${error.message}`);
-		throw error;
-	}
-	if (Buffer.byteLength(stdout) > MAX_SAVED_XML_BYTES) throw new LibvirtBackupError('INVALID_INPUT', `${file} is larger than ${MAX_SAVED_XML_BYTES} bytes: not a domain definition of ours`);
-	return stdout;
 }
 
 async function createOverlays(ssh: SshConnection, overlayDir: string, plan: InstantPlan, signal?: AbortSignal): Promise<string> {

@@ -7,13 +7,14 @@
  */
 import { isOurBitmap } from '../backup/backup';
 import { HASH_FN } from '../backup/hostFiles';
+import { readSavedDomainXml } from '../store/savedDomain';
 import { formatBytes } from '../format';
 import { newMarker, splitSections } from '../batch';
 import { CHECK_CHAIN_FN } from '../catalog/consolidate';
 import { readCatalog } from '../catalog/list';
 import { LibvirtBackupError, isLibvirtBackupError } from '../errors';
 import { discoverVms } from '../libvirt/discover';
-import { rewriteForNewVm } from '../libvirt/domainXml';
+import { rewriteForNewVm, type NewVmXml } from '../libvirt/domainXml';
 import { defineDomain, deleteCheckpointMetadata, domainNameTaken, listCheckpoints, startDomain, stopDomain } from '../libvirt';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
@@ -125,10 +126,6 @@ while [ $i -lt "$nd" ]; do
 done
 echo "$m renamed $nd"`;
 
-/** `sh -c READ_XML_SCRIPT lvb-read-domain-xml FILE`: the saved definition, a regular file of at most 4 MiB. */
-const READ_XML_SCRIPT = `f=$1
-[ -f "$f" ] && [ ! -L "$f" ] || { echo "$f is missing or not a regular file" >&2; exit 65; }
-head -c 4194304 -- "$f"`;
 
 /** A restore reads the whole chain and writes whole disks: hours on a big disk, never forever. */
 export const DEFAULT_RESTORE_TIMEOUT_MS = 12 * 3_600_000;
@@ -183,6 +180,11 @@ export async function restoreBackup(ssh: SshConnection, options: RestoreOptions)
 		if (plan.defineVm && (await domainNameTaken(ssh, options.uri, plan.defineVm.name))) {
 			throw new LibvirtBackupError('INVALID_INPUT', `A VM named ${JSON.stringify(plan.defineVm.name)} already exists on the host: choose another name for the new VM`);
 		}
+		// The new VM's definition is made before any disk is written (the disks' paths are planned): a
+		// saved domain.xml that cannot be used refuses the restore, not the end of it.
+		const newVm = plan.defineVm
+			? rewriteForNewVm(await readSavedDomainXml(ssh, backup.path, options.signal), { name: plan.defineVm.name, disks: plan.disks.map(({ target, path, format }) => ({ target, path, format })) })
+			: undefined;
 		if (plan.stop) {
 			await stopDomain(ssh, options.uri, plan.stop.uuid, {
 				graceful: plan.stop.mode !== 'force',
@@ -193,7 +195,7 @@ export async function restoreBackup(ssh: SshConnection, options: RestoreOptions)
 		}
 		const disks = await writeDisks(ssh, plan, options, warnings);
 		const checkpointsRemoved = plan.vmUuid ? await dropStaleCheckpoints(ssh, options.uri, plan.vmUuid, warnings) : [];
-		const domain = plan.defineVm ? await defineNewVm(ssh, options.uri, plan, disks, warnings) : undefined;
+		const domain = plan.defineVm && newVm ? await defineNewVm(ssh, options.uri, plan.defineVm.start, newVm, warnings) : undefined;
 		return {
 			vm: backup.manifest.vm.name,
 			backupId: backup.id,
@@ -273,10 +275,7 @@ async function dropStaleCheckpoints(ssh: SshConnection, uri: string, uuid: strin
 	}
 }
 
-async function defineNewVm(ssh: SshConnection, uri: string, plan: RestorePlan, disks: RestoredDiskResult[], warnings: string[]): Promise<RestoreResult['domain']> {
-	const { name, start } = plan.defineVm!;
-	const saved = (await ssh.run(scriptArgv(READ_XML_SCRIPT, 'lvb-read-domain-xml', [`${plan.backup.path}/domain.xml`]), { label: 'reading the saved domain.xml', timeoutMs: 60_000 })).stdout;
-	const rewritten = rewriteForNewVm(saved, { name, disks: disks.map(({ target, path, format }) => ({ target, path, format })) });
+async function defineNewVm(ssh: SshConnection, uri: string, start: boolean, rewritten: NewVmXml, warnings: string[]): Promise<RestoreResult['domain']> {
 	if (rewritten.dropped.length > 0) warnings.push(`the new VM has no disk ${rewritten.dropped.join(', ')} (not restored)`);
 	warnings.push(...rewritten.warnings);
 	const domain = await defineDomain(ssh, uri, rewritten.xml);

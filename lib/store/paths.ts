@@ -7,6 +7,7 @@
 import { LibvirtBackupError } from '../errors';
 import { checkDestination, vmDirName, vmNameFromDir } from './layout';
 import { INCOMPLETE_MARKER, MANIFEST_FILE, isBackupId } from './manifest';
+import { DOMAIN_XML_FILE } from './savedDomain';
 
 /** A backup that failed verification is renamed to `<id>.quarantined`: kept for a person, never listed as good. */
 export const QUARANTINE_SUFFIX = '.quarantined';
@@ -15,7 +16,7 @@ export const QUARANTINE_SUFFIX = '.quarantined';
  * The only entries a stale incomplete folder may hold for Prune to remove it: what our writer
  * (lib/backup) leaves when it is interrupted. Besides these exact names, any `<name>.partial`.
  */
-export const STALE_FOLDER_FILES = [INCOMPLETE_MARKER, 'domain.xml', `${MANIFEST_FILE}.tmp`, '.lvb-backup.xml', '.lvb-checkpoint.xml'] as const;
+export const STALE_FOLDER_FILES = [INCOMPLETE_MARKER, DOMAIN_XML_FILE, `${MANIFEST_FILE}.tmp`, '.lvb-backup.xml', '.lvb-checkpoint.xml'] as const;
 
 const VM_DIR = /^[A-Za-z0-9_+%-][A-Za-z0-9_+.%-]*$/;
 

@@ -200,6 +200,23 @@ describe('restore into a folder', () => {
 		expect(host('virsh -q list --all --uuid')).not.toContain(uuid);
 	});
 
+	test('a saved domain.xml that cannot be used (a link; over 1 MiB) refuses a restore as a new VM before any disk is written', async () => {
+		const xml = `${full.path}/domain.xml`;
+		const kept = `${xml}.kept`;
+		const target = `${folder.dest}/bad-saved-xml`;
+		const absent = () => host(`test -e ${q(target)} && echo yes || echo no`).trim();
+		host(`mv -- ${q(xml)} ${q(kept)} && ln -s /etc/passwd ${q(xml)}`);
+		try {
+			await expect(restore(full.path, { target: 'folder', folder: target, newVmName: `lvb-t-badxml-${process.pid}` })).rejects.toThrow(/has no usable saved domain definition: .*symbolic link/);
+			expect(absent()).toBe('no');
+			host(`rm -f -- ${q(xml)} && { cat -- ${q(kept)}; head -c 2097152 /dev/zero | tr '\\0' ' '; } > ${q(xml)}`);
+			await expect(restore(full.path, { target: 'folder', folder: target, newVmName: `lvb-t-badxml-${process.pid}` })).rejects.toThrow(/domain\.xml is larger than 1048576 bytes: not a domain definition of ours/);
+			expect(absent()).toBe('no');
+		} finally {
+			host(`rm -f -- ${q(xml)} && mv -- ${q(kept)} ${q(xml)}`);
+		}
+	});
+
 	test('refusals before anything is written: a file that exists, a folder with .., a hostile or taken VM name', async () => {
 		const target = `${folder.dest}/again`;
 		host(`mkdir -p ${q(target)} && echo keep > ${q(`${target}/vda.qcow2`)}`);
