@@ -126,7 +126,6 @@ while [ $i -lt "$nd" ]; do
 done
 echo "$m renamed $nd"`;
 
-
 /** A restore reads the whole chain and writes whole disks: hours on a big disk, never forever. */
 export const DEFAULT_RESTORE_TIMEOUT_MS = 12 * 3_600_000;
 
