@@ -24,8 +24,8 @@ import * as fs from 'fs';
 import { Writable } from 'stream';
 import { pipeline } from 'stream/promises';
 import * as zlib from 'zlib';
-import { openArchive, resolveBackups, writeArchiveOffThread, type Compression, type CompressOn } from '../lib/export';
 import * as http from 'http';
+import { openArchive, resolveBackups, writeArchiveOffThread, type Compression, type CompressOn } from '../lib/export';
 import { SshConnection } from '../lib/ssh';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type Manifest } from '../lib/store/manifest';
 import { loadLab, shq } from '../test/support/lab';
@@ -42,8 +42,10 @@ const IMAGES = 2;
 /** --link RATE: the set on fleet host lvb-h1 behind a link of RATE. */
 const LINK = args.includes('--link') ? args[args.indexOf('--link') + 1] : undefined;
 if (LINK !== undefined && !/^\d+(\.\d+)?[kmg]?bit$/.test(LINK)) throw new Error('--link takes a tc rate such as 1gbit or 500mbit');
-/** --stages: for zstd, also the export as n8n runs it, in stages: in the worker thread into a sink that discards, then into an HTTP response that curl downloads to /dev/null (needs `npm run build`). */
+/** --stages: tar and zstd -1 also as n8n runs them: in its worker thread into a sink that discards, then into an HTTP response that curl downloads to /dev/null (needs `npm run build`). */
 const STAGES = args.includes('--stages');
+/** --only PREFIX,...: only the rows whose name starts with one of them. */
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',').filter(Boolean) : undefined;
 
 /** Where the set lives and how to reach it: the lab host, or (--link) fleet host lvb-h1. */
 interface Place {
@@ -161,13 +163,15 @@ async function ours(ssh: SshConnection, paths: string[], compression: Compressio
 }
 
 /** The export as n8n's Export Archive runs it (a worker thread of its own, its connection, the ring), into a discarding sink or (`http`) a response that curl downloads to /dev/null. */
-async function offThread(target: Place['target'], ssh: SshConnection, paths: string[], compression: Compression, http_: boolean): Promise<{ seconds: number; tarBytes: number; outBytes: number }> {
+async function offThread(target: Place['target'], ssh: SshConnection, paths: string[], compression: Compression, stage: 'worker' | 'http'): Promise<{ seconds: number; tarBytes: number; outBytes: number }> {
 	const started = performance.now();
 	const backups = await resolveBackups(ssh, paths);
-	if (!http_) {
-		const summary = await writeArchiveOffThread(target, backups, compression, discard());
-		return { seconds: (performance.now() - started) / 1000, tarBytes: summary.tarBytes, outBytes: summary.bytes };
-	}
+	const summary = stage === 'worker' ? await writeArchiveOffThread(target, backups, compression, discard()) : await throughHttp(target, backups, compression);
+	return { seconds: (performance.now() - started) / 1000, tarBytes: summary.tarBytes, outBytes: summary.bytes };
+}
+
+/** The worker's archive as the response to one HTTP request, which curl makes and writes to /dev/null. */
+async function throughHttp(target: Place['target'], backups: Awaited<ReturnType<typeof resolveBackups>>, compression: Compression): Promise<{ bytes: number; tarBytes: number }> {
 	let done: Promise<{ bytes: number; tarBytes: number }> | undefined;
 	const server = http.createServer((_request, response) => {
 		response.writeHead(200, { 'content-type': 'application/octet-stream' });
@@ -183,8 +187,7 @@ async function offThread(target: Place['target'], ssh: SshConnection, paths: str
 	const status = await new Promise<number | null>((resolve) => curl.once('close', resolve));
 	server.close();
 	if (status !== 0) throw new Error(`curl exited ${status}`);
-	const summary = await done!;
-	return { seconds: (performance.now() - started) / 1000, tarBytes: summary.tarBytes, outBytes: summary.bytes };
+	return await done!;
 }
 
 /** `ssh host 'tar cf - ...[ | onHost]' | here`, output discarded: the wall time. */
@@ -229,20 +232,19 @@ async function main(): Promise<void> {
 				{ name: 'zstd -1, worker into an HTTP response, curl', compression: { kind: 'zstd', level: 1 }, compressOn: 'n8n', here: 'zstd -1 -q -c', stage: 'http' },
 			);
 		}
-		const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 		const rows: string[] = [];
 		let tarBytes = 0;
 		try {
 			// Untimed: the files in the host's page cache for every method alike.
 			place.run(`cat ${paths.map((path) => `${shq(path)}/*`).join(' ')} > /dev/null`);
 			for (const { name, compression, compressOn, here, onHost: hostFilter, stage } of cases) {
-				if (only && !only.split(',').some((prefix) => name.startsWith(prefix))) continue;
+				if (ONLY && !ONLY.some((prefix) => name.startsWith(prefix))) continue;
 				const oursTimes: number[] = [];
 				const handTimes: number[] = [];
 				let outBytes = 0;
 				for (let run = 0; run < runs; run++) {
 					if (compression.kind !== 'zstd' || hasZstd) {
-						const result = stage ? await offThread(place.target, ssh, paths, compression, stage === 'http') : await ours(ssh, paths, compression, compressOn);
+						const result = stage ? await offThread(place.target, ssh, paths, compression, stage) : await ours(ssh, paths, compression, compressOn);
 						oursTimes.push(result.seconds);
 						tarBytes = result.tarBytes;
 						outBytes = result.outBytes;

@@ -229,20 +229,13 @@ export async function packArchive(
 	};
 	// zlib is fed ~1 MiB chunks, not the SSH-packet-sized ones files arrive in: each chunk is one thread-pool
 	// round trip, and zstd -1 compressed 1 GiB at 554 MB/s in 32 KiB writes, 1139 MB/s in 1 MiB ones (Node 24).
+	// They are copied into three reused buffers, not joined into new ones (see feedInChunks).
 	const zlibStream = openCompressed ? undefined : compress;
-	let head: Writable;
-	if (zlibStream) {
-		// Fed by copying into three reused 1 MiB buffers, not by joining chunks into new ones (see feedInChunks).
-		head = feedInChunks(zlibStream, COMPRESS_CHUNK);
-		pipeline(zlibStream, out, (error) => {
-			if (error) fail(error);
-		});
-	} else {
-		head = new PassThrough({ highWaterMark: 1024 * 1024 });
-		pipeline(head as PassThrough, out, (error) => {
-			if (error) fail(error);
-		});
-	}
+	const first = zlibStream ?? new PassThrough({ highWaterMark: 1024 * 1024 });
+	const head: Writable = zlibStream ? feedInChunks(zlibStream, COMPRESS_CHUNK) : first;
+	pipeline(first, out, (error) => {
+		if (error) fail(error);
+	});
 	const stopped = () => new LibvirtBackupError('ABORTED', 'The archive was stopped before it was complete');
 	const put = async (chunk: Buffer): Promise<void> => {
 		if (head.destroyed) throw stopped();

@@ -13,7 +13,7 @@ import { hostCompressCommand, hostHasProgram, openHostCompressed, openHostFile, 
 
 export { ARCHIVE_FORMATS, compressor, entryName, feedInChunks, packArchive, rechunk, tarSize } from './archive';
 export type { Compression, CompressedOpener, FileOpener, PackedArchive } from './archive';
-export { DOMAIN_XML_FILE, openHostFile, resolveBackups } from './source';
+export { openHostFile, resolveBackups } from './source';
 export type { ExportFile, ExportableBackup } from './source';
 export { createHostFileWriter } from './sink';
 export type { HostFileWriter, HostFileWriterOptions } from './sink';
@@ -49,8 +49,9 @@ export function archiveSettings(kind: unknown, level: unknown, compressOn: unkno
 	if (kind !== 'none' && kind !== 'gzip' && kind !== 'zstd') {
 		throw new LibvirtBackupError('INVALID_INPUT', `Compression must be one of ${Object.keys(ARCHIVE_FORMATS).join(', ')}; got ${JSON.stringify(kind)}`);
 	}
-	if (kind === 'none') return { compression: { kind }, compressOn: 'n8n' };
 	if (compressOn !== 'n8n' && compressOn !== 'host') throw new LibvirtBackupError('INVALID_INPUT', `Compress On must be n8n or host; got ${JSON.stringify(compressOn)}`);
+	// A plain tar compresses nothing: where is moot.
+	if (kind === 'none') return { compression: { kind }, compressOn: 'n8n' };
 	const compression: Exclude<Compression, { kind: 'none' }> = { kind, level: typeof level === 'number' ? level : typeof level === 'string' && level.trim() !== '' ? Number(level) : Number.NaN };
 	checkLevel(compression, level);
 	return { compression, compressOn };

@@ -26,7 +26,8 @@ import { checkDestination } from '../store/layout';
 import { acquireVmLock, type VmLock } from '../store/lock';
 import { INCOMPLETE_MARKER, type BackupKind, type Manifest } from '../store/manifest';
 import { createHostFileWriter, type HostFileWriter } from './sink';
-import { DOMAIN_XML_FILE, openHostFile, type ExportableBackup } from './source';
+import { DOMAIN_XML_FILE } from '../store/savedDomain';
+import { openHostFile, type ExportableBackup } from './source';
 import { planReplica, type ReplicaStep } from './replicaPlan';
 
 export interface ReplicaProgress {

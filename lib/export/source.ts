@@ -14,6 +14,7 @@ import { readCatalog, type CatalogBackup } from '../catalog/list';
 import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { MANIFEST_FILE, VERIFICATION_FILE } from '../store/manifest';
+import { DOMAIN_XML_FILE } from '../store/savedDomain';
 import { parseBackupPath, type BackupLocation } from '../store/paths';
 
 export interface ExportFile {
@@ -28,9 +29,6 @@ export interface ExportableBackup {
 	/** Images first, then domain.xml, verification.json (if present) and manifest.json last, as the writer makes them. */
 	files: ExportFile[];
 }
-
-export { DOMAIN_XML_FILE } from '../store/savedDomain';
-import { DOMAIN_XML_FILE } from '../store/savedDomain';
 
 /** A metadata walk: minutes mean a hung share. */
 const STAT_TIMEOUT_MS = 5 * 60_000;

@@ -7,7 +7,6 @@
  */
 import { isOurBitmap } from '../backup/backup';
 import { HASH_FN } from '../backup/hostFiles';
-import { readSavedDomainXml } from '../store/savedDomain';
 import { formatBytes } from '../format';
 import { newMarker, splitSections } from '../batch';
 import { CHECK_CHAIN_FN } from '../catalog/consolidate';
@@ -20,6 +19,7 @@ import { scriptArgv } from '../shell';
 import type { SshConnection } from '../ssh';
 import { acquireVmLock } from '../store/lock';
 import { parseBackupPath } from '../store/paths';
+import { readSavedDomainXml } from '../store/savedDomain';
 import { RESTORE_TEMP_SUFFIX, planRestore, type RestoreFacts, type RestorePlan, type RestoreRequest } from './plan';
 
 /**

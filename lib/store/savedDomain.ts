@@ -14,10 +14,14 @@ export const MAX_SAVED_XML_BYTES = 1024 * 1024;
 /** A read of a small file: a minute or more means a hung share. */
 const READ_TIMEOUT_MS = 120_000;
 
-/** `sh -c READ_SCRIPT lvb-saved-xml FILE MAX`: at most MAX bytes of FILE (the caller asks one more, to see an oversized one), refused when it is a link or not a regular file (never through a link, never a FIFO). */
+/**
+ * `sh -c READ_SCRIPT lvb-saved-xml FILE MAX`: at most MAX bytes of FILE (the caller asks one more, to
+ * see an oversized one), refused when it is a link or not a regular file. Opened O_NOFOLLOW|O_NONBLOCK,
+ * as the export reads files, so a link swapped in after the test is refused and a FIFO cannot block.
+ */
 const READ_SCRIPT = `f=$1 max=$2
 if [ -L "$f" ] || [ ! -f "$f" ]; then echo "$f is missing, a symbolic link or not a regular file" >&2; exit 65; fi
-head -c "$max" -- "$f"`;
+exec dd if="$f" iflag=nofollow,nonblock,count_bytes bs=65536 count="$max" status=none`;
 
 /** The saved definition of the backup at `backupPath`, or a clear INVALID_INPUT error saying why it cannot be used. */
 export async function readSavedDomainXml(ssh: SshConnection, backupPath: string, signal?: AbortSignal): Promise<string> {

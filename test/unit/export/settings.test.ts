@@ -20,6 +20,8 @@ describe('archiveSettings', () => {
 		['gzip', 'fast', 'n8n', /gzip level must be a whole number from 1 to 9, got fast/],
 		['gzip', 1, 'Host', /Compress On must be n8n or host; got "Host"/],
 		['zstd', 1, 'source', /Compress On must be n8n or host; got "source"/],
+		// Checked even where it is moot, so an expression gone wrong is seen.
+		['none', 1, 'banana', /Compress On must be n8n or host; got "banana"/],
 	])('refuses %s level %s on %s', (kind, level, compressOn, message) => {
 		expect(() => archiveSettings(kind, level, compressOn)).toThrow(message);
 	});
